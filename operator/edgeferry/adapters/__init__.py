@@ -1,0 +1,1 @@
+"""Adapters to the outside world: hadolint, Docker, syft/grype, registries, Kubernetes clusters."""

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the Go tools the testbed needs (Kubernetes control plane, kubectl, etcd, kwok, grype,
+# helm) from pinned Go modules, once, into a cache outside the git tree. A tool whose binary is
+# already cached for its pinned version is skipped, so a warm run costs a few stat calls.
+#
+# Usage: testbed/tools/build.sh [tool ...]     (default: all)
+# Cache: ${EDGEFERRY_CACHE:-$HOME/.cache/edgeferry}/bin/<tool>-<version>/
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${EDGEFERRY_CACHE:-$HOME/.cache/edgeferry}
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+mod_version() { # module path, wrapper dir -> pinned version from the wrapper's go.mod
+  awk -v m="$1" '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' "$here/gomod/$2/go.mod" | head -n1
+}
+
+timed() { # label, command...
+  local label=$1 start=$SECONDS; shift
+  echo "build: $label ..."
+  if "$@"; then
+    echo "build: $label done in $((SECONDS - start)) s"
+  else
+    echo "build: $label FAILED after $((SECONDS - start)) s" >&2
+    return 1
+  fi
+}
+
+build_into() { # wrapper dir, out dir, ldflags, packages...
+  local dir=$1 out=$2 ldflags=$3; shift 3
+  local tmp="$out.partial"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  (cd "$here/gomod/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$@")
+  rm -rf "$out"; mv "$tmp" "$out"
+}
+
+kubernetes() {
+  local v; v=$(mod_version k8s.io/kubernetes kubernetes)
+  local out="$cache/bin/kubernetes-$v"
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && return 0
+  local minor=${v#v1.}; minor=${minor%%.*}
+  local ld="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=edgeferry-testbed"
+    ld+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  timed "kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)" \
+    build_into kubernetes "$out" "$ld" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+etcd() {
+  local v; v=$(mod_version go.etcd.io/etcd/server/v3 etcd)
+  local out="$cache/bin/etcd-$v"
+  [ -x "$out/etcd" ] && return 0
+  timed "etcd $v" build_into etcd "$out" "" go.etcd.io/etcd/server/v3
+  mv "$out/server" "$out/etcd"
+}
+
+kwok() {
+  local v; v=$(mod_version sigs.k8s.io/kwok kwok)
+  local out="$cache/bin/kwok-$v"
+  [ -x "$out/kwok" ] && [ -d "$out/stages" ] && return 0
+  timed "kwok $v" build_into kwok "$out" "-X sigs.k8s.io/kwok/pkg/consts.Version=$v" sigs.k8s.io/kwok/cmd/kwok
+  # Standalone kwok ships no stages: keep the module's stage YAMLs beside the binary.
+  local src; src=$(cd "$here/gomod/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  mkdir -p "$out/stages"
+  cp -r "$src/kustomize/stage/." "$out/stages/"
+  chmod -R u+w "$out/stages"
+}
+
+grype() {
+  local v; v=$(mod_version github.com/anchore/grype grype)
+  local out="$cache/bin/grype-$v"
+  [ -x "$out/grype" ] && return 0
+  timed "grype $v" build_into grype "$out" "-X main.version=${v#v}" github.com/anchore/grype/cmd/grype
+}
+
+helm() {
+  local v; v=$(mod_version helm.sh/helm/v3 helm)
+  local out="$cache/bin/helm-$v"
+  [ -x "$out/helm" ] && return 0
+  timed "helm $v" build_into helm "$out" "-X helm.sh/helm/v3/internal/version.version=$v" helm.sh/helm/v3/cmd/helm
+}
+
+tools=("$@")
+[ ${#tools[@]} -gt 0 ] || tools=(etcd kwok kubernetes grype helm)
+total=$SECONDS
+for t in "${tools[@]}"; do "$t"; done
+echo "build: tools ready under $cache/bin in $((SECONDS - total)) s"
