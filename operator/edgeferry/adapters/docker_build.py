@@ -1,0 +1,219 @@
+"""Build images through the Docker Engine API, from a context assembled in memory.
+
+Why the Engine API rather than the `docker` CLI: the operator gets the build log as structured
+JSON (so a failure can quote the last lines in an event), the image id without parsing text, and
+no dependency on a CLI binary inside the operator image. The context is a tar built in memory from
+the Dockerfile text and a name→bytes mapping, with fixed mtimes and owners, so the same inputs
+always send the same bytes (and hit the daemon's layer cache).
+
+The build log is streamed and only a bounded tail is kept: a status message must stay small, and
+a runaway build must not grow the operator's memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+DEFAULT_TAIL_LINES = 40
+
+
+class BuildError(RuntimeError):
+    """The build failed; ``log_tail`` holds the last lines of the build log."""
+
+    def __init__(self, message: str, *, log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        if not self.log_tail:
+            return self.message
+        return self.message + "\n" + "\n".join(self.log_tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    """What a successful build produced, in the words status uses."""
+
+    image_id: str
+    size_bytes: int
+    layers: int
+    """Number of filesystem layers (``RootFS.Layers``), base image included."""
+    architecture: str
+    os: str
+    labels: Mapping[str, str]
+    log_tail: tuple[str, ...]
+    duration_s: float
+
+
+@dataclasses.dataclass
+class BuildLog:
+    """Folds the daemon's JSON build stream into a bounded tail, the image id and any error.
+
+    The stream mixes ``stream`` text (which can split or join lines arbitrarily), ``status``
+    progress lines of base image pulls, ``aux`` records carrying the image id, and an ``error``.
+    """
+
+    max_lines: int = DEFAULT_TAIL_LINES
+    image_id: str | None = None
+    error: str | None = None
+    _lines: collections.deque[str] = dataclasses.field(init=False)
+    _partial: str = ""
+
+    def __post_init__(self) -> None:
+        self._lines = collections.deque(maxlen=self.max_lines)
+
+    def feed(self, chunk: Mapping[str, Any]) -> None:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail")
+            message = detail.get("message") if isinstance(detail, Mapping) else None
+            self.error = str(message or chunk.get("error") or "unknown build error")
+            self._flush()
+            self._lines.append(f"ERROR: {self.error}")
+            return
+        aux = chunk.get("aux")
+        if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
+            self.image_id = aux["ID"]
+        text = chunk.get("stream")
+        if isinstance(text, str):
+            self._add_text(text)
+        status = chunk.get("status")
+        if isinstance(status, str) and not chunk.get("progressDetail"):
+            # Pull progress ("Downloading 3MB/9MB") carries a non-empty progressDetail; the
+            # milestones ("Pull complete", "Digest: ...") are worth keeping.
+            ident = chunk.get("id")
+            self._flush()
+            self._lines.append(f"{ident}: {status}" if ident else status)
+
+    def tail(self) -> tuple[str, ...]:
+        lines = list(self._lines)
+        if self._partial.strip():
+            lines.append(self._partial.rstrip())
+        return tuple(lines[-self.max_lines:])
+
+    def _add_text(self, text: str) -> None:
+        pieces = (self._partial + text).split("\n")
+        self._partial = pieces.pop()
+        for piece in pieces:
+            line = piece.rstrip("\r")
+            if line.strip():
+                self._lines.append(line)
+
+    def _flush(self) -> None:
+        if self._partial.strip():
+            self._lines.append(self._partial.rstrip())
+        self._partial = ""
+
+
+def connect(docker_host: str | None = None, *, timeout_s: float = 120.0) -> docker.APIClient:
+    """A low-level Engine API client for ``docker_host`` (or ``DOCKER_HOST``, or the socket)."""
+    if docker_host:
+        return docker.APIClient(base_url=docker_host, version="auto", timeout=int(timeout_s))
+    client = docker.from_env(version="auto", timeout=int(timeout_s))
+    api: docker.APIClient = client.api
+    return api
+
+
+def context_tar(dockerfile: str, files: Mapping[str, bytes] | None = None) -> bytes:
+    """A build context as tar bytes: ``Dockerfile`` plus the given files, deterministic."""
+    files = dict(files or {})
+    if "Dockerfile" in files:
+        raise ValueError("pass the Dockerfile as text, not in files")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        entries = {"Dockerfile": dockerfile.encode(), **files}
+        for name in sorted(entries):
+            clean = name.lstrip("/")
+            if not clean or ".." in clean.split("/"):
+                raise ValueError(f"context file name {name!r} escapes the context")
+            info = tarfile.TarInfo(clean)
+            info.size = len(entries[name])
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            archive.addfile(info, io.BytesIO(entries[name]))
+    return buffer.getvalue()
+
+
+def build_image(
+    api: docker.APIClient,
+    dockerfile: str,
+    *,
+    files: Mapping[str, bytes] | None = None,
+    tag: str | None = None,
+    build_args: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    platform: str | None = None,
+    pull: bool = False,
+    nocache: bool = False,
+    timeout_s: float = 900.0,
+    tail_lines: int = DEFAULT_TAIL_LINES,
+) -> BuildResult:
+    """Build ``dockerfile`` with ``files`` as context; raise `BuildError` with the log tail.
+
+    ``timeout_s`` bounds both the total build time (checked at every log line) and any silence
+    of the daemon; closing the stream on timeout makes the daemon cancel the build.
+    """
+    started = time.monotonic()
+    log = BuildLog(max_lines=tail_lines)
+    context = context_tar(dockerfile, files)
+    try:
+        stream = api.build(
+            fileobj=io.BytesIO(context), custom_context=True, tag=tag,
+            buildargs=dict(build_args or {}), labels=dict(labels or {}), platform=platform,
+            pull=pull, nocache=nocache, rm=True, forcerm=True, decode=True,
+            timeout=int(timeout_s),
+        )
+        _consume(stream, log, deadline=started + timeout_s)
+    except docker.errors.APIError as error:
+        raise BuildError(f"build request refused: {error.explanation}",
+                         log_tail=log.tail()) from error
+    except requests.RequestException as error:
+        raise BuildError(f"build stream broke off: {error}", log_tail=log.tail()) from error
+    if log.error is not None:
+        raise BuildError(f"build failed: {log.error}", log_tail=log.tail())
+    if log.image_id is None:
+        raise BuildError("build finished without reporting an image id", log_tail=log.tail())
+    return inspect_result(api, log.image_id, log_tail=log.tail(),
+                          duration_s=time.monotonic() - started)
+
+
+def inspect_result(
+    api: docker.APIClient, image: str, *, log_tail: tuple[str, ...] = (), duration_s: float = 0.0
+) -> BuildResult:
+    """Describe a local image the way a build result does (also for images built earlier)."""
+    info = api.inspect_image(image)
+    config = info.get("Config") or {}
+    return BuildResult(
+        image_id=str(info["Id"]),
+        size_bytes=int(info.get("Size") or 0),
+        layers=len((info.get("RootFS") or {}).get("Layers") or ()),
+        architecture=str(info.get("Architecture", "")),
+        os=str(info.get("Os", "")),
+        labels=dict(config.get("Labels") or {}),
+        log_tail=log_tail,
+        duration_s=duration_s,
+    )
+
+
+def _consume(stream: Iterable[Mapping[str, Any]], log: BuildLog, *, deadline: float) -> None:
+    chunks: Iterator[Mapping[str, Any]] = iter(stream)
+    try:
+        for chunk in chunks:
+            log.feed(chunk)
+            if time.monotonic() > deadline:
+                raise BuildError("build did not finish in time", log_tail=log.tail())
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()

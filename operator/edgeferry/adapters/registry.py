@@ -1,0 +1,386 @@
+"""Push images and read back what the registry really serves.
+
+The digest a user deploys must be the one the registry serves, not the one the Docker daemon
+believes it pushed: the two differ when a registry rewrites manifests, and an edge node only ever
+sees the registry. So after every push we ask the registry itself (Docker Registry HTTP API v2) for
+the manifest digest of the tag and refuse to report a push whose digests disagree.
+
+The HTTP side speaks plain HTTP to loopback registries (Docker treats them as insecure by default)
+and HTTPS to everything else unless told otherwise. It handles anonymous, basic and bearer-token
+registries; the token dance follows the `WWW-Authenticate` challenge the registry sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+#: Every manifest type we accept, most specific first; the registry answers with the type it stores.
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_INDEX_MEDIA_TYPES = frozenset(MANIFEST_MEDIA_TYPES[:2])
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+# An empty proxy URL overrides HTTP(S)_PROXY from the environment for one request.
+_NO_PROXY = {"http": "", "https": ""}
+
+
+class RegistryError(RuntimeError):
+    """A push or a registry request failed; the message says what the registry answered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Username and password (or token) for a registry, as in a docker-registry Secret."""
+
+    username: str
+    password: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageName:
+    """A repository split the way the registry API needs it: host, path name, and a reference."""
+
+    host: str
+    """Registry host with optional port, e.g. ``127.0.0.1:5000``."""
+    name: str
+    """Repository path inside the registry, e.g. ``models/iris``."""
+
+    @property
+    def repository(self) -> str:
+        return f"{self.host}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PushResult:
+    """What a push left in the registry."""
+
+    repository: str
+    tag: str
+    digest: str
+    """Manifest digest the registry serves for the tag (equal to what the daemon reported)."""
+    reference: str
+    """The pinned reference, ``repository@digest``: what gets rolled out."""
+    size: int | None
+    """Manifest size in bytes as reported by the daemon, when it reports one."""
+    duration_s: float
+
+
+def parse_repository(repository: str) -> ImageName:
+    """Split ``host[:port]/path`` into host and name; a host is required (no implicit hub)."""
+    host, sep, name = repository.partition("/")
+    if not sep or not name or not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError(f"repository {repository!r} must start with a registry host, e.g. "
+                         f"127.0.0.1:5000/models/iris")
+    if "@" in name or ":" in name:
+        raise ValueError(f"repository {repository!r} must not carry a tag or digest")
+    return ImageName(host=host, name=name)
+
+
+def is_loopback(host: str) -> bool:
+    """True for registries on this machine, which Docker itself talks to over plain HTTP."""
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    hostname = hostname.strip("[]")
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def digest_from_push_stream(chunks: Iterable[Mapping[str, Any]]) -> tuple[str, int | None]:
+    """Read the pushed manifest digest (and size) from the daemon's push progress stream.
+
+    The daemon reports errors inside the stream with HTTP 200, so each chunk is checked.
+    """
+    digest: str | None = None
+    size: int | None = None
+    last_status = ""
+    for chunk in chunks:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            message = detail.get("message") if isinstance(detail, Mapping) else None
+            raise RegistryError(f"push failed: {message or chunk.get('error')}")
+        aux = chunk.get("aux")
+        if isinstance(aux, Mapping) and isinstance(aux.get("Digest"), str):
+            digest = aux["Digest"]
+            raw_size = aux.get("Size")
+            size = raw_size if isinstance(raw_size, int) else None
+        status = chunk.get("status")
+        if isinstance(status, str):
+            last_status = status
+            found = re.search(r"digest: (sha256:[0-9a-f]{64}) size: (\d+)", status)
+            if found and digest is None:
+                digest, size = found.group(1), int(found.group(2))
+    if digest is None:
+        raise RegistryError(f"push reported no digest (last status: {last_status!r})")
+    return digest, size
+
+
+class RegistryClient:
+    """A small Docker Registry v2 client: manifests, tags and config blobs.
+
+    ``insecure`` lists extra hosts reached over plain HTTP (loopback always is).
+    """
+
+    def __init__(
+        self,
+        *,
+        credentials: Credentials | None = None,
+        insecure: Iterable[str] = (),
+        timeout_s: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._insecure = frozenset(insecure)
+        self._timeout_s = timeout_s
+        self._session = session or requests.Session()
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- public queries -------------------------------------------------------------------------
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest the registry serves for a tag or digest, or None if it serves nothing."""
+        image = parse_repository(repository)
+        response = self._request("HEAD", image, f"manifests/{reference}",
+                                 headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        if response.status_code == 404:
+            return None
+        self._raise_for(response, f"HEAD manifest {repository}:{reference}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest and _DIGEST.match(digest):
+            return digest
+        # Some registries omit the header on HEAD; the digest is the hash of the exact bytes.
+        body, _ = self.manifest(repository, reference)
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def tag_exists(self, repository: str, tag: str) -> bool:
+        """Whether the registry serves a manifest under this tag."""
+        return self.manifest_digest(repository, tag) is not None
+
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """The raw manifest bytes and their media type."""
+        image = parse_repository(repository)
+        response = self._request("GET", image, f"manifests/{reference}",
+                                 headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        self._raise_for(response, f"GET manifest {repository}:{reference}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.content, media_type
+
+    def platforms(self, repository: str, reference: str) -> tuple[str, ...]:
+        """``os/architecture[/variant]`` of every image behind a reference.
+
+        An index (multi-arch) lists its platforms; a single manifest's platform lives in its
+        config blob. Rollouts use this to refuse an image no node of a target can run.
+        """
+        body, media_type = self.manifest(repository, reference)
+        document: dict[str, Any] = json.loads(body)
+        media_type = media_type or str(document.get("mediaType", ""))
+        if media_type in _INDEX_MEDIA_TYPES or "manifests" in document:
+            found = []
+            for entry in document.get("manifests", []):
+                platform = entry.get("platform") or {}
+                if platform.get("architecture") in (None, "unknown"):
+                    continue  # attestation manifests, not runnable images
+                found.append(_platform_string(platform))
+            return tuple(found)
+        config = self.config(repository, reference, manifest=document)
+        return (_platform_string(config),)
+
+    def config(
+        self, repository: str, reference: str, *, manifest: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The image config blob (architecture, os, config.Labels, rootfs...) of a manifest."""
+        if manifest is None:
+            body, _ = self.manifest(repository, reference)
+            manifest = json.loads(body)
+        config_digest = manifest.get("config", {}).get("digest")
+        if not isinstance(config_digest, str):
+            raise RegistryError(f"{repository}:{reference} is not a single-image manifest")
+        image = parse_repository(repository)
+        response = self._request("GET", image, f"blobs/{config_digest}")
+        self._raise_for(response, f"GET config blob of {repository}:{reference}")
+        config: dict[str, Any] = json.loads(response.content)
+        return config
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest by digest (the registry must allow deletes); False if absent."""
+        if not _DIGEST.match(digest):
+            raise ValueError(f"delete needs a sha256 digest, got {digest!r}")
+        image = parse_repository(repository)
+        response = self._request("DELETE", image, f"manifests/{digest}")
+        if response.status_code == 404:
+            return False
+        self._raise_for(response, f"DELETE manifest {repository}@{digest}")
+        return True
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------
+
+    def _base_url(self, host: str) -> str:
+        scheme = "http" if is_loopback(host) or host in self._insecure else "https"
+        return f"{scheme}://{host}/v2"
+
+    def _request(
+        self, method: str, image: ImageName, path: str, *, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        url = f"{self._base_url(image.host)}/{image.name}/{path}"
+        all_headers = dict(headers or {})
+        scope = f"repository:{image.name}:{'delete' if method == 'DELETE' else 'pull'}"
+        token = self._tokens.get((image.host, scope))
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        response = self._send(method, url, all_headers)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("basic") and self._credentials:
+            auth = (self._credentials.username, self._credentials.password)
+            return self._send(method, url, dict(headers or {}), auth=auth)
+        if challenge.lower().startswith("bearer"):
+            token = self._fetch_token(challenge, default_scope=scope)
+            self._tokens[(image.host, scope)] = token
+            all_headers["Authorization"] = f"Bearer {token}"
+            return self._send(method, url, all_headers)
+        return response
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        auth: tuple[str, str] | None = None,
+    ) -> requests.Response:
+        # A loopback registry must never be reached through an HTTP proxy from the environment.
+        proxies = _NO_PROXY if is_loopback(url.split("/")[2]) else None
+        try:
+            return self._session.request(method, url, headers=dict(headers), auth=auth,
+                                         timeout=self._timeout_s, allow_redirects=True,
+                                         proxies=proxies)
+        except requests.RequestException as error:
+            raise RegistryError(f"{method} {url}: {error}") from error
+
+    def _fetch_token(self, challenge: str, *, default_scope: str) -> str:
+        params = parse_bearer_challenge(challenge)
+        realm = params.pop("realm", None)
+        if not realm:
+            raise RegistryError(f"registry sent a bearer challenge without a realm: {challenge}")
+        params.setdefault("scope", default_scope)
+        auth = (self._credentials.username, self._credentials.password) if self._credentials \
+            else None
+        try:
+            response = self._session.get(realm, params=params, auth=auth, timeout=self._timeout_s)
+        except requests.RequestException as error:
+            raise RegistryError(f"token request to {realm}: {error}") from error
+        self._raise_for(response, f"token request to {realm}")
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str):
+            raise RegistryError(f"token endpoint {realm} returned no token")
+        return token
+
+    @staticmethod
+    def _raise_for(response: requests.Response, what: str) -> None:
+        if response.status_code >= 400:
+            raise RegistryError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+
+
+def parse_bearer_challenge(challenge: str) -> dict[str, str]:
+    """``Bearer realm="...",service="...",scope="..."`` as a dict of its parameters."""
+    _, _, rest = challenge.partition(" ")
+    return dict(_CHALLENGE_PARAM.findall(rest))
+
+
+def push_image(
+    api: docker.APIClient,
+    image: str,
+    repository: str,
+    tag: str,
+    *,
+    credentials: Credentials | None = None,
+    insecure: Iterable[str] = (),
+    timeout_s: float = 600.0,
+) -> PushResult:
+    """Tag a local image (id or reference) as ``repository:tag``, push it, and verify the digest.
+
+    Raises `RegistryError` when the push fails or when the registry serves a different digest
+    than the daemon reported.
+    """
+    parse_repository(repository)
+    started = time.monotonic()
+    try:
+        api.tag(image, repository, tag=tag)
+        auth_config = (
+            {"username": credentials.username, "password": credentials.password}
+            if credentials else None
+        )
+        stream = api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
+        pushed_digest, size = digest_from_push_stream(
+            _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}"))
+    except docker.errors.APIError as error:
+        raise RegistryError(f"push of {repository}:{tag} failed: {error.explanation}") from error
+    with RegistryClient(credentials=credentials, insecure=insecure) as client:
+        served = client.manifest_digest(repository, tag)
+    if served != pushed_digest:
+        raise RegistryError(f"registry serves {served} for {repository}:{tag} but the push "
+                            f"reported {pushed_digest}")
+    return PushResult(repository=repository, tag=tag, digest=pushed_digest,
+                      reference=f"{repository}@{pushed_digest}", size=size,
+                      duration_s=time.monotonic() - started)
+
+
+def manifest_digest(
+    repository: str, reference: str, *, credentials: Credentials | None = None,
+    insecure: Iterable[str] = (),
+) -> str | None:
+    """The digest the registry serves for ``repository:reference``, or None if absent."""
+    with RegistryClient(credentials=credentials, insecure=insecure) as client:
+        return client.manifest_digest(repository, reference)
+
+
+def tag_exists(
+    repository: str, tag: str, *, credentials: Credentials | None = None,
+    insecure: Iterable[str] = (),
+) -> bool:
+    """Whether the registry serves anything under ``repository:tag``."""
+    return manifest_digest(repository, tag, credentials=credentials, insecure=insecure) is not None
+
+
+def _platform_string(platform: Mapping[str, Any]) -> str:
+    parts = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
+    if platform.get("variant"):
+        parts.append(str(platform["variant"]))
+    return "/".join(parts)
+
+
+def _with_deadline(
+    chunks: Iterable[Mapping[str, Any]], deadline: float, what: str
+) -> Iterable[Mapping[str, Any]]:
+    for chunk in chunks:
+        yield chunk
+        if time.monotonic() > deadline:
+            raise RegistryError(f"{what} did not finish in time")
