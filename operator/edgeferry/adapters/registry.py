@@ -93,8 +93,10 @@ def parse_repository(repository: str) -> ImageName:
 
 def is_loopback(host: str) -> bool:
     """True for registries on this machine, which Docker itself talks to over plain HTTP."""
-    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    hostname = hostname.strip("[]")
+    if host.startswith("["):  # [::1]:5000
+        hostname = host[1:host.find("]")]
+    else:
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if hostname == "localhost":
         return True
     try:
