@@ -1,0 +1,136 @@
+"""Typed view of the EdgeTarget resource: a place where models run.
+
+An EdgeTarget is either a node pool of the hub cluster (`Cloud`: chosen by node selector and
+tolerations, into a namespace) or a remote K3s cluster (`K3s`: reached through a kubeconfig
+Secret in the *same* namespace as the EdgeTarget, so a user can never point the operator at a
+Secret they could not read themselves). Deployments select targets by the EdgeTarget's labels
+(region, tier, arch, hardware), not by anything in the spec, so the spec only says how to reach
+the place and what to substitute there.
+
+The CRD (`crds/edgetarget.yaml`) is the validating authority: it rejects bad objects at admission
+with CEL rules. The same invariants are repeated here, cheaply, so that code constructing a spec
+by hand (tests, the demo) cannot build an object the API server would refuse, and so a handler
+that meets an object from an older, looser schema fails with a message instead of guessing.
+Defaults here equal the CRD's defaults; a unit test compares the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+import pydantic
+from pydantic import alias_generators
+
+TargetType = Literal["Cloud", "K3s"]
+
+DEFAULT_KUBECONFIG_KEY = "kubeconfig"
+DEFAULT_PROBE_INTERVAL_SECONDS = 30
+
+
+class _Model(pydantic.BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields ignored (forward compatible)."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration, copied verbatim onto the Pods of a Cloud target."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The toleration as the Pod spec wants it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class CloudPlacement(_Model):
+    """Which nodes of the hub cluster a Cloud target stands for."""
+
+    node_selector: dict[str, str] = pydantic.Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the EdgeTarget's own namespace."""
+
+    name: str
+    key: str = DEFAULT_KUBECONFIG_KEY
+
+
+class K3sAccess(_Model):
+    """How the operator reaches a remote K3s cluster."""
+
+    kubeconfig_secret_ref: SecretKeyRef
+
+
+class EdgeTargetSpec(_Model):
+    """What the user declares about a target."""
+
+    type: TargetType
+    namespace: str
+    cloud: CloudPlacement | None = None
+    k3s: K3sAccess | None = None
+    registry_mirror: str | None = None
+    image_size_budget_bytes: int | None = pydantic.Field(default=None, ge=1)
+    probe_interval_seconds: int = pydantic.Field(default=DEFAULT_PROBE_INTERVAL_SECONDS, ge=5)
+
+    @pydantic.model_validator(mode="after")
+    def _sections_match_type(self) -> Self:
+        if self.type == "K3s":
+            if self.k3s is None:
+                raise ValueError("type K3s requires k3s.kubeconfigSecretRef")
+            if self.cloud is not None:
+                raise ValueError("type K3s cannot have a cloud section (nodes are remote)")
+        if self.type == "Cloud" and self.k3s is not None:
+            raise ValueError("type Cloud cannot have a k3s section (it uses the hub's own nodes)")
+        return self
+
+    @property
+    def placement(self) -> CloudPlacement:
+        """Node selector and tolerations to render; empty for K3s (the whole cluster is ours)."""
+        return self.cloud if self.cloud is not None else CloudPlacement()
+
+
+class EdgeTargetStatus(_Model):
+    """What the last probe of the target found, as written to `.status`."""
+
+    observed_generation: int | None = None
+    reachable: bool | None = None
+    kubernetes_version: str | None = None
+    ready_nodes: int | None = None
+    total_nodes: int | None = None
+    architectures: tuple[str, ...] = ()
+    last_probe_time: str | None = None
+    message: str | None = None
+    conditions: tuple[dict[str, Any], ...] = ()
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def nodes(self) -> str | None:
+        """`ready/total` for the printer column, like the READY column of `kubectl get deploy`."""
+        if self.ready_nodes is None or self.total_nodes is None:
+            return None
+        return f"{self.ready_nodes}/{self.total_nodes}"
+
+    def to_status(self) -> dict[str, Any]:
+        """The status block as the API wants it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_spec(spec: Any) -> EdgeTargetSpec:
+    """Load `.spec` of an EdgeTarget body (a mapping from Kopf or the API)."""
+    return EdgeTargetSpec.model_validate(dict(spec))
+
+
+def parse_status(status: Any) -> EdgeTargetStatus:
+    """Load `.status` of an EdgeTarget body; a missing status reads as all-unknown."""
+    return EdgeTargetStatus.model_validate(dict(status or {}))

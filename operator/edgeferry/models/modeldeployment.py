@@ -1,0 +1,358 @@
+"""Typed view of the ModelDeployment resource: which image runs where, and how it gets there.
+
+The spec names a ModelImage (rolled out by the digest the gate admitted, never by tag), a label
+selector over EdgeTargets, a small pod template and the rollout strategy. The template is a
+deliberate subset of a Pod spec: what a model server needs (replicas, one port, resources, env,
+probes, extra labels and annotations). Everything that makes a workload safe (non-root, read-only
+root filesystem, digest-pinned image, node architecture) is decided by edgeferry and cannot be
+overridden here; a user who needs more writes their own Deployment.
+
+The status is a summary a person reads with `kubectl get` and a tool reads with kstatus. It stays
+bounded: counts per phase are always complete, per-target detail is capped (not-ready targets
+first). The per-target memory a rollout needs to resume (what ran before, when the deadline
+started, whether a target was rolled back) lives on each target's Deployment as `edgeferry.io/`
+annotations, not here, so it scales with the fleet and survives a restart of the operator.
+
+Defaults here equal the CRD's defaults (`crds/modeldeployment.yaml`); a unit test compares them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
+
+import pydantic
+from pydantic import alias_generators
+
+TargetPhase = Literal[
+    "Pending", "Progressing", "Ready", "Failed", "RolledBack", "Deferred", "Incompatible"
+]
+"""Where one target stands with respect to the digest being rolled out."""
+
+TARGET_PHASES: tuple[TargetPhase, ...] = (
+    "Pending",
+    "Progressing",
+    "Ready",
+    "Failed",
+    "RolledBack",
+    "Deferred",
+    "Incompatible",
+)
+
+DeploymentPhase = Literal["Blocked", "Progressing", "Ready", "Degraded", "Paused"]
+"""The one-word story of a ModelDeployment, shown by `kubectl get md`."""
+
+ClusterType = Literal["Cloud", "K3s"]
+
+_PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
+
+DEFAULT_REPLICAS = 1
+DEFAULT_PORT = 8080
+DEFAULT_CANARY = 1
+DEFAULT_MAX_PER_WAVE = "50%"
+DEFAULT_MIN_READY_SECONDS = 10
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 120
+DEFAULT_MAX_FAILURES = 0
+DEFAULT_OFFLINE_GRACE_SECONDS = 60
+
+
+def _rfc3339(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    datetime.datetime,
+    pydantic.AfterValidator(
+        lambda v: v if v.tzinfo is not None else v.replace(tzinfo=datetime.UTC)
+    ),
+    pydantic.PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+]
+"""A point in time; naive values are read as UTC; written as Kubernetes writes them."""
+
+
+class _Model(pydantic.BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields ignored (forward compatible)."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+# --- spec ----------------------------------------------------------------------------------------
+class ImageRef(_Model):
+    """A ModelImage in the ModelDeployment's namespace."""
+
+    name: str
+
+
+class LabelSelectorRequirement(_Model):
+    """One `matchExpressions` entry of a Kubernetes label selector."""
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes semantics: `NotIn` and `DoesNotExist` match objects without the key."""
+        present = self.key in labels
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        return not present or labels[self.key] not in self.values
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector over EdgeTarget labels."""
+
+    match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    @pydantic.model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.match_labels and not self.match_expressions:
+            raise ValueError("targets.selector must not be empty (it would select every target)")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether an object with these labels is selected (all terms must hold)."""
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            e.matches(labels) for e in self.match_expressions
+        )
+
+
+class TargetSelection(_Model):
+    """Which EdgeTargets (in the same namespace) the model goes to."""
+
+    selector: LabelSelector
+
+
+class EnvVar(_Model):
+    """An environment variable of the model container: a literal value or a `valueFrom` source."""
+
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The variable as the container spec wants it."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.value_from is not None:
+            out["valueFrom"] = self.value_from
+        else:
+            out["value"] = self.value or ""
+        return out
+
+
+Quantity = int | str
+
+
+class Resources(_Model):
+    """Requests and limits of the model container (Kubernetes quantities)."""
+
+    requests: dict[str, Quantity] = pydantic.Field(default_factory=dict)
+    limits: dict[str, Quantity] = pydantic.Field(default_factory=dict)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The resources block, unset halves left out."""
+        out: dict[str, Any] = {}
+        if self.requests:
+            out["requests"] = dict(self.requests)
+        if self.limits:
+            out["limits"] = dict(self.limits)
+        return out
+
+
+class HttpGetAction(_Model):
+    """Probe by HTTP GET; `port` defaults to the model's port."""
+
+    path: str = "/"
+    port: int | str | None = None
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+
+
+class TcpSocketAction(_Model):
+    """Probe by opening a TCP connection; `port` defaults to the model's port."""
+
+    port: int | str | None = None
+
+
+class ExecAction(_Model):
+    """Probe by running a command in the container."""
+
+    command: tuple[str, ...]
+
+
+class GrpcAction(_Model):
+    """Probe by the gRPC health checking protocol."""
+
+    port: int
+    service: str | None = None
+
+
+class Probe(_Model):
+    """A readiness or liveness probe: exactly one handler, plus the usual timings."""
+
+    http_get: HttpGetAction | None = None
+    tcp_socket: TcpSocketAction | None = None
+    exec: ExecAction | None = None
+    grpc: GrpcAction | None = None
+    initial_delay_seconds: int | None = None
+    period_seconds: int | None = None
+    timeout_seconds: int | None = None
+    success_threshold: int | None = None
+    failure_threshold: int | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_handler(self) -> Self:
+        handlers = [self.http_get, self.tcp_socket, self.exec, self.grpc]
+        if sum(h is not None for h in handlers) != 1:
+            raise ValueError("a probe needs exactly one of httpGet, tcpSocket, exec, grpc")
+        return self
+
+    def to_manifest(self, *, default_port: int | str) -> dict[str, Any]:
+        """The probe as the container spec wants it, with the model's port filled in."""
+        out = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for handler in ("httpGet", "tcpSocket"):
+            if handler in out and "port" not in out[handler]:
+                out[handler]["port"] = default_port
+        return out
+
+
+class PodTemplate(_Model):
+    """What runs at each target."""
+
+    replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=0)
+    port: int = pydantic.Field(default=DEFAULT_PORT, ge=1, le=65535)
+    resources: Resources = pydantic.Field(default_factory=Resources)
+    env: tuple[EnvVar, ...] = ()
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    labels: dict[str, str] = pydantic.Field(default_factory=dict)
+    annotations: dict[str, str] = pydantic.Field(default_factory=dict)
+
+
+MaxPerWave = int | str
+
+
+class RolloutStrategy(_Model):
+    """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets."""
+
+    canary: int = pydantic.Field(default=DEFAULT_CANARY, ge=0)
+    max_per_wave: MaxPerWave = DEFAULT_MAX_PER_WAVE
+    min_ready_seconds: int = pydantic.Field(default=DEFAULT_MIN_READY_SECONDS, ge=0)
+    progress_deadline_seconds: int = pydantic.Field(default=DEFAULT_PROGRESS_DEADLINE_SECONDS, ge=1)
+    max_failures: int = pydantic.Field(default=DEFAULT_MAX_FAILURES, ge=0)
+    paused: bool = False
+    auto_rollback: bool = True
+    offline_grace_seconds: int = pydantic.Field(default=DEFAULT_OFFLINE_GRACE_SECONDS, ge=0)
+
+    @pydantic.field_validator("max_per_wave")
+    @classmethod
+    def _int_or_percent(cls, value: MaxPerWave) -> MaxPerWave:
+        if isinstance(value, bool):
+            raise ValueError("maxPerWave must be an integer or a percentage")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("maxPerWave must be at least 1")
+            return value
+        if not _PERCENT.match(value):
+            raise ValueError('maxPerWave must be an integer >= 1 or a percentage "1%".."100%"')
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _deadline_after_min_ready(self) -> Self:
+        if self.progress_deadline_seconds <= self.min_ready_seconds:
+            raise ValueError("progressDeadlineSeconds must be greater than minReadySeconds")
+        return self
+
+
+class ModelDeploymentSpec(_Model):
+    """What the user declares."""
+
+    image_ref: ImageRef
+    targets: TargetSelection
+    template: PodTemplate = pydantic.Field(default_factory=PodTemplate)
+    rollout: RolloutStrategy = pydantic.Field(default_factory=RolloutStrategy)
+
+
+# --- status --------------------------------------------------------------------------------------
+class TargetStatus(_Model):
+    """One target's line in `.status.targets`."""
+
+    name: str
+    cluster_type: ClusterType | None = None
+    phase: TargetPhase
+    digest: str | None = None
+    previous_digest: str | None = None
+    ready_replicas: int = 0
+    wave: int | None = None
+    available_since: Timestamp | None = None
+    last_transition_time: Timestamp | None = None
+    message: str | None = None
+    last_error: str | None = None
+
+
+class PhaseCounts(_Model):
+    """How many selected targets are in each phase; always complete, whatever the list shows."""
+
+    total: int = 0
+    pending: int = 0
+    progressing: int = 0
+    ready: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    deferred: int = 0
+    incompatible: int = 0
+
+    def of(self, phase: TargetPhase) -> int:
+        """The count for one phase, by its name in `TargetPhase`."""
+        return int(getattr(self, alias_generators.to_snake(phase)))
+
+
+class ModelDeploymentStatus(_Model):
+    """The summary written to `.status`."""
+
+    observed_generation: int | None = None
+    phase: DeploymentPhase | None = None
+    digest: str | None = None
+    current_wave: int = 0
+    total_waves: int = 0
+    counts: PhaseCounts = pydantic.Field(default_factory=PhaseCounts)
+    targets: tuple[TargetStatus, ...] = ()
+    targets_not_listed: int = 0
+    message: str | None = None
+    conditions: tuple[dict[str, Any], ...] = ()
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def ready_targets(self) -> str:
+        """`ready/total` for the printer column."""
+        return f"{self.counts.ready}/{self.counts.total}"
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def wave(self) -> str:
+        """`current/total` for the printer column."""
+        return f"{self.current_wave}/{self.total_waves}"
+
+    def to_status(self) -> dict[str, Any]:
+        """The status block as the API wants it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_spec(spec: Any) -> ModelDeploymentSpec:
+    """Load `.spec` of a ModelDeployment body (a mapping from Kopf or the API)."""
+    return ModelDeploymentSpec.model_validate(dict(spec))
+
+
+def parse_status(status: Any) -> ModelDeploymentStatus:
+    """Load `.status` of a ModelDeployment body; a missing status reads as a fresh one."""
+    return ModelDeploymentStatus.model_validate(dict(status or {}))
