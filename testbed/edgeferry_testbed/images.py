@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -43,12 +44,77 @@ APP_UID = 10001
 SKLEARN_PACKAGES = ("python3-minimal", "python3-sklearn", "ca-certificates")
 RECIPE_LABEL = "edgeferry.io/base-recipe"
 # Bump when a recipe below changes in a way that changes the image.
-_RECIPE_VERSION = "1"
+_RECIPE_VERSION = "2"
+#: Emptied after debootstrap: package indexes, caches, logs and documentation. Under
+#: /usr/share/doc the copyright files stay: SBOM tools read licenses from them.
 _STRIP = (
-    "var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/templates.dat-old", "var/log",
-    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale",
-    "usr/share/bug", "usr/share/common-licenses",
+    "var/lib/apt/lists",
+    "var/cache/apt",
+    "var/log",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/lintian",
+    "usr/share/locale",
+    "usr/share/bug",
 )
+#: Build-time packages that python3-scipy drags in through its dependency on the pythran compiler
+#: (a C++ toolchain, Boost headers, BLAS headers): about 500 MB nothing at run time needs.
+#: OpenBLAS goes too; the reference BLAS/LAPACK that stay are plenty for small models.
+_PRUNE = (
+    "python3-pythran",
+    "python3-gast",
+    "python3-beniget",
+    "libboost1.74-dev",
+    "libxsimd-dev",
+    "g++",
+    "g++-12",
+    "gcc",
+    "gcc-12",
+    "cpp",
+    "cpp-12",
+    "libgcc-12-dev",
+    "libstdc++-12-dev",
+    "libc6-dev",
+    "libc-dev-bin",
+    "linux-libc-dev",
+    "libcrypt-dev",
+    "libnsl-dev",
+    "libtirpc-dev",
+    "rpcsvc-proto",
+    "binutils",
+    "binutils-common",
+    "binutils-x86-64-linux-gnu",
+    "libbinutils",
+    "libctf0",
+    "libctf-nobfd0",
+    "libgprofng0",
+    "libasan8",
+    "libtsan2",
+    "liblsan0",
+    "libubsan1",
+    "libcc1-0",
+    "libisl23",
+    "libmpc3",
+    "libmpfr6",
+    "libitm1",
+    "libpython3.11-dev",
+    "libpython3-dev",
+    "python3.11-dev",
+    "python3-dev",
+    "libexpat1-dev",
+    "zlib1g-dev",
+    "libopenblas-pthread-dev",
+    "libopenblas-dev",
+    "libopenblas0-pthread",
+    "libopenblas0",
+    "libblas-dev",
+    "liblapack-dev",
+    "libjs-jquery",
+    "libjs-underscore",
+    "libjs-sphinxdoc",
+)
+#: Test suites shipped inside these packages; never imported by a model server.
+_TEST_SUITES = ("sklearn", "scipy", "numpy", "joblib", "threadpoolctl")
 
 
 class ImageRecipeError(RuntimeError):
@@ -82,23 +148,27 @@ def ensure_busybox_base(
     api = _api(docker_client)
     host_platform = _host_platform()
     if platform != host_platform:
-        raise ValueError(f"busybox base can only be made for {host_platform} (the host's "
-                         f"busybox-static), not {platform}")
+        raise ValueError(
+            f"busybox base can only be made for {host_platform} (the host's "
+            f"busybox-static), not {platform}"
+        )
     if not BUSYBOX_BINARY.is_file():
         raise ImageRecipeError(f"{BUSYBOX_BINARY} missing: apt-get install busybox-static")
     version = _busybox_version()
     repository = f"{registry_host}/base/busybox"
     inputs = _digest_of("busybox", _RECIPE_VERSION, platform, _file_sha256(BUSYBOX_BINARY))
-    cached = _reuse(api, "busybox", repository, version, inputs)
-    if cached:
-        return cached
-    with _step("busybox rootfs + import"):
-        image_id = _import(api, _busybox_rootfs(), repository, version, changes=[
-            'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin',
-            'CMD ["sh"]',
-            f"LABEL {RECIPE_LABEL}={inputs}",
-        ])
-    return _push_and_remember(api, "busybox", image_id, repository, version, inputs=inputs)
+    with _exclusive("busybox"):
+        cached = _reuse(api, "busybox", repository, version, inputs)
+        if cached:
+            return cached
+        with _step("busybox rootfs + import"):
+            changes = [
+                "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                'CMD ["sh"]',
+                f"LABEL {RECIPE_LABEL}={inputs}",
+            ]
+            image_id = _import(api, _busybox_rootfs(), repository, version, changes=changes)
+        return _push_and_remember(api, "busybox", image_id, repository, version, inputs=inputs)
 
 
 def ensure_python_sklearn_base(
@@ -117,41 +187,22 @@ def ensure_python_sklearn_base(
     api = _api(docker_client)
     repository = f"{registry_host}/base/python-sklearn"
     inputs = _digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages))
-    cached = _reuse(api, "python-sklearn", repository, suite, inputs)
-    if cached:
-        return cached
-    if shutil.which("debootstrap") is None:
-        raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
-    mirror = mirror or host_debian_mirror()
-    MARKER_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="python-sklearn-", dir=MARKER_DIR) as work:
-        rootfs = pathlib.Path(work) / "rootfs"
-        try:
-            with _step(f"debootstrap {suite} from {mirror}"):
-                _run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                      suite, str(rootfs), mirror], what="debootstrap")
-            with _step("strip caches, docs, apt lists; add user app"):
-                _strip(rootfs)
-                _add_user(rootfs, "app", APP_UID)
-            tarball = pathlib.Path(work) / "rootfs.tar"
-            with _step("tar rootfs"):
-                _run(["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(rootfs),
-                      "-cf", str(tarball), "."], what="tar")
-            print(f"[images] rootfs tar: {tarball.stat().st_size / 1e6:.0f} MB")
-            with _step("docker import"), tarball.open("rb") as data:
-                image_id = _import(api, data, repository, suite, changes=[
-                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "ENV LANG=C.UTF-8",
-                    "ENV PYTHONUNBUFFERED=1",
-                    'CMD ["python3"]',
-                    f"LABEL {RECIPE_LABEL}={inputs}",
-                ])
-        finally:
-            _unmount_below(rootfs)
-    size = api.inspect_image(image_id).get("Size", 0)
-    print(f"[images] python-sklearn image size: {size / 1e6:.0f} MB")
-    return _push_and_remember(api, "python-sklearn", image_id, repository, suite,
-                              inputs=inputs)
+    with _exclusive("python-sklearn"):
+        cached = _reuse(api, "python-sklearn", repository, suite, inputs)
+        if cached:
+            return cached
+        if shutil.which("debootstrap") is None:
+            raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
+        _remove_stale_workdirs("python-sklearn-")
+        image_id = _debootstrap_image(
+            api,
+            repository,
+            suite,
+            inputs=inputs,
+            mirror=mirror or host_debian_mirror(),
+            packages=packages,
+        )
+        return _push_and_remember(api, "python-sklearn", image_id, repository, suite, inputs=inputs)
 
 
 def ensure_arm64_only_image(
@@ -163,24 +214,29 @@ def ensure_arm64_only_image(
 ) -> str:
     """A tiny image whose config says ``linux/arm64`` only, pushed; returns the pinned ref.
 
-    Built ``FROM scratch`` with a COPY only, so no arm64 code ever has to run here. Rollout
-    tests use it to prove an image is refused on targets without arm64 nodes.
+    Built ``FROM scratch`` with a COPY only, so no arm64 code ever has to run here (the classic
+    builder records the requested platform; ``docker import --platform`` on Engine 20.10 does
+    not). Rollout tests use it to prove an image is refused on targets without arm64 nodes.
     """
     api = _api(docker_client)
     repository = f"{registry_host}/{name}"
     inputs = _digest_of("arm64-only", _RECIPE_VERSION, name)
-    cached = _reuse(api, f"arm64-only-{name.replace('/', '-')}", repository, tag, inputs)
-    if cached:
-        return cached
-    with _step("build arm64-only image"):
-        result = docker_build.build_image(
-            api, 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello"]\n',
-            files={"hello.txt": b"an arm64-only image made by the edgeferry testbed\n"},
-            labels={RECIPE_LABEL: inputs}, platform="linux/arm64")
-    if result.architecture != "arm64":
-        raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
-    reference = _push_and_remember(api, f"arm64-only-{name.replace('/', '-')}", result.image_id,
-                                   repository, tag, inputs=inputs)
+    key = f"arm64-only-{name.replace('/', '-')}-{tag}"
+    with _exclusive(key):
+        cached = _reuse(api, key, repository, tag, inputs)
+        if cached:
+            return cached
+        with _step("build arm64-only image"):
+            result = docker_build.build_image(
+                api,
+                'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello"]\n',
+                files={"hello.txt": b"an arm64-only image made by the edgeferry testbed\n"},
+                labels={RECIPE_LABEL: inputs},
+                platform="linux/arm64",
+            )
+        if result.architecture != "arm64":
+            raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
+        reference = _push_and_remember(api, key, result.image_id, repository, tag, inputs=inputs)
     with registry.RegistryClient() as client:
         served = client.platforms(repository, reference.rsplit("@", 1)[1])
     if served != ("linux/arm64",):
@@ -206,8 +262,12 @@ def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: i
     api = _api(docker_client)
     _ensure_local(api, base_ref)
     container = api.create_container(
-        base_ref, command=["python3", "-c", _TRAIN_SCRIPT], user=str(APP_UID),
-        network_disabled=True, labels={"edgeferry.io/testbed": "train-model"})
+        base_ref,
+        command=["python3", "-c", _TRAIN_SCRIPT],
+        user=str(APP_UID),
+        network_disabled=True,
+        labels={"edgeferry.io/testbed": "train-model"},
+    )
     container_id = str(container["Id"])
     try:
         api.start(container_id)
@@ -245,6 +305,70 @@ def host_debian_mirror(*, sources_dir: pathlib.Path = pathlib.Path("/etc/apt")) 
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _debootstrap_image(
+    api: docker.APIClient,
+    repository: str,
+    suite: str,
+    *,
+    inputs: str,
+    mirror: str,
+    packages: Sequence[str],
+) -> str:
+    """debootstrap, strip, add the app user, tar, import; returns the local image id."""
+    with tempfile.TemporaryDirectory(prefix="python-sklearn-", dir=MARKER_DIR) as work:
+        rootfs = pathlib.Path(work) / "rootfs"
+        tarball = pathlib.Path(work) / "rootfs.tar"
+        try:
+            with _step(f"debootstrap {suite} from {mirror}"):
+                include = f"--include={','.join(packages)}"
+                command = ["debootstrap", "--variant=minbase", include, suite, str(rootfs), mirror]
+                _run(command, what="debootstrap")
+            with _step("purge build-only packages"):
+                _prune_packages(rootfs)
+            with _step("strip caches, docs, apt lists, test suites; add user app"):
+                _strip(rootfs)
+                _add_user(rootfs, "app", APP_UID)
+            with _step("tar rootfs"):
+                command = ["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(rootfs)]
+                _run([*command, "-cf", str(tarball), "."], what="tar")
+            print(f"[images] rootfs tar: {tarball.stat().st_size / 1e6:.0f} MB")
+            with _step("docker import"), tarball.open("rb") as data:
+                changes = [
+                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "ENV LANG=C.UTF-8",
+                    "ENV PYTHONUNBUFFERED=1",
+                    'CMD ["python3"]',
+                    f"LABEL {RECIPE_LABEL}={inputs}",
+                ]
+                image_id = _import(api, data, repository, suite, changes=changes)
+        finally:
+            _unmount_below(rootfs)
+    size = api.inspect_image(image_id).get("Size", 0)
+    print(f"[images] python-sklearn image size: {size / 1e6:.0f} MB")
+    return image_id
+
+
+@contextlib.contextmanager
+def _exclusive(key: str) -> Iterator[None]:
+    """One maker per image at a time, across processes (a testbed-up and a test run, say)."""
+    MARKER_DIR.mkdir(parents=True, exist_ok=True)
+    with (MARKER_DIR / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_stale_workdirs(prefix: str) -> None:
+    """Work directories of an interrupted run (we hold the lock, so nobody else uses them)."""
+    for stale in MARKER_DIR.glob(f"{prefix}*"):
+        if stale.is_dir():
+            print(f"[images] removing stale work directory {stale}")
+            _unmount_below(stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _api(client: ClientLike) -> docker.APIClient:
@@ -292,28 +416,48 @@ def _busybox_version() -> str:
 
 def _busybox_rootfs() -> bytes:
     """A tar of /bin/busybox, a symlink per applet, /etc/passwd with an ``app`` user, /tmp."""
-    done = subprocess.run([str(BUSYBOX_BINARY), "--list-full"], capture_output=True, text=True,
-                          check=True)
-    applets = sorted({line.strip() for line in done.stdout.splitlines() if line.strip()}
-                     - {"bin/busybox"})
+    done = subprocess.run(
+        [str(BUSYBOX_BINARY), "--list-full"], capture_output=True, text=True, check=True
+    )
+    applets = sorted(
+        {line.strip() for line in done.stdout.splitlines() if line.strip()} - {"bin/busybox"}
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for directory, mode in (("bin", 0o755), ("sbin", 0o755), ("usr", 0o755),
-                                ("usr/bin", 0o755), ("usr/sbin", 0o755), ("etc", 0o755),
-                                ("root", 0o700), ("tmp", 0o1777), ("var", 0o755),
-                                ("var/www", 0o755), ("home", 0o755)):
+        for directory, mode in (
+            ("bin", 0o755),
+            ("sbin", 0o755),
+            ("usr", 0o755),
+            ("usr/bin", 0o755),
+            ("usr/sbin", 0o755),
+            ("etc", 0o755),
+            ("root", 0o700),
+            ("tmp", 0o1777),
+            ("var", 0o755),
+            ("var/www", 0o755),
+            ("home", 0o755),
+        ):
             _add(archive, directory, tarfile.DIRTYPE, mode=mode)
         _add(archive, "home/app", tarfile.DIRTYPE, mode=0o755, owner=APP_UID)
-        _add(archive, "bin/busybox", tarfile.REGTYPE, mode=0o755,
-             data=BUSYBOX_BINARY.read_bytes())
+        _add(archive, "bin/busybox", tarfile.REGTYPE, mode=0o755, data=BUSYBOX_BINARY.read_bytes())
         for applet in applets:
             _add(archive, applet, tarfile.SYMTYPE, link="/bin/busybox")
-        _add(archive, "etc/passwd", tarfile.REGTYPE, data=(
-            "root:x:0:0:root:/root:/bin/sh\n"
-            f"app:x:{APP_UID}:{APP_UID}:app:/home/app:/bin/sh\n"
-            "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n").encode())
-        _add(archive, "etc/group", tarfile.REGTYPE, data=(
-            f"root:x:0:\napp:x:{APP_UID}:\nnogroup:x:65534:\n").encode())
+        _add(
+            archive,
+            "etc/passwd",
+            tarfile.REGTYPE,
+            data=(
+                "root:x:0:0:root:/root:/bin/sh\n"
+                f"app:x:{APP_UID}:{APP_UID}:app:/home/app:/bin/sh\n"
+                "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+            ).encode(),
+        )
+        _add(
+            archive,
+            "etc/group",
+            tarfile.REGTYPE,
+            data=(f"root:x:0:\napp:x:{APP_UID}:\nnogroup:x:65534:\n").encode(),
+        )
     return buffer.getvalue()
 
 
@@ -337,26 +481,56 @@ def _add(
     archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
 
+def _prune_packages(rootfs: pathlib.Path) -> None:
+    """Purge the build-only packages in `_PRUNE` that debootstrap installed."""
+    listed = subprocess.run(
+        ["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    installed = {line.split()[0] for line in listed if line.endswith(" installed")}
+    present = sorted(installed & set(_PRUNE))
+    if present:
+        command = ["chroot", str(rootfs), "dpkg", "--purge", "--force-depends", *present]
+        _run(command, what="dpkg --purge")
+    _run(
+        ["chroot", str(rootfs), "python3", "-c", "import sklearn.linear_model, scipy.optimize"],
+        what="sklearn import check after pruning",
+    )
+
+
 def _strip(rootfs: pathlib.Path) -> None:
     for relative in _STRIP:
-        target = rootfs / relative
-        if target.is_dir():
-            for child in target.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-        elif target.exists():
-            target.unlink()
+        _empty(rootfs / relative)
+    for directory, subdirectories, files in os.walk(rootfs / "usr/share/doc", topdown=False):
+        here = pathlib.Path(directory)
+        for name in files:
+            if name != "copyright" or (here / name).is_symlink():
+                (here / name).unlink()
+        for name in subdirectories:
+            if (here / name).is_symlink():
+                (here / name).unlink()
+            elif not any((here / name).iterdir()):
+                (here / name).rmdir()
+    dist_packages = rootfs / "usr/lib/python3/dist-packages"
+    for package in _TEST_SUITES:
+        for tests in sorted((dist_packages / package).glob("**/tests"), reverse=True):
+            if tests.is_dir():
+                shutil.rmtree(tests)
     for cache in rootfs.glob("var/cache/debconf/*-old"):
         cache.unlink()
-    dev = rootfs / "dev"
-    if dev.is_dir():  # the runtime mounts its own /dev
-        for child in dev.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    _empty(rootfs / "dev")  # the runtime mounts its own /dev
+
+
+def _empty(directory: pathlib.Path) -> None:
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _add_user(rootfs: pathlib.Path, name: str, uid: int) -> None:
@@ -390,11 +564,13 @@ def _import(
 ) -> str:
     """``docker import`` through the Engine API; returns the image id."""
     try:
-        result = api.import_image_from_data(data, repository=repository, tag=tag,
-                                            changes=list(changes))
+        result = api.import_image_from_data(
+            data, repository=repository, tag=tag, changes=list(changes)
+        )
     except docker.errors.APIError as error:
-        raise ImageRecipeError(f"import of {repository}:{tag} failed: {error.explanation}") \
-            from error
+        raise ImageRecipeError(
+            f"import of {repository}:{tag} failed: {error.explanation}"
+        ) from error
     image_id = _import_status(result)
     return str(api.inspect_image(image_id)["Id"])
 
@@ -473,8 +649,9 @@ def _ensure_local(api: docker.APIClient, reference: str) -> None:
         api.pull(repository, tag=digest or None)
 
 
-_DEBIAN_SUITES = frozenset({"bullseye", "bookworm", "trixie", "forky", "sid", "oldstable",
-                            "stable", "testing", "unstable"})
+_DEBIAN_SUITES = frozenset(
+    {"bullseye", "bookworm", "trixie", "forky", "sid", "oldstable", "stable", "testing", "unstable"}
+)
 
 
 def _deb822_debian_uris(text: str) -> list[str]:
@@ -489,8 +666,11 @@ def _deb822_debian_uris(text: str) -> list[str]:
         if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", ""):
             continue
         if _DEBIAN_SUITES & set(fields.get("suites", "").split()):
-            uris += [uri for uri in fields.get("uris", "").split()
-                     if uri.startswith(("http://", "https://"))]
+            uris += [
+                uri
+                for uri in fields.get("uris", "").split()
+                if uri.startswith(("http://", "https://"))
+            ]
     return uris
 
 
@@ -498,7 +678,11 @@ def _one_line_debian_uris(text: str) -> list[str]:
     uris = []
     for line in text.splitlines():
         words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and words[2] in _DEBIAN_SUITES \
-                and words[1].startswith(("http://", "https://")):
+        if (
+            len(words) >= 3
+            and words[0] == "deb"
+            and words[2] in _DEBIAN_SUITES
+            and words[1].startswith(("http://", "https://"))
+        ):
             uris.append(words[1])
     return uris

@@ -19,26 +19,51 @@ DIGEST_B = "sha256:" + "b" * 64
 
 # -- hadolint -----------------------------------------------------------------------------------
 
-HADOLINT_JSON = json.dumps([
-    {"code": "DL3006", "column": 1, "file": "-", "level": "warning", "line": 1,
-     "message": "Always tag the version of an image explicitly"},
-    {"code": "DL3009", "column": 1, "file": "-", "level": "info", "line": 2,
-     "message": "Delete the apt lists (/var/lib/apt/lists) after installing something"},
-    {"code": "DL4000", "column": 1, "file": "-", "level": "error", "line": 4,
-     "message": "MAINTAINER is deprecated"},
-])
+HADOLINT_JSON = json.dumps(
+    [
+        {
+            "code": "DL3006",
+            "column": 1,
+            "file": "-",
+            "level": "warning",
+            "line": 1,
+            "message": "Always tag the version of an image explicitly",
+        },
+        {
+            "code": "DL3009",
+            "column": 1,
+            "file": "-",
+            "level": "info",
+            "line": 2,
+            "message": "Delete the apt lists (/var/lib/apt/lists) after installing something",
+        },
+        {
+            "code": "DL4000",
+            "column": 1,
+            "file": "-",
+            "level": "error",
+            "line": 4,
+            "message": "MAINTAINER is deprecated",
+        },
+    ]
+)
 
 
 def test_hadolint_findings_are_typed_and_most_severe_first() -> None:
     findings = hadolint.parse_findings(HADOLINT_JSON)
     assert [(f.rule, f.level, f.line) for f in findings] == [
-        ("DL4000", "error", 4), ("DL3006", "warning", 1), ("DL3009", "info", 2)]
+        ("DL4000", "error", 4),
+        ("DL3006", "warning", 1),
+        ("DL3009", "info", 2),
+    ]
     assert findings[0].message == "MAINTAINER is deprecated"
 
 
 def test_hadolint_parse_error_is_an_error_finding() -> None:
-    output = '[{"code":"DL1000","column":4,"file":"/dev/stdin","level":"error","line":2,' \
-             '"message":"missing whitespace"}]'
+    output = (
+        '[{"code":"DL1000","column":4,"file":"/dev/stdin","level":"error","line":2,'
+        '"message":"missing whitespace"}]'
+    )
     (finding,) = hadolint.parse_findings(output)
     assert (finding.rule, finding.level, finding.line, finding.column) == ("DL1000", "error", 2, 4)
 
@@ -80,16 +105,27 @@ def test_build_log_joins_text_split_across_chunks_and_keeps_the_image_id() -> No
         log.feed(chunk)
     assert log.image_id == "sha256:" + "c" * 64
     assert log.error is None
-    assert log.tail() == ("Step 1/2 : FROM base", " ---> 0ade2f8a2c24",
-                          "Step 2/2 : RUN echo hi", "Successfully built cccccccccccc")
+    assert log.tail() == (
+        "Step 1/2 : FROM base",
+        " ---> 0ade2f8a2c24",
+        "Step 2/2 : RUN echo hi",
+        "Successfully built cccccccccccc",
+    )
 
 
 def test_build_log_error_ends_the_tail() -> None:
     log = docker_build.BuildLog()
     log.feed({"stream": "Step 2/2 : RUN false\n"})
     log.feed({"stream": " ---> Running in 1234\n"})
-    log.feed({"errorDetail": {"code": 1, "message": "The command '/bin/sh -c false' returned a "
-                              "non-zero code: 1"}, "error": "ignored when errorDetail has one"})
+    log.feed(
+        {
+            "errorDetail": {
+                "code": 1,
+                "message": "The command '/bin/sh -c false' returned a non-zero code: 1",
+            },
+            "error": "ignored when errorDetail has one",
+        }
+    )
     assert log.error == "The command '/bin/sh -c false' returned a non-zero code: 1"
     assert log.tail()[-1].startswith("ERROR: The command")
     assert log.image_id is None
@@ -169,27 +205,39 @@ def test_repository_names_split_into_host_and_path() -> None:
     assert registry.parse_repository("registry.example.com/a").host == "registry.example.com"
 
 
-@pytest.mark.parametrize("repository", ["models/iris", "iris", "127.0.0.1:5000/m:v1",
-                                        "127.0.0.1:5000/"])
+@pytest.mark.parametrize(
+    "repository", ["models/iris", "iris", "127.0.0.1:5000/m:v1", "127.0.0.1:5000/"]
+)
 def test_repository_without_host_or_with_tag_is_refused(repository: str) -> None:
     with pytest.raises(ValueError):
         registry.parse_repository(repository)
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1:5000", True), ("localhost:5000", True), ("[::1]:5000", True),
-    ("127.0.0.1", True), ("10.0.0.1:5000", False), ("registry.example.com", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost:5000", True),
+        ("[::1]:5000", True),
+        ("127.0.0.1", True),
+        ("10.0.0.1:5000", False),
+        ("registry.example.com", False),
+    ],
+)
 def test_only_loopback_registries_are_plain_http_by_default(host: str, loopback: bool) -> None:
     assert registry.is_loopback(host) is loopback
 
 
 def test_bearer_challenge_parameters() -> None:
-    challenge = ('Bearer realm="https://auth.example.com/token",service="registry.example.com",'
-                 'scope="repository:models/iris:pull"')
+    challenge = (
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:models/iris:pull"'
+    )
     assert registry.parse_bearer_challenge(challenge) == {
-        "realm": "https://auth.example.com/token", "service": "registry.example.com",
-        "scope": "repository:models/iris:pull"}
+        "realm": "https://auth.example.com/token",
+        "service": "registry.example.com",
+        "scope": "repository:models/iris:pull",
+    }
 
 
 # -- testbed: which Debian mirror the host uses -------------------------------------------------
@@ -201,9 +249,11 @@ def test_debian_mirror_comes_from_deb822_sources(tmp_path: pathlib.Path) -> None
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
         "Components: main\n\n"
         "Types: deb\n# a comment\nURIs: http://mirror.example/debian\n"
-        "Suites: bookworm bookworm-updates\nComponents: main\n")
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+    )
     (tmp_path / "sources.list.d/other.sources").write_text(
-        "Types: deb\nURIs: http://third.party/repo\nSuites: nodistro\nComponents: main\n")
+        "Types: deb\nURIs: http://third.party/repo\nSuites: nodistro\nComponents: main\n"
+    )
     assert images.host_debian_mirror(sources_dir=tmp_path) == "http://mirror.example/debian"
 
 
@@ -211,7 +261,8 @@ def test_debian_mirror_comes_from_one_line_sources_preferring_http(tmp_path: pat
     (tmp_path / "sources.list").write_text(
         "deb https://secure.example/debian bookworm main\n"
         "deb [arch=amd64] http://plain.example/debian bookworm main\n"
-        "# deb http://commented.example/debian bookworm main\n")
+        "# deb http://commented.example/debian bookworm main\n"
+    )
     assert images.host_debian_mirror(sources_dir=tmp_path) == "http://plain.example/debian"
 
 

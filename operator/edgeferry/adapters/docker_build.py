@@ -99,7 +99,7 @@ class BuildLog:
         lines = list(self._lines)
         if self._partial.strip():
             lines.append(self._partial.rstrip())
-        return tuple(lines[-self.max_lines:])
+        return tuple(lines[-self.max_lines :])
 
     def _add_text(self, text: str) -> None:
         pieces = (self._partial + text).split("\n")
@@ -169,23 +169,33 @@ def build_image(
     context = context_tar(dockerfile, files)
     try:
         stream = api.build(
-            fileobj=io.BytesIO(context), custom_context=True, tag=tag,
-            buildargs=dict(build_args or {}), labels=dict(labels or {}), platform=platform,
-            pull=pull, nocache=nocache, rm=True, forcerm=True, decode=True,
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=tag,
+            buildargs=dict(build_args or {}),
+            labels=dict(labels or {}),
+            platform=platform,
+            pull=pull,
+            nocache=nocache,
+            rm=True,
+            forcerm=True,
+            decode=True,
             timeout=int(timeout_s),
         )
         _consume(stream, log, deadline=started + timeout_s)
     except docker.errors.APIError as error:
-        raise BuildError(f"build request refused: {error.explanation}",
-                         log_tail=log.tail()) from error
+        raise BuildError(
+            f"build request refused: {error.explanation}", log_tail=log.tail()
+        ) from error
     except requests.RequestException as error:
         raise BuildError(f"build stream broke off: {error}", log_tail=log.tail()) from error
     if log.error is not None:
         raise BuildError(f"build failed: {log.error}", log_tail=log.tail())
     if log.image_id is None:
         raise BuildError("build finished without reporting an image id", log_tail=log.tail())
-    return inspect_result(api, log.image_id, log_tail=log.tail(),
-                          duration_s=time.monotonic() - started)
+    return inspect_result(
+        api, log.image_id, log_tail=log.tail(), duration_s=time.monotonic() - started
+    )
 
 
 def inspect_result(

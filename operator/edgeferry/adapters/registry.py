@@ -84,8 +84,10 @@ def parse_repository(repository: str) -> ImageName:
     """Split ``host[:port]/path`` into host and name; a host is required (no implicit hub)."""
     host, sep, name = repository.partition("/")
     if not sep or not name or not ("." in host or ":" in host or host == "localhost"):
-        raise ValueError(f"repository {repository!r} must start with a registry host, e.g. "
-                         f"127.0.0.1:5000/models/iris")
+        raise ValueError(
+            f"repository {repository!r} must start with a registry host, e.g. "
+            f"127.0.0.1:5000/models/iris"
+        )
     if "@" in name or ":" in name:
         raise ValueError(f"repository {repository!r} must not carry a tag or digest")
     return ImageName(host=host, name=name)
@@ -94,7 +96,7 @@ def parse_repository(repository: str) -> ImageName:
 def is_loopback(host: str) -> bool:
     """True for registries on this machine, which Docker itself talks to over plain HTTP."""
     if host.startswith("["):  # [::1]:5000
-        hostname = host[1:host.find("]")]
+        hostname = host[1 : host.find("]")]
     else:
         hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if hostname == "localhost":
@@ -168,8 +170,12 @@ class RegistryClient:
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The digest the registry serves for a tag or digest, or None if it serves nothing."""
         image = parse_repository(repository)
-        response = self._request("HEAD", image, f"manifests/{reference}",
-                                 headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        response = self._request(
+            "HEAD",
+            image,
+            f"manifests/{reference}",
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
         if response.status_code == 404:
             return None
         self._raise_for(response, f"HEAD manifest {repository}:{reference}")
@@ -187,8 +193,12 @@ class RegistryClient:
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The raw manifest bytes and their media type."""
         image = parse_repository(repository)
-        response = self._request("GET", image, f"manifests/{reference}",
-                                 headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        response = self._request(
+            "GET",
+            image,
+            f"manifests/{reference}",
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
         self._raise_for(response, f"GET manifest {repository}:{reference}")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.content, media_type
@@ -280,9 +290,15 @@ class RegistryClient:
         # A loopback registry must never be reached through an HTTP proxy from the environment.
         proxies = _NO_PROXY if is_loopback(url.split("/")[2]) else None
         try:
-            return self._session.request(method, url, headers=dict(headers), auth=auth,
-                                         timeout=self._timeout_s, allow_redirects=True,
-                                         proxies=proxies)
+            return self._session.request(
+                method,
+                url,
+                headers=dict(headers),
+                auth=auth,
+                timeout=self._timeout_s,
+                allow_redirects=True,
+                proxies=proxies,
+            )
         except requests.RequestException as error:
             raise RegistryError(f"{method} {url}: {error}") from error
 
@@ -292,8 +308,9 @@ class RegistryClient:
         if not realm:
             raise RegistryError(f"registry sent a bearer challenge without a realm: {challenge}")
         params.setdefault("scope", default_scope)
-        auth = (self._credentials.username, self._credentials.password) if self._credentials \
-            else None
+        auth = (
+            (self._credentials.username, self._credentials.password) if self._credentials else None
+        )
         try:
             response = self._session.get(realm, params=params, auth=auth, timeout=self._timeout_s)
         except requests.RequestException as error:
@@ -338,25 +355,36 @@ def push_image(
         api.tag(image, repository, tag=tag)
         auth_config = (
             {"username": credentials.username, "password": credentials.password}
-            if credentials else None
+            if credentials
+            else None
         )
         stream = api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
         pushed_digest, size = digest_from_push_stream(
-            _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}"))
+            _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}")
+        )
     except docker.errors.APIError as error:
         raise RegistryError(f"push of {repository}:{tag} failed: {error.explanation}") from error
     with RegistryClient(credentials=credentials, insecure=insecure) as client:
         served = client.manifest_digest(repository, tag)
     if served != pushed_digest:
-        raise RegistryError(f"registry serves {served} for {repository}:{tag} but the push "
-                            f"reported {pushed_digest}")
-    return PushResult(repository=repository, tag=tag, digest=pushed_digest,
-                      reference=f"{repository}@{pushed_digest}", size=size,
-                      duration_s=time.monotonic() - started)
+        raise RegistryError(
+            f"registry serves {served} for {repository}:{tag} but the push reported {pushed_digest}"
+        )
+    return PushResult(
+        repository=repository,
+        tag=tag,
+        digest=pushed_digest,
+        reference=f"{repository}@{pushed_digest}",
+        size=size,
+        duration_s=time.monotonic() - started,
+    )
 
 
 def manifest_digest(
-    repository: str, reference: str, *, credentials: Credentials | None = None,
+    repository: str,
+    reference: str,
+    *,
+    credentials: Credentials | None = None,
     insecure: Iterable[str] = (),
 ) -> str | None:
     """The digest the registry serves for ``repository:reference``, or None if absent."""
@@ -365,7 +393,10 @@ def manifest_digest(
 
 
 def tag_exists(
-    repository: str, tag: str, *, credentials: Credentials | None = None,
+    repository: str,
+    tag: str,
+    *,
+    credentials: Credentials | None = None,
     insecure: Iterable[str] = (),
 ) -> bool:
     """Whether the registry serves anything under ``repository:tag``."""

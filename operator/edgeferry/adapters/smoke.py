@@ -93,45 +93,71 @@ def smoke_test(
     session.trust_env = False  # 127.0.0.1 must never go through a proxy
     try:
         try:
-            container_id = _start(api, image, port=port, labels=labels, environment=environment,
-                                  command=command, mem_limit=mem_limit)
+            container_id = _start(
+                api,
+                image,
+                port=port,
+                labels=labels,
+                environment=environment,
+                command=command,
+                mem_limit=mem_limit,
+            )
         except docker.errors.ImageNotFound as error:
             raise SmokeError(f"image {image} not found: {error.explanation}") from error
         except docker.errors.APIError as error:
-            return SmokeResult(
-                passed=False, reason="StartFailed", message=f"container did not start: "
-                f"{error.explanation}", container_id=container_id, host_port=None,
-                startup_ms=None, health_latency_ms=None, prediction=None, log_tail=())
+            return _failed(
+                "StartFailed",
+                f"container did not start: {error.explanation}",
+                container_id=None,
+                host_port=None,
+                log_tail=(),
+            )
         started = time.monotonic()
-        host_port = _host_port(api, container_id, port)
-        base_url = f"http://127.0.0.1:{host_port}"
-        waited = _wait_healthy(api, session, container_id, base_url + health_path,
-                               deadline=started + timeout_s, request_timeout_s=request_timeout_s)
+        waited = _wait_healthy(
+            api,
+            session,
+            container_id,
+            port=port,
+            path=health_path,
+            deadline=started + timeout_s,
+            request_timeout_s=request_timeout_s,
+        )
         if isinstance(waited, _Unhealthy):
-            return SmokeResult(
-                passed=False, reason=waited.reason, message=waited.message,
+            return _failed(
+                waited.reason,
+                waited.message,
                 container_id=container_id,
-                host_port=host_port, startup_ms=None, health_latency_ms=None, prediction=None,
-                log_tail=_log_tail(api, container_id, tail_lines))
-        startup_ms, health_latency_ms = waited
+                host_port=waited.host_port,
+                log_tail=_log_tail(api, container_id, tail_lines),
+            )
         outcome = None
         if prediction is not None:
+            base_url = f"http://127.0.0.1:{waited.host_port}"
             outcome = _predict(session, base_url, prediction, timeout_s=request_timeout_s)
             if not outcome.ok:
-                return SmokeResult(
-                    passed=False, reason="PredictionFailed",
-                    message=f"POST {prediction.path} answered {outcome.status_code}: "
-                            f"{outcome.body[:200]}",
-                    container_id=container_id, host_port=host_port, startup_ms=startup_ms,
-                    health_latency_ms=health_latency_ms, prediction=outcome,
-                    log_tail=_log_tail(api, container_id, tail_lines))
-        message = f"healthy after {startup_ms:.0f} ms"
+                return _failed(
+                    "PredictionFailed",
+                    f"POST {prediction.path} answered {outcome.status_code}: {outcome.body[:200]}",
+                    container_id=container_id,
+                    host_port=waited.host_port,
+                    log_tail=_log_tail(api, container_id, tail_lines),
+                    healthy=waited,
+                    prediction=outcome,
+                )
+        message = f"healthy after {waited.startup_ms:.0f} ms"
         if outcome is not None:
             message += f"; prediction answered {outcome.status_code} in {outcome.latency_ms:.0f} ms"
         return SmokeResult(
-            passed=True, reason="Passed", message=message, container_id=container_id,
-            host_port=host_port, startup_ms=startup_ms, health_latency_ms=health_latency_ms,
-            prediction=outcome, log_tail=())
+            passed=True,
+            reason="Passed",
+            message=message,
+            container_id=container_id,
+            host_port=waited.host_port,
+            startup_ms=waited.startup_ms,
+            health_latency_ms=waited.latency_ms,
+            prediction=outcome,
+            log_tail=(),
+        )
     except docker.errors.APIError as error:
         raise SmokeError(f"Docker failed during the smoke test: {error.explanation}") from error
     finally:
@@ -155,8 +181,14 @@ def _start(
         mem_limit=mem_limit,
     )
     container = api.create_container(
-        image, command=command, detach=True, ports=[port], labels=dict(labels or {}),
-        environment=dict(environment or {}), host_config=host_config)
+        image,
+        command=command,
+        detach=True,
+        ports=[port],
+        labels=dict(labels or {}),
+        environment=dict(environment or {}),
+        host_config=host_config,
+    )
     container_id = str(container["Id"])
     try:
         api.start(container_id)
@@ -174,42 +206,86 @@ def _host_port(api: docker.APIClient, container_id: str, port: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Healthy:
+    host_port: int
+    startup_ms: float
+    latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
 class _Unhealthy:
     reason: str
     message: str
+    host_port: int | None
+
+
+def _failed(
+    reason: str,
+    message: str,
+    *,
+    container_id: str | None,
+    host_port: int | None,
+    log_tail: tuple[str, ...],
+    healthy: _Healthy | None = None,
+    prediction: PredictionOutcome | None = None,
+) -> SmokeResult:
+    return SmokeResult(
+        passed=False,
+        reason=reason,
+        message=message,
+        container_id=container_id,
+        host_port=host_port,
+        startup_ms=healthy.startup_ms if healthy else None,
+        health_latency_ms=healthy.latency_ms if healthy else None,
+        prediction=prediction,
+        log_tail=log_tail,
+    )
 
 
 def _wait_healthy(
     api: docker.APIClient,
     session: requests.Session,
     container_id: str,
-    url: str,
     *,
+    port: int,
+    path: str,
     deadline: float,
     request_timeout_s: float,
-) -> tuple[float, float] | _Unhealthy:
-    """(startup ms, latency ms of the first good answer), or why the server never got there."""
+) -> _Healthy | _Unhealthy:
+    """Poll ``path`` until it answers 2xx, the container exits, or the deadline passes."""
     started = time.monotonic()
+    host_port: int | None = None
     last = "no answer yet"
     while True:
         state = api.inspect_container(container_id).get("State") or {}
         if not state.get("Running"):
-            return _Unhealthy("ContainerExited", f"container exited with code "
-                              f"{state.get('ExitCode')} before {url} answered")
+            # An exited container has no port binding any more, so this comes first.
+            return _Unhealthy(
+                "ContainerExited",
+                f"container exited with code {state.get('ExitCode')} before {path} answered",
+                host_port,
+            )
+        if host_port is None:
+            host_port = _host_port(api, container_id, port)
         sent = time.monotonic()
         try:
-            response = session.get(url, timeout=min(request_timeout_s,
-                                                    max(deadline - sent, 0.1)))
+            response = session.get(
+                f"http://127.0.0.1:{host_port}{path}",
+                timeout=min(request_timeout_s, max(deadline - sent, 0.1)),
+            )
             latency_ms = (time.monotonic() - sent) * 1000
             if 200 <= response.status_code < 300:
-                return (time.monotonic() - started) * 1000, latency_ms
+                return _Healthy(host_port, (time.monotonic() - started) * 1000, latency_ms)
             last = f"HTTP {response.status_code}"
         except requests.RequestException as error:
             last = type(error).__name__
         if time.monotonic() >= deadline:
             seconds = deadline - started
-            return _Unhealthy("HealthTimeout",
-                              f"{url} did not answer 2xx within {seconds:.0f}s (last: {last})")
+            return _Unhealthy(
+                "HealthTimeout",
+                f"{path} did not answer 2xx within {seconds:.0f}s (last: {last})",
+                host_port,
+            )
         time.sleep(0.2)
 
 
@@ -218,15 +294,23 @@ def _predict(
 ) -> PredictionOutcome:
     sent = time.monotonic()
     try:
-        response = session.post(base_url + request.path, data=request.body, timeout=timeout_s,
-                                headers={"Content-Type": request.content_type})
+        response = session.post(
+            base_url + request.path,
+            data=request.body,
+            timeout=timeout_s,
+            headers={"Content-Type": request.content_type},
+        )
     except requests.RequestException as error:
-        return PredictionOutcome(status_code=0,
-                                 body=f"{type(error).__name__}: {error}"[:_BODY_LIMIT],
-                                 latency_ms=(time.monotonic() - sent) * 1000)
-    return PredictionOutcome(status_code=response.status_code,
-                             body=response.text[:_BODY_LIMIT],
-                             latency_ms=(time.monotonic() - sent) * 1000)
+        return PredictionOutcome(
+            status_code=0,
+            body=f"{type(error).__name__}: {error}"[:_BODY_LIMIT],
+            latency_ms=(time.monotonic() - sent) * 1000,
+        )
+    return PredictionOutcome(
+        status_code=response.status_code,
+        body=response.text[:_BODY_LIMIT],
+        latency_ms=(time.monotonic() - sent) * 1000,
+    )
 
 
 def _log_tail(api: docker.APIClient, container_id: str, lines: int) -> tuple[str, ...]:
