@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 
 import docker
@@ -28,6 +29,7 @@ CMD ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 
 SKLEARN_SERVER = """\
 import json
+import time
 import pickle
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -183,6 +185,20 @@ def test_a_failing_build_raises_with_the_tail_of_its_log(
     assert "returned a non-zero code: 3" in raised.value.message
     assert "about to fail" in raised.value.log_tail
     assert raised.value.log_tail[-1].startswith("ERROR:")
+
+
+def test_a_build_over_its_timeout_is_cancelled_and_leaves_no_container(
+    api: docker.APIClient, busybox_base: str, run_id: str, pushed: list[tuple[str, str]]
+) -> None:
+    dockerfile = f"FROM {busybox_base}\nRUN echo {run_id} && sleep 60\n"
+    with pytest.raises(docker_build.BuildError) as raised:
+        docker_build.build_image(api, dockerfile, timeout_s=3)
+    assert "did not finish within 3s" in raised.value.message
+    assert run_id in raised.value.log_tail
+    deadline = time.monotonic() + 10
+    while any(run_id in str(c.get("Command")) for c in api.containers(all=True)):
+        assert time.monotonic() < deadline, "the cancelled build left its RUN container behind"
+        time.sleep(0.5)
 
 
 # -- push ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 
 DEFAULT_TAIL_LINES = 40
 
@@ -187,8 +188,12 @@ def build_image(
         raise BuildError(
             f"build request refused: {error.explanation}", log_tail=log.tail()
         ) from error
-    except requests.RequestException as error:
-        raise BuildError(f"build stream broke off: {error}", log_tail=log.tail()) from error
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        if isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+            message = f"build did not finish within {timeout_s:.0f}s (the daemon cancels it)"
+        else:
+            message = f"build stream broke off: {error}"
+        raise BuildError(message, log_tail=log.tail()) from error
     if log.error is not None:
         raise BuildError(f"build failed: {log.error}", log_tail=log.tail())
     if log.image_id is None:
@@ -222,7 +227,9 @@ def _consume(stream: Iterable[Mapping[str, Any]], log: BuildLog, *, deadline: fl
         for chunk in chunks:
             log.feed(chunk)
             if time.monotonic() > deadline:
-                raise BuildError("build did not finish in time", log_tail=log.tail())
+                raise BuildError(
+                    "build did not finish in time (the daemon cancels it)", log_tail=log.tail()
+                )
     finally:
         close = getattr(chunks, "close", None)
         if callable(close):

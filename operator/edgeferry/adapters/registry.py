@@ -24,6 +24,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 
 #: Every manifest type we accept, most specific first; the registry answers with the type it stores.
 MANIFEST_MEDIA_TYPES = (
@@ -364,6 +365,8 @@ def push_image(
         )
     except docker.errors.APIError as error:
         raise RegistryError(f"push of {repository}:{tag} failed: {error.explanation}") from error
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        raise RegistryError(f"push of {repository}:{tag} broke off: {error}") from error
     with RegistryClient(credentials=credentials, insecure=insecure) as client:
         served = client.manifest_digest(repository, tag)
     if served != pushed_digest:
