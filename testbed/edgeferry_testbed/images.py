@@ -6,6 +6,12 @@ python3 and scikit-learn (minutes, for real model servers), and an arm64-only im
 can be refused on nodes of the wrong architecture). Each is referred to by the registry's manifest
 digest, never by tag, exactly as a user's Dockerfile should pin its base.
 
+Debian's python3-scipy depends on the pythran compiler, which drags in gcc, g++ and Boost headers
+(about 500 MB). Those are purged with ``dpkg --force-depends`` after debootstrap: the image
+shrinks to about a third, and dpkg's database still says exactly what is installed, so syft and
+grype see the truth. The trade-off: apt in a derived image reports the missing dependency, and
+``apt-get -f install`` would bring the toolchain back; model images add files, not packages.
+
 Making the sklearn base is slow, so each image records a marker under
 ``~/.cache/edgeferry/images/``: a hash of the recipe and the digest the registry served. When the
 registry still serves that digest under the tag, nothing is rebuilt; when the registry was wiped
