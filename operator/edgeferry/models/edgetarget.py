@@ -78,10 +78,13 @@ class EdgeTargetSpec(_Model):
     type: TargetType
     namespace: str
     cloud: CloudPlacement | None = None
-    k3s: K3sAccess | None = None
+    k3s: K3sAccess | None = pydantic.Field(default=None, alias="k3s")
+    """Spelled out: the camelCase generator would write `k3S`."""
     registry_mirror: str | None = None
     image_size_budget_bytes: int | None = pydantic.Field(default=None, ge=1)
-    probe_interval_seconds: int = pydantic.Field(default=DEFAULT_PROBE_INTERVAL_SECONDS, ge=5)
+    probe_interval_seconds: int = pydantic.Field(
+        default=DEFAULT_PROBE_INTERVAL_SECONDS, ge=5, le=3600
+    )
 
     @pydantic.model_validator(mode="after")
     def _sections_match_type(self) -> Self:

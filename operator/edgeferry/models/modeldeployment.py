@@ -229,7 +229,7 @@ class Probe(_Model):
 class PodTemplate(_Model):
     """What runs at each target."""
 
-    replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=0)
+    replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=0, le=1000)
     port: int = pydantic.Field(default=DEFAULT_PORT, ge=1, le=65535)
     resources: Resources = pydantic.Field(default_factory=Resources)
     env: tuple[EnvVar, ...] = ()
@@ -245,14 +245,18 @@ MaxPerWave = int | str
 class RolloutStrategy(_Model):
     """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets."""
 
-    canary: int = pydantic.Field(default=DEFAULT_CANARY, ge=0)
+    canary: int = pydantic.Field(default=DEFAULT_CANARY, ge=0, le=1000)
     max_per_wave: MaxPerWave = DEFAULT_MAX_PER_WAVE
-    min_ready_seconds: int = pydantic.Field(default=DEFAULT_MIN_READY_SECONDS, ge=0)
-    progress_deadline_seconds: int = pydantic.Field(default=DEFAULT_PROGRESS_DEADLINE_SECONDS, ge=1)
-    max_failures: int = pydantic.Field(default=DEFAULT_MAX_FAILURES, ge=0)
+    min_ready_seconds: int = pydantic.Field(default=DEFAULT_MIN_READY_SECONDS, ge=0, le=3600)
+    progress_deadline_seconds: int = pydantic.Field(
+        default=DEFAULT_PROGRESS_DEADLINE_SECONDS, ge=1, le=86400
+    )
+    max_failures: int = pydantic.Field(default=DEFAULT_MAX_FAILURES, ge=0, le=1000)
     paused: bool = False
     auto_rollback: bool = True
-    offline_grace_seconds: int = pydantic.Field(default=DEFAULT_OFFLINE_GRACE_SECONDS, ge=0)
+    offline_grace_seconds: int = pydantic.Field(
+        default=DEFAULT_OFFLINE_GRACE_SECONDS, ge=0, le=86400
+    )
 
     @pydantic.field_validator("max_per_wave")
     @classmethod
