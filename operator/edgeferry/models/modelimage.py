@@ -54,7 +54,7 @@ SUMMARY_CONDITIONS = ("Ready", "Reconciling", "Stalled")
 
 # The same patterns the CRD's CEL rules use (RE2 there, Python re here; both plain subsets).
 SHA256_HEX = r"^[a-f0-9]{64}$"
-PINNED_IMAGE = r"^[^@\s]+@sha256:[a-f0-9]{64}$"
+PINNED_IMAGE = r"^[^@ ]+@sha256:[a-f0-9]{64}$"
 DOCKER_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DURATION = r"^([0-9]+[hms])+$"
 REGISTRY_HOST = (
