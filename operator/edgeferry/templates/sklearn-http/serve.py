@@ -1,0 +1,188 @@
+"""Serve a pickled scikit-learn estimator over HTTP, with nothing but the standard library.
+
+This file is copied into images generated from edgeferry's `sklearn-http` runtime template and
+runs there as `python3 /app/serve.py` (Debian's python3 with python3-sklearn; no pip, so no
+third-party web framework). It binds 0.0.0.0 inside the container and answers:
+
+- `GET /healthz`: 200 `{"status": "ok"}` once the model is loaded, 503 while it is loading;
+- `POST /predict` with `{"instances": [[...], ...]}`: 200 `{"predictions": [...]}` from
+  `model.predict`, 400 for a request the model cannot use, 413 for bodies over 1 MiB.
+
+The model loads in the background so the port answers at once and the health endpoint, not a
+refused connection, says what is going on; a model that cannot be loaded ends the process with
+exit code 1, so the container stops and its log says why. `pickle` runs code from the file it
+loads: the operator only builds a model whose SHA-256 matches the one pinned in the ModelImage.
+
+Logs go to stdout, one line per event. SIGTERM stops the server (as PID 1 in a container Python
+would otherwise ignore it and `docker stop` would wait for its timeout). `--check` asks the
+running server for its health and exits 0 or 1, for Docker's HEALTHCHECK.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+MAX_BODY = 1024 * 1024
+LOG = logging.getLogger("serve")
+
+
+class State:
+    """The model once loaded, or why it could not be."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.loaded = threading.Event()
+        self.error: str | None = None
+
+    def set_model(self, model: Any) -> None:
+        """Make `model` the one requests use."""
+        self.model = model
+        self.loaded.set()
+
+
+def load_model(path: str) -> Any:
+    """Unpickle the estimator and check it can predict."""
+    with open(path, "rb") as handle:
+        model = pickle.load(handle)  # trusted: its SHA-256 was verified
+    if not callable(getattr(model, "predict", None)):
+        raise TypeError(f"{type(model).__name__} from {path} has no predict()")
+    return model
+
+
+def _instances(body: bytes) -> list[Any]:
+    """The `instances` of a predict request, or ValueError saying what is wrong."""
+    try:
+        document = json.loads(body or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"body is not JSON: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
+        raise ValueError('expected {"instances": [[feature, ...], ...]}')
+    instances: list[Any] = document["instances"]
+    if not instances:
+        raise ValueError("instances is empty")
+    return instances
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars as JSON-able Python values."""
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else value
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """GET /healthz and POST /predict; everything else is 404."""
+
+    server_version = "edgeferry-sklearn-http"
+    state: State
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/healthz":
+            self._send(404, {"error": f"no route for GET {self.path}"})
+        elif self.state.loaded.is_set():
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(503, {"status": "loading"})
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/predict":
+            self._send(404, {"error": f"no route for POST {self.path}"})
+            return
+        if not self.state.loaded.is_set():
+            self._send(503, {"error": "model is still loading"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._send(413, {"error": f"body over {MAX_BODY} bytes"})
+            return
+        try:
+            instances = _instances(self.rfile.read(length))
+            started = time.perf_counter()
+            predictions = _plain(self.state.model.predict(instances))
+        except Exception as error:  # the model's own errors are the caller's bad input
+            self._send(400, {"error": f"{type(error).__name__}: {error}"})
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        LOG.info("predicted %d instances in %.1f ms", len(instances), elapsed_ms)
+        self._send(200, {"predictions": predictions})
+
+    def _send(self, code: int, document: dict[str, Any]) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        LOG.info("%s %s", self.address_string(), format % args)
+
+
+def make_server(host: str, port: int, state: State) -> http.server.ThreadingHTTPServer:
+    """A bound server whose handlers answer from `state` (port 0 picks a free one)."""
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def check(port: int) -> int:
+    """Exit code for Docker's HEALTHCHECK: 0 when the local server says it is healthy."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
+            return 0 if response.status == 200 else 1
+    except (OSError, urllib.error.URLError):
+        return 1
+
+
+def main(argv: list[str]) -> int:
+    """Serve until SIGTERM/SIGINT; 1 if the model cannot be loaded."""
+    port = int(os.environ.get("EDGEFERRY_PORT", "8080"))
+    if "--check" in argv:
+        return check(port)
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    host = os.environ.get("EDGEFERRY_HOST", "0.0.0.0")  # all interfaces of the container
+    model_path = os.environ.get("EDGEFERRY_MODEL_PATH", "/models/model.pkl")
+    state = State()
+    server = make_server(host, port, state)
+    LOG.info("listening on %s:%d, loading %s", host, port, model_path)
+
+    def load() -> None:
+        try:
+            started = time.perf_counter()
+            state.set_model(load_model(model_path))
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            LOG.info("model %s loaded in %.0f ms", type(state.model).__name__, elapsed_ms)
+        except Exception as error:
+            state.error = f"{type(error).__name__}: {error}"
+            LOG.error("cannot load model %s: %s", model_path, state.error)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def stop(signum: int, _frame: object) -> None:
+        LOG.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threading.Thread(target=load, name="load-model", daemon=True).start()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 1 if state.error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
