@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import waves
+from edgeferry.decisions import rollout_status, waves
 from edgeferry.models import conditions
 from edgeferry.models import modeldeployment as md
 
@@ -437,6 +437,12 @@ def test_offline_target_catches_up_when_back() -> None:
     assert [e.reason for e in p.events] == ["CatchingUp"]
 
 
+def test_wave_with_an_offline_member_is_still_announced_as_started() -> None:
+    p = plan([running("a", NEW), offline("b", since=600), fresh("c")], max_per_wave=2)
+    assert written(p) == ["c"]
+    assert [e.reason for e in p.events] == ["WaveStarted", "TargetDeferred"]
+
+
 def test_rollout_waiting_only_for_offline_targets_says_so() -> None:
     p = plan([running("a", NEW), offline("b", since=600)])
     assert p.phase == "Progressing"
@@ -444,13 +450,21 @@ def test_rollout_waiting_only_for_offline_targets_says_so() -> None:
     assert "b" in p.message
 
 
-def test_offline_target_last_seen_on_the_digest_does_not_keep_the_deployment_from_ready() -> None:
-    recorded = md.ModelDeploymentStatus(
-        digest=NEW, targets=(recorded_line("b", "Ready", digest=NEW),)
-    )
+def test_offline_target_last_seen_running_the_digest_lets_the_deployment_be_ready() -> None:
+    line = recorded_line("b", "Ready", digest=NEW, available_since=ago(900))
+    recorded = md.ModelDeploymentStatus(digest=NEW, targets=(line,))
     p = plan([running("a", NEW), offline("b", since=600)], recorded=recorded)
     assert phases(p)["b"] == "Deferred"
     assert p.phase == "Ready"
+    (again,) = [t for t in p.targets if t.name == "b"]
+    assert again.available_since == ago(900)
+
+
+def test_offline_target_lost_while_progressing_keeps_the_deployment_progressing() -> None:
+    line = recorded_line("b", "Progressing", digest=NEW)
+    recorded = md.ModelDeploymentStatus(digest=NEW, targets=(line,))
+    p = plan([running("a", NEW), offline("b", since=600)], recorded=recorded)
+    assert p.phase == "Progressing"
 
 
 def test_target_never_probed_is_deferred_until_its_architectures_are_known() -> None:
@@ -605,7 +619,7 @@ def test_completion_event_only_when_the_phase_changes() -> None:
 def test_wave_success_is_announced_when_the_next_wave_starts() -> None:
     recorded = md.ModelDeploymentStatus(digest=NEW, current_wave=1, phase="Progressing")
     p = plan([running("a", NEW), fresh("b")], recorded=recorded)
-    assert [e.reason for e in p.events] == ["WaveStarted", "WaveSucceeded"]
+    assert [e.reason for e in p.events] == ["WaveSucceeded", "WaveStarted"]
 
 
 def test_phase_keeps_its_transition_time_while_unchanged() -> None:
@@ -624,3 +638,93 @@ def test_recheck_is_the_soonest_timer() -> None:
     targets = [running("a", NEW, ready=None), progressing("b", started=100)]
     p = plan(targets, recorded=recorded, canary=0, min_ready_seconds=10)
     assert p.recheck_after_seconds == 3
+
+
+# --- whole rollouts, reconcile after reconcile ---------------------------------------------------
+def simulate(
+    names: list[str],
+    *,
+    desired: str,
+    bad: frozenset[str] = frozenset(),
+    offline_names: frozenset[str] = frozenset(),
+    steps: int = 30,
+    **rollout: Any,
+) -> tuple[list[list[str]], waves.Plan, dict[str, waves.TargetRecord]]:
+    """Reconcile every 15 s against a fake fleet; a written digest is available (or failing,
+    for digests in `bad`) one reconcile later. Returns the rollout writes per reconcile."""
+    records: dict[str, waves.TargetRecord] = {
+        n: waves.TargetRecord(digest=OLD, ready_at=ago(9999), architectures=("amd64",))
+        for n in names
+    }
+    written_at: dict[str, dt.datetime] = {}
+    status: md.ModelDeploymentStatus | None = None
+    history: list[list[str]] = []
+    now = NOW
+    p: waves.Plan | None = None
+    for _ in range(steps):
+        states = []
+        for n in names:
+            r = records[n]
+            settled = n in written_at and written_at[n] < now
+            is_bad = r.digest in bad
+            states.append(
+                waves.TargetState(
+                    name=n,
+                    reachable=n not in offline_names,
+                    unreachable_since=NOW - dt.timedelta(hours=1),
+                    architectures=("amd64",),
+                    record=r if n not in offline_names else None,
+                    available=(settled or n not in written_at) and not is_bad,
+                    failing=settled and is_bad,
+                    failure="CrashLoopBackOff" if is_bad else None,
+                    replicas=1,
+                )
+            )
+        p = waves.next_actions(
+            states,
+            image=image(desired),
+            rollout=md.RolloutStrategy(**rollout),
+            generation=1,
+            now=now,
+            recorded=status,
+        )
+        status = rollout_status.build(p, generation=1, now=now)
+        history.append([w.target for w in p.writes if w.reason == "rollout"])
+        for w in p.writes:
+            if w.record != records[w.target]:
+                if w.record.digest != records[w.target].digest:
+                    written_at[w.target] = now
+                records[w.target] = w.record
+        now += dt.timedelta(seconds=15)
+    assert p is not None
+    return [h for h in history if h], p, records
+
+
+def test_rollout_reaches_every_target_wave_by_wave() -> None:
+    names = [f"site-{i}" for i in range(7)]
+    history, final, records = simulate(names, desired=NEW, canary=1, max_per_wave=3)
+    assert history == [["site-0"], ["site-1", "site-2", "site-3"], ["site-4", "site-5", "site-6"]]
+    assert final.phase == "Ready"
+    assert all(r.digest == NEW and r.previous_digest == OLD for r in records.values())
+
+
+def test_bad_digest_is_contained_to_the_canary_and_rolled_back() -> None:
+    names = [f"site-{i}" for i in range(5)]
+    history, final, records = simulate(
+        names, desired=NEW, bad=frozenset({NEW}), progress_deadline_seconds=60
+    )
+    assert history == [["site-0"]]
+    assert final.phase == "Degraded"
+    assert {n: r.digest for n, r in records.items()} == dict.fromkeys(names, OLD)
+    assert records["site-0"].rolled_back_from == NEW
+
+
+def test_offline_site_is_left_behind_without_stopping_the_others() -> None:
+    names = [f"site-{i}" for i in range(4)]
+    history, final, records = simulate(
+        names, desired=NEW, offline_names=frozenset({"site-1"}), canary=1, max_per_wave=2
+    )
+    assert history == [["site-0"], ["site-2"], ["site-3"]]
+    assert {t.name: t.phase for t in final.targets}["site-1"] == "Deferred"
+    assert final.phase == "Progressing"
+    assert records["site-1"].digest == OLD

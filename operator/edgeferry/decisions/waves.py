@@ -237,7 +237,7 @@ class _Assessment:
     settled: bool = False
     """Counts as done for its wave (Ready, proven before, failed, or offline beyond the grace)."""
     up_to_date: bool = False
-    """Runs the desired digest (as last seen, for unreachable targets)."""
+    """Runs the desired digest (for unreachable targets: was seen Available on it)."""
     failed: bool = False
     rollback: TargetRecord | None = None
     recheck: float | None = None
@@ -307,18 +307,7 @@ def next_actions(
     if halted_wave:
         current = min(current, halted_wave)
 
-    writes, events = _writes(
-        assessed,
-        desired=desired,
-        rollout=rollout,
-        verdicts=verdicts,
-        planned=planned,
-        current=current,
-        halted_wave=halted_wave,
-        now=now,
-    )
-    outcomes = tuple(_outcome(a, now=now, lines=lines) for a in assessed.values())
-    events.extend(_transition_events(outcomes, lines))
+    events: list[Event] = []
     if same_digest and 0 < previous.current_wave < current and not halted_wave:
         done = (
             f"wave {previous.current_wave}"
@@ -329,9 +318,22 @@ def next_actions(
             Event(
                 "Normal",
                 "WaveSucceeded",
-                f"{done} of {len(planned)} succeeded with {_short(desired)}; wave {current} starts",
+                f"{done} of {len(planned)} succeeded with {_short(desired)}",
             )
         )
+    writes, write_events = _writes(
+        assessed,
+        desired=desired,
+        rollout=rollout,
+        verdicts=verdicts,
+        planned=planned,
+        current=current,
+        halted_wave=halted_wave,
+        now=now,
+    )
+    events.extend(write_events)
+    outcomes = tuple(_outcome(a, now=now, lines=lines) for a in assessed.values())
+    events.extend(_transition_events(outcomes, lines))
     phase, conds, message = _deployment_state(
         assessed,
         image=image,
@@ -476,7 +478,9 @@ def _deferred(
 ) -> _Assessment:
     """An unreachable target (or one never probed): deferred, holding its wave a while."""
     t = a.state
-    a.up_to_date = a.digest == desired
+    seen_available = line.available_since if line is not None else None
+    a.up_to_date = a.digest == desired and seen_available is not None
+    a.available_since = seen_available if a.up_to_date else None
     if not t.reachable and line is not None and line.phase in ("RolledBack", "Failed"):
         a.phase, a.failed, a.settled = line.phase, True, True
         a.message = f"unreachable; last seen {line.phase}"
@@ -493,7 +497,7 @@ def _deferred(
         if left >= 0
         else f"wave {a.wave} goes on without it"
     )
-    after = "was on the desired digest when last seen" if a.up_to_date else "catches up when back"
+    after = "was running the digest when last seen" if a.up_to_date else "catches up when back"
     a.message = f"deferred: {held}; {after}"
     return a
 
@@ -547,7 +551,7 @@ def _writes(
 
     for wave_index, names in sorted(rollout_by_wave.items()):
         others = [n for n in planned[wave_index - 1] if n not in names]
-        begun = any(assessed[n].up_to_date or assessed[n].settled for n in others)
+        begun = any(assessed[n].up_to_date or assessed[n].failed for n in others)
         events.append(
             Event(
                 "Normal",
