@@ -1,0 +1,347 @@
+"""What a ModelImage needs next: lint, build, smoke test, scan, push, or nothing.
+
+The handler calls `next_step` on every reconcile with the typed spec and status and a few facts
+it looked up (the current inputs digest, the scanner DB's checksum, whether the image is still
+in the local Docker daemon), runs the one step it returns, records the result in status, and
+asks again until the answer is `Step.NONE`. Every decision is made from the status alone, never
+from memory, so a restarted operator continues exactly where the last one stopped; and a
+converged ModelImage (same inputs, same policy, scan not due) needs nothing at all.
+
+How the status says what is done:
+
+- `status.inputsDigest` names the *run*: the inputs whose image the status describes. Other
+  inputs start a new run (`Plan.new_run`, then `begin_run`), which clears the results of the
+  old one.
+- Each stage records in `status.stageInputs` a key of what it ran with (`stage_keys`); a spec
+  change re-runs exactly the stages whose key changed: a new exception re-gates without a
+  rebuild, new push tags push again without a rescan. The smoke test's key includes the image id
+  and the scan's key includes the smoke test's, so a stage that ran again is always followed by
+  the stages after it. Record a stage's key whether it passed or failed.
+- A failure that re-running cannot fix by itself (lint, gate) rests until the spec changes. A
+  failure that might be transient (build, smoke test, scan, push) rests until the generation
+  changes; the handler should raise a retryable error instead of recording `False` for trouble
+  that is clearly temporary (Docker daemon unreachable, registry down).
+- A rescan is due when `rescanInterval` has passed since `scan.scannedAt`, when the scanner's
+  DB checksum differs from `scan.dbChecksum`, or when an exception that admitted the image has
+  expired. `Plan.recheck_after` says when to look again while at rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+
+from edgeferry.decisions import inputs
+from edgeferry.models import conditions, modelimage
+
+
+class Step(enum.Enum):
+    """The next thing to do; `NONE` means rest until something changes."""
+
+    LINT = "Lint"
+    BUILD = "Build"
+    PULL = "Pull"
+    """Get the already pushed image back from the registry (it left the local daemon)."""
+    SMOKE_TEST = "SmokeTest"
+    SCAN = "Scan"
+    """Scan and gate; a cached scan of the same image with the same DB may be reused."""
+    RESCAN = "Rescan"
+    """Scan again, bypassing any cache: the DB changed or the interval passed."""
+    PUSH = "Push"
+    NONE = "None"
+
+
+NEEDS_LOCAL_IMAGE = frozenset({Step.SMOKE_TEST, Step.SCAN, Step.RESCAN, Step.PUSH})
+"""Steps that need the image in the local Docker daemon."""
+
+_WORKING_PHASE: dict[Step, modelimage.Phase] = {
+    Step.LINT: "Linting",
+    Step.BUILD: "Building",
+    Step.PULL: "Building",
+    Step.SMOKE_TEST: "SmokeTesting",
+    Step.SCAN: "Scanning",
+    Step.RESCAN: "Scanning",
+    Step.PUSH: "Pushing",
+}
+_RESTING_PHASE: dict[str, modelimage.Phase] = {
+    "UpToDate": "Ready",
+    "Blocked": "Blocked",
+    "SmokeTestFailed": "Blocked",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The decision: a step, why (CamelCase, fit for conditions and events), and what it means."""
+
+    step: Step
+    reason: str
+    message: str
+    new_run: bool = False
+    """The inputs changed: call `begin_run` before running the step."""
+    recheck_after: datetime.timedelta | None = None
+    """At rest: when a rescan or an exception's expiry will need a new look (None: never)."""
+
+    @property
+    def phase(self) -> modelimage.Phase:
+        """`status.phase` while the step runs, or where the resource rests."""
+        if self.step is not Step.NONE:
+            return _WORKING_PHASE[self.step]
+        return _RESTING_PHASE.get(self.reason, "Failed")
+
+    @property
+    def needs_local_image(self) -> bool:
+        """Whether the step needs the image in the local Docker daemon."""
+        return self.step in NEEDS_LOCAL_IMAGE
+
+
+def stage_keys(spec: modelimage.ModelImageSpec, *, image_id: str | None) -> modelimage.StageInputs:
+    """What each stage runs with, as digests to compare with `status.stageInputs`."""
+    smoke = inputs.canonical_digest(
+        {"smokeTest": spec.smoke_test.model_dump(by_alias=True, mode="json"), "image": image_id}
+    )
+    exceptions = sorted(
+        (e.model_dump(by_alias=True, mode="json") for e in spec.scan.exceptions),
+        key=lambda e: str(e["id"]),
+    )
+    scan = inputs.canonical_digest(
+        {
+            "failOn": spec.scan.fail_on,
+            "onlyFixed": spec.scan.only_fixed,
+            "exceptions": exceptions,
+            "smokeTest": smoke,
+        }
+    )
+    push = inputs.canonical_digest(
+        {"repository": spec.push.repository, "tags": sorted(spec.push.tags), "image": image_id}
+    )
+    lint = inputs.canonical_digest({"lint": spec.lint.model_dump(by_alias=True, mode="json")})
+    return modelimage.StageInputs(lint=lint, smoke_test=smoke, scan=scan, push=push)
+
+
+def begin_run(
+    status: modelimage.ModelImageStatus, *, inputs_digest: str
+) -> modelimage.ModelImageStatus:
+    """The status for a new run: stage results and stage conditions of the old run removed."""
+    return modelimage.ModelImageStatus(
+        observed_generation=status.observed_generation,
+        phase=status.phase,
+        inputs_digest=inputs_digest,
+        conditions=[c for c in status.conditions if c.type not in modelimage.STAGE_CONDITIONS],
+    )
+
+
+def next_step(
+    spec: modelimage.ModelImageSpec,
+    status: modelimage.ModelImageStatus,
+    *,
+    generation: int,
+    inputs_digest: str,
+    now: datetime.datetime,
+    scan_db_checksum: str | None = None,
+    image_present: bool = True,
+) -> Plan:
+    """Decide the next step from spec, status and the facts the handler looked up.
+
+    `now` must be timezone-aware. `scan_db_checksum` is the scanner DB's current identity (None
+    if unknown: no DB-change rescan then); `image_present` whether the local Docker daemon still
+    has `status.image.id`.
+    """
+    if now.tzinfo is None:
+        raise ValueError("next_step needs a timezone-aware `now`")
+    if status.inputs_digest != inputs_digest:
+        if status.inputs_digest is None:
+            return Plan(Step.LINT, "NewInputs", "first run: lint the Dockerfile", new_run=True)
+        return Plan(
+            Step.LINT,
+            "InputsChanged",
+            f"inputs changed ({_short(status.inputs_digest)} -> {_short(inputs_digest)}): "
+            "lint and build again",
+            new_run=True,
+        )
+    image_id = status.image.id if status.image is not None else None
+    keys = stage_keys(spec, image_id=image_id)
+
+    linted = status.condition("Linted")
+    if status.stage_inputs.lint != keys.lint or linted is None or linted.status == "Unknown":
+        if status.stage_inputs.lint is not None and status.stage_inputs.lint != keys.lint:
+            return Plan(Step.LINT, "LintPolicyChanged", "spec.lint changed: lint again")
+        return Plan(Step.LINT, "NotLinted", "lint the Dockerfile")
+    if linted.status != "True":
+        return _rest("LintFailed", linted.message or "hadolint findings fail the policy")
+
+    if image_id is None:
+        built = status.condition("Built")
+        if _failed_for(built, generation):
+            return _rest("BuildFailed", _message(built, "the build failed"))
+        if built is not None and built.status == "False":
+            return Plan(Step.BUILD, "RetryBuild", "spec changed since the build failed: retry")
+        return Plan(Step.BUILD, "NotBuilt", "build the image")
+
+    plan = _after_build(spec, status, keys, generation=generation, now=now, db=scan_db_checksum)
+    if plan.needs_local_image and not image_present:
+        built = status.condition("Built")
+        if _failed_for(built, generation):
+            return _rest("BuildFailed", _message(built, "the build failed"))
+        if status.image is not None and status.image.reference:
+            return Plan(
+                Step.PULL,
+                "ImageMissing",
+                f"image left the local daemon: pull {status.image.reference}, then "
+                f"{plan.step.value.lower()}",
+            )
+        return Plan(
+            Step.BUILD,
+            "ImageMissing",
+            f"image {_short(image_id)} left the local daemon: build it again",
+        )
+    return plan
+
+
+def _after_build(
+    spec: modelimage.ModelImageSpec,
+    status: modelimage.ModelImageStatus,
+    keys: modelimage.StageInputs,
+    *,
+    generation: int,
+    now: datetime.datetime,
+    db: str | None,
+) -> Plan:
+    """Smoke test, scan, gate and push for the image of this run."""
+    recorded = status.stage_inputs
+    smoke = status.smoke_test
+    if recorded.smoke_test != keys.smoke_test or smoke is None or smoke.result is None:
+        if recorded.smoke_test is not None and recorded.smoke_test != keys.smoke_test:
+            return Plan(Step.SMOKE_TEST, "SmokeTestChanged", "smoke test or image changed")
+        return Plan(Step.SMOKE_TEST, "NotSmokeTested", "run the image once before admission")
+    if smoke.result == "Failed":
+        tested = status.condition("SmokeTested")
+        if _failed_for(tested, generation):
+            return _rest("SmokeTestFailed", smoke.message or _message(tested, "smoke test failed"))
+        return Plan(Step.SMOKE_TEST, "RetrySmokeTest", "spec changed since the smoke test failed")
+
+    image_id = status.image.id if status.image is not None else None
+    scan = status.scan
+    scanned = status.condition("Scanned")
+    if _failed_for(scanned, generation):
+        return _rest("ScanFailed", _message(scanned, "the scan failed"))
+    if scan is None or scan.image_id != image_id or scan.scanned_at is None:
+        if scanned is not None and scanned.status == "False":
+            return Plan(Step.SCAN, "RetryScan", "spec changed since the scan failed: retry")
+        return Plan(Step.SCAN, "NotScanned", "scan the image and apply the gate")
+    if db and scan.db_checksum and db != scan.db_checksum:
+        return Plan(
+            Step.RESCAN,
+            "ScanDatabaseChanged",
+            f"vulnerability database changed ({scan.db_checksum} -> {db}): scan again",
+        )
+    due = _utc(scan.scanned_at) + spec.scan.rescan_every
+    if now >= due:
+        return Plan(
+            Step.RESCAN,
+            "RescanDue",
+            f"last scan {scan.scanned_at.isoformat()}, rescanInterval "
+            f"{spec.scan.rescan_interval}: scan again",
+        )
+    if recorded.scan != keys.scan:
+        return Plan(
+            Step.SCAN, "ScanPolicyChanged", "spec.scan or the smoke test changed: gate again"
+        )
+    today = now.astimezone(datetime.UTC).date()
+    lapsed = [e.id for e in scan.excepted if not e.active_on(today)]
+    if lapsed:
+        return Plan(
+            Step.SCAN,
+            "ExceptionExpired",
+            f"exceptions that admitted the image expired ({', '.join(lapsed)}): gate again",
+        )
+    recheck = _recheck_after(spec, scan, now=now)
+    admitted = status.condition("Admitted")
+    if admitted is None or admitted.status == "Unknown":
+        return Plan(Step.SCAN, "NotGated", "apply the gate to the scan")
+    if admitted.status != "True":
+        return _rest("Blocked", admitted.message or "the gate blocked the image", recheck)
+
+    image = status.image
+    if recorded.push != keys.push or image is None or not image.digest:
+        pushed = status.condition("Pushed")
+        if recorded.push == keys.push and _failed_for(pushed, generation):
+            return _rest("PushFailed", _message(pushed, "the push failed"))
+        if recorded.push is not None and recorded.push != keys.push:
+            return Plan(Step.PUSH, "PushTargetChanged", "push repository or tags changed")
+        return Plan(Step.PUSH, "NotPushed", f"push the admitted image to {spec.push.repository}")
+    return _rest("UpToDate", f"admitted and pushed as {image.reference}", recheck)
+
+
+def progress_conditions(plan: Plan) -> tuple[conditions.Condition, ...]:
+    """`Ready`, `Reconciling` and `Stalled` (kstatus) for a plan, to write before running it.
+
+    A `RESCAN` leaves `Ready` alone: an admitted image stays ready while a routine rescan runs,
+    so deployments watching it do not flap once a day.
+    """
+    if plan.step is Step.NONE:
+        ready = plan.reason == "UpToDate"
+        return (
+            conditions.Condition(
+                "Ready",
+                "True" if ready else "False",
+                "Ready" if ready else plan.reason,
+                plan.message,
+            ),
+            conditions.Condition("Reconciling", "False", plan.reason, ""),
+            conditions.Condition(
+                "Stalled",
+                "False" if ready else "True",
+                plan.reason,
+                "" if ready else plan.message,
+            ),
+        )
+    working = (
+        conditions.Condition("Reconciling", "True", plan.reason, plan.message),
+        conditions.Condition("Stalled", "False", plan.reason, ""),
+    )
+    if plan.step is Step.RESCAN:
+        return working
+    return (conditions.Condition("Ready", "False", plan.reason, plan.message), *working)
+
+
+def _rest(reason: str, message: str, recheck_after: datetime.timedelta | None = None) -> Plan:
+    return Plan(Step.NONE, reason, message, recheck_after=recheck_after)
+
+
+def _failed_for(cond: modelimage.StatusCondition | None, generation: int) -> bool:
+    """A stage failed for this very generation: retrying without a change would fail again."""
+    return (
+        cond is not None
+        and cond.status == "False"
+        and (cond.observed_generation is None or cond.observed_generation >= generation)
+    )
+
+
+def _message(cond: modelimage.StatusCondition | None, fallback: str) -> str:
+    return cond.message if cond is not None and cond.message else fallback
+
+
+def _recheck_after(
+    spec: modelimage.ModelImageSpec, scan: modelimage.ScanStatus, *, now: datetime.datetime
+) -> datetime.timedelta | None:
+    """Time until the next rescan or the first expiry of an exception that applies."""
+    moments = []
+    if scan.scanned_at is not None:
+        moments.append(_utc(scan.scanned_at) + spec.scan.rescan_every)
+    for exception in scan.excepted:
+        expiry = datetime.datetime.combine(exception.expires, datetime.time(), datetime.UTC)
+        moments.append(expiry)
+    if not moments:
+        return None
+    return max(min(moments) - now, datetime.timedelta(0))
+
+
+def _utc(moment: datetime.datetime) -> datetime.datetime:
+    """Timestamps from status without a zone are UTC (Kubernetes writes them with `Z`)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+
+
+def _short(digest: str | None) -> str:
+    return modelimage.short_digest(digest) or "none"
