@@ -1,1 +1,1 @@
-"""The local testbed: a hub and K3s-style edge clusters, Docker, a registry and Prometheus on 127.0.0.1."""
+"""The local testbed: hub and K3s-style edge clusters, Docker, registry, Prometheus."""

@@ -1,1 +1,1 @@
-"""Pure decision logic: what to build, whether to admit, which targets go in the next wave. No I/O."""
+"""Pure decision logic: what to build, whether to admit, which targets go next. No I/O."""

@@ -1,1 +1,1 @@
-"""Resource models: typed views of the ModelImage, EdgeTarget and ModelDeployment specs and statuses."""
+"""Resource models: typed views of the ModelImage, EdgeTarget and ModelDeployment resources."""

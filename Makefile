@@ -1,0 +1,66 @@
+# edgeferry: `make demo` runs the operator on the local testbed; `make test` runs every test.
+# Every target installs what it needs and skips work whose output is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+APT_PACKAGES := docker.io docker-registry prometheus lua5.4 debootstrap busybox-static openssl jq
+
+.PHONY: help deps venv tools testbed-up testbed-down testbed-status lint unit integration test demo clean
+
+help:
+	@echo "make demo            local hub + edge clusters, the operator and the samples, left running"
+	@echo "make test            lint, type checks, unit and integration tests (starts what they need)"
+	@echo "make testbed-up|testbed-down|testbed-status"
+
+deps:
+	@start=$$SECONDS; missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi; echo "deps: Debian packages ready in $$((SECONDS - start)) s"
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	@start=$$SECONDS; \
+	[ -x $(PY) ] || python3 -m venv .venv; \
+	.venv/bin/pip install -q --upgrade pip; \
+	.venv/bin/pip install -q -e '.[tools,dev]'; \
+	rm -f .venv/.installed-*; touch $@; \
+	echo "venv: Python packages ready in $$((SECONDS - start)) s"
+
+tools:
+	@bash testbed/tools/build.sh
+
+testbed-up: deps venv tools
+	@$(PY) -m edgeferry_testbed up
+
+testbed-down: venv
+	@$(PY) -m edgeferry_testbed down
+
+testbed-status: venv
+	@$(PY) -m edgeferry_testbed status
+
+lint: venv
+	@start=$$SECONDS; \
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && \
+	.venv/bin/mypy && .venv/bin/lint-imports; \
+	echo "lint: ruff, mypy, import contracts passed in $$((SECONDS - start)) s"
+
+unit: venv
+	@.venv/bin/pytest tests/unit -q
+
+integration: deps venv tools
+	@.venv/bin/pytest tests/integration -q -m integration
+
+test: deps venv tools lint
+	@start=$$SECONDS; .venv/bin/pytest tests -q; echo "test: pytest finished in $$((SECONDS - start)) s"
+
+demo: testbed-up
+	@$(PY) -m edgeferry_testbed.demo
+
+clean: testbed-down
+	rm -rf .testbed

@@ -1,0 +1,97 @@
+"""Operator settings, read once from the environment at start-up.
+
+Grouped by the part of the operator they steer, each field documented, so the Helm values, the
+kustomize Deployment and `docs/` can name the same variables. Defaults are the safe production
+choices (online grype DB updates, metrics on their own port); the testbed overrides what it must.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSettings:
+    docker_host: str
+    """Docker Engine API endpoint (`DOCKER_HOST`), e.g. unix:///var/run/docker.sock or tcp://dind:2375."""
+    workdir: Path
+    """Scratch space for SBOMs and build contexts (`EDGEFERRY_WORKDIR`)."""
+    insecure_registries: tuple[str, ...]
+    """Registry hosts reached over plain HTTP (`EDGEFERRY_INSECURE_REGISTRIES`, comma-separated);
+    loopback registries are always plain HTTP."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSettings:
+    db_cache_dir: Path
+    """Where grype keeps its vulnerability database (`GRYPE_DB_CACHE_DIR`)."""
+    db_auto_update: bool
+    """Let grype update its database before scans (`GRYPE_DB_AUTO_UPDATE`, default on);
+    air-gapped installs and the tests turn it off and import a database instead."""
+    db_validate_age: bool
+    """Refuse a database older than grype's max age (`GRYPE_DB_VALIDATE_AGE`, default on)."""
+    db_stale_after_seconds: int
+    """Age past which the scan-DB-stale alert fires (`EDGEFERRY_SCAN_DB_STALE_SECONDS`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    max_parallel_targets: int
+    """How many targets one reconcile talks to at once (`EDGEFERRY_MAX_PARALLEL_TARGETS`)."""
+    target_timeout_seconds: float
+    """Per-call timeout towards a target cluster (`EDGEFERRY_TARGET_TIMEOUT_SECONDS`): a dead
+    site costs at most this, never the whole reconcile."""
+    requeue_seconds: float
+    """How often an unfinished rollout is looked at again (`EDGEFERRY_ROLLOUT_REQUEUE_SECONDS`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    build: BuildSettings
+    scan: ScanSettings
+    rollout: RolloutSettings
+    metrics_port: int
+    """Port of the Prometheus `/metrics` endpoint (`EDGEFERRY_METRICS_PORT`)."""
+    metrics_host: str
+    """Address the metrics endpoint binds (`EDGEFERRY_METRICS_HOST`, default 0.0.0.0 in-cluster)."""
+    namespaces: tuple[str, ...]
+    """Namespaces to serve (`EDGEFERRY_NAMESPACES`, comma-separated); empty means all."""
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from environment variables (see each field's docstring for the name)."""
+    e = os.environ if env is None else env
+    workdir = Path(e.get("EDGEFERRY_WORKDIR", "/tmp/edgeferry"))
+    insecure = tuple(h for h in e.get("EDGEFERRY_INSECURE_REGISTRIES", "").split(",") if h)
+    namespaces = tuple(n for n in e.get("EDGEFERRY_NAMESPACES", "").split(",") if n)
+    return Settings(
+        build=BuildSettings(
+            docker_host=e.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+            workdir=workdir,
+            insecure_registries=insecure,
+        ),
+        scan=ScanSettings(
+            db_cache_dir=Path(e.get("GRYPE_DB_CACHE_DIR", str(workdir / "grype-db"))),
+            db_auto_update=_flag(e, "GRYPE_DB_AUTO_UPDATE", True),
+            db_validate_age=_flag(e, "GRYPE_DB_VALIDATE_AGE", True),
+            db_stale_after_seconds=int(e.get("EDGEFERRY_SCAN_DB_STALE_SECONDS", "172800")),
+        ),
+        rollout=RolloutSettings(
+            max_parallel_targets=int(e.get("EDGEFERRY_MAX_PARALLEL_TARGETS", "16")),
+            target_timeout_seconds=float(e.get("EDGEFERRY_TARGET_TIMEOUT_SECONDS", "10")),
+            requeue_seconds=float(e.get("EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", "5")),
+        ),
+        metrics_port=int(e.get("EDGEFERRY_METRICS_PORT", "8080")),
+        metrics_host=e.get("EDGEFERRY_METRICS_HOST", "0.0.0.0"),
+        namespaces=namespaces,
+    )

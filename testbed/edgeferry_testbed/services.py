@@ -1,0 +1,140 @@
+"""The container side of the testbed: Docker daemon, registry and Prometheus.
+
+A Docker daemon or registry that already answers is reused and left alone by `down`; only what
+the testbed started itself is stopped. Prometheus is always the testbed's own, configured to
+scrape the operator and to load edgeferry's alert rules when they exist.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import docker
+
+from edgeferry_testbed import layout, procs
+
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+RULES_FILE = layout.REPO_ROOT / "manifests" / "monitoring" / "edgeferry-rules.yaml"
+
+
+def docker_answers(host: str = DOCKER_SOCKET) -> bool:
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def ensure_docker(sup: procs.Supervisor, lay: layout.Layout) -> str:
+    """A usable Docker daemon: the running one, or a dockerd the testbed starts (and owns)."""
+    if docker_answers():
+        return "reused"
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise procs.TestbedError("dockerd is not installed: `apt-get install docker.io`")
+    run = lay.state_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    sup.start("dockerd", [dockerd, f"--host={DOCKER_SOCKET}", f"--pidfile={run / 'dockerd.pid'}"])
+    procs.wait_until(
+        docker_answers,
+        timeout=60,
+        what="dockerd to answer on /var/run/docker.sock",
+        on_timeout=lambda: sup.log_tail("dockerd"),
+    )
+    return "started"
+
+
+def registry_answers(lay: layout.Layout) -> bool:
+    return procs.http_ok(f"http://{lay.registry}/v2/")
+
+
+def ensure_registry(sup: procs.Supervisor, lay: layout.Layout) -> str:
+    """The Debian `docker-registry` on 127.0.0.1, storing under the user cache (images survive
+    `down`, so base images are not rebuilt on every run)."""
+    if registry_answers(lay):
+        return "reused"
+    if not procs.port_is_free(lay.registry_port):
+        raise procs.TestbedError(
+            f"port 127.0.0.1:{lay.registry_port} is taken by something that is not a registry"
+        )
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise procs.TestbedError(
+            "docker-registry is not installed: `apt-get install docker-registry`"
+        )
+    config = lay.state_dir / "registry.yml"
+    storage = lay.cache_dir / "registry"
+    storage.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {storage}\n"
+        "  delete:\n    enabled: true\n"
+        "http:\n"
+        f"  addr: 127.0.0.1:{lay.registry_port}\n"
+    )
+    sup.start("registry", [binary, "serve", str(config)])
+    procs.wait_until(
+        lambda: registry_answers(lay),
+        timeout=30,
+        what="the registry",
+        on_timeout=lambda: sup.log_tail("registry"),
+    )
+    return "started"
+
+
+def prometheus_config(lay: layout.Layout, rules: Path | None) -> str:
+    rule_files = f"rule_files:\n  - {rules}\n" if rules is not None else ""
+    return (
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
+        f"{rule_files}"
+        "scrape_configs:\n"
+        "  - job_name: edgeferry-operator\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{lay.operator_metrics_port}']\n"
+        "  - job_name: prometheus\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{lay.prometheus_port}']\n"
+    )
+
+
+def prometheus_url(lay: layout.Layout) -> str:
+    return f"http://127.0.0.1:{lay.prometheus_port}"
+
+
+def ensure_prometheus(sup: procs.Supervisor, lay: layout.Layout) -> str:
+    """Prometheus on 127.0.0.1 scraping the operator's metrics port."""
+    if sup.find("prometheus") is not None:
+        return "reused"
+    if not procs.port_is_free(lay.prometheus_port):
+        raise procs.TestbedError(f"port 127.0.0.1:{lay.prometheus_port} (Prometheus) is taken")
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise procs.TestbedError("prometheus is not installed: `apt-get install prometheus`")
+    home = lay.state_dir / "prometheus"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "prometheus.yml"
+    config.write_text(prometheus_config(lay, RULES_FILE if RULES_FILE.exists() else None))
+    sup.start(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{lay.prometheus_port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=2h",
+        ],
+    )
+    procs.wait_until(
+        lambda: procs.http_ok(f"{prometheus_url(lay)}/-/ready"),
+        timeout=60,
+        what="Prometheus",
+        on_timeout=lambda: sup.log_tail("prometheus"),
+    )
+    return "started"
