@@ -73,10 +73,17 @@ kwok() {
 }
 
 grype() {
+  # grype and edgeferry-vulndb (our offline DB builder, gomod/grype/cmd/edgeferry-vulndb) link the
+  # same grype release: one `go build` compiles the shared packages once, and the DB the builder
+  # writes always has the schema this grype reads.
+  # The builder is our source, not a pinned release: its source digest is part of the cache key.
   local v; v=$(mod_version github.com/anchore/grype grype)
   local out="$cache/bin/grype-$v"
-  [ -x "$out/grype" ] && return 0
-  timed "grype $v" build_into grype "$out" "-X main.version=${v#v}" github.com/anchore/grype/cmd/grype
+  local src; src=$(cd "$here/gomod/grype" && ls cmd/edgeferry-vulndb/*.go | grep -v '_test\.go$' | xargs cat go.mod go.sum | sha256sum | cut -c1-16)
+  [ -x "$out/grype" ] && [ -x "$out/edgeferry-vulndb" ] && [ "$(cat "$out/.source" 2>/dev/null)" = "$src" ] && return 0
+  timed "grype $v + edgeferry-vulndb" build_into grype "$out" "-X main.version=${v#v}" \
+    github.com/anchore/grype/cmd/grype ./cmd/edgeferry-vulndb
+  echo "$src" > "$out/.source"
 }
 
 helm() {
