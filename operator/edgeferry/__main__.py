@@ -1,0 +1,5 @@
+"""`python -m edgeferry` runs the operator."""
+
+from edgeferry import main
+
+main.main()

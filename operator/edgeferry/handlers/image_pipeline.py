@@ -1,0 +1,512 @@
+"""One ModelImage reconcile: gather inputs, ask `pipeline.next_step`, run the step, record it.
+
+Synchronous on purpose: every step is a blocking call to Docker, hadolint, syft/grype or the
+registry, and the Kopf daemon runs this in a worker thread. Status is written after every step,
+so a restarted operator (or a crash mid-build) resumes from the last finished step, and a
+converged image costs a few cheap reads: no build, no scan, no push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import pydantic
+
+from edgeferry import metrics, settings
+from edgeferry.adapters import (
+    docker_build,
+    grype_env,
+    hadolint,
+    hub,
+    registry,
+    scanner,
+    smoke,
+)
+from edgeferry.decisions import dockerfile, gate, inputs, lint_verdict, pipeline
+from edgeferry.models import conditions, modelimage
+
+PLURAL = "modelimages"
+LOCAL_REPOSITORY = "edgeferry-local"
+"""Local tags live here: never a registry host, so a local tag is never a deployable reference."""
+_LOG = logging.getLogger("edgeferry.modelimage")
+
+EventSink = Callable[[str, str, str], None]
+"""(type Normal|Warning, reason, message) -> posts a Kubernetes event on the ModelImage."""
+
+
+class TransientError(RuntimeError):
+    """Trouble that retrying later may fix (Docker daemon or registry unreachable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Materials:
+    """Everything that determines the image, read from the spec and its ConfigMaps."""
+
+    dockerfile: str
+    files: dict[str, bytes]
+    inputs_digest: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one reconcile ended with, for the daemon's scheduling."""
+
+    plan: pipeline.Plan | None
+    recheck_after: datetime.timedelta
+
+
+def scanner_config(config: settings.Settings) -> scanner.ScannerConfig:
+    grype = grype_env.GrypeSettings(
+        db_cache_dir=config.scan.db_cache_dir,
+        auto_update=config.scan.db_auto_update,
+        validate_age=config.scan.db_validate_age,
+    )
+    return scanner.ScannerConfig(grype=grype)
+
+
+def gather(spec: modelimage.ModelImageSpec, *, namespace: str, name: str) -> Materials:
+    """Dockerfile text, build-context files and the inputs digest; raises on missing inputs."""
+    model_ref = spec.model.source.config_map
+    model = hub.config_map_key(namespace, model_ref.name, model_ref.key)
+    if not inputs.model_matches(model, sha256=spec.model.sha256):
+        raise ModelDigestMismatchError(
+            f"model in ConfigMap {model_ref.name}/{model_ref.key} has sha256 "
+            f"{inputs.sha256_hex(model)}, spec.model.sha256 expects {spec.model.sha256}"
+        )
+    files: dict[str, bytes] = {}
+    for source in spec.build.context_from:
+        files.update(hub.config_map_files(namespace, source.config_map.name))
+    files.update(dockerfile.template_files(spec))
+    files[dockerfile.model_context_path(spec)] = model
+    text = dockerfile.resolve(spec, name=name)
+    digest = inputs.of_spec(
+        spec,
+        dockerfile=text,
+        context={path: inputs.sha256_hex(data) for path, data in files.items()},
+    )
+    return Materials(dockerfile=text, files=files, inputs_digest=digest)
+
+
+class ModelDigestMismatchError(ValueError):
+    """The model artifact is not the one the spec pins."""
+
+
+def local_tag(namespace: str, name: str, inputs_digest: str) -> str:
+    return f"{LOCAL_REPOSITORY}/{namespace}/{name}:{inputs_digest.removeprefix('sha256:')[:16]}"
+
+
+class Reconciler:
+    """Runs one ModelImage's pipeline until it rests; one instance per reconcile."""
+
+    def __init__(
+        self,
+        *,
+        config: settings.Settings,
+        body: dict[str, Any],
+        post_event: EventSink,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self.config = config
+        self.namespace = str(body["metadata"]["namespace"])
+        self.name = str(body["metadata"]["name"])
+        self.generation = int(body["metadata"].get("generation") or 1)
+        self.raw_spec = dict(body.get("spec") or {})
+        self.status = modelimage.parse_status(body.get("status"))
+        self.post_event = post_event
+        self.now = now
+        self.scan_config = scanner_config(config)
+        self._api: docker.APIClient | None = None
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        try:
+            spec = modelimage.parse_spec(self.raw_spec)
+        except pydantic.ValidationError as exc:
+            return self._stall("InvalidSpec", f"spec does not parse: {exc.errors()[0]['msg']}")
+        try:
+            materials = gather(spec, namespace=self.namespace, name=self.name)
+        except hub.MissingInputError as exc:
+            return self._stall("InputMissing", f"{exc}; waiting for it", retry_s=30)
+        except ModelDigestMismatchError as exc:
+            return self._stall("ModelDigestMismatchError", str(exc), retry_s=60)
+        db = self._db_identity()
+        while True:
+            plan = pipeline.next_step(
+                spec,
+                self.status,
+                generation=self.generation,
+                inputs_digest=materials.inputs_digest,
+                now=self.now(),
+                scan_db_checksum=db,
+                image_present=self._image_present(),
+            )
+            if plan.new_run:
+                self.status = pipeline.begin_run(self.status, inputs_digest=materials.inputs_digest)
+            self._set(pipeline.progress_conditions(plan), phase=plan.phase)
+            self._write()
+            if plan.step is pipeline.Step.NONE:
+                _LOG.info("%s/%s: at rest: %s", self.namespace, self.name, plan.reason)
+                recheck = plan.recheck_after or datetime.timedelta(minutes=10)
+                return Outcome(plan, min(recheck, datetime.timedelta(minutes=10)))
+            _LOG.info("%s/%s: %s (%s)", self.namespace, self.name, plan.step.value, plan.message)
+            started = self.now()
+            self._run_step(plan, spec, materials)
+            metrics.STAGE_DURATION.labels(plan.step.value.lower()).observe(
+                (self.now() - started).total_seconds()
+            )
+            self._write()
+
+    def _run_step(
+        self, plan: pipeline.Plan, spec: modelimage.ModelImageSpec, materials: Materials
+    ) -> None:
+        step = plan.step
+        if step is pipeline.Step.LINT:
+            self._lint(spec, materials)
+        elif step is pipeline.Step.BUILD:
+            self._build(spec, materials)
+        elif step is pipeline.Step.PULL:
+            self._pull()
+        elif step is pipeline.Step.SMOKE_TEST:
+            self._smoke_test(spec)
+        elif step in (pipeline.Step.SCAN, pipeline.Step.RESCAN):
+            self._scan(spec, fresh=step is pipeline.Step.RESCAN, trigger=plan.reason)
+        elif step is pipeline.Step.PUSH:
+            self._push(spec)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _keys(self, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
+        image_id = self.status.image.id if self.status.image else None
+        return pipeline.stage_keys(spec, image_id=image_id)
+
+    def _lint(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
+        findings = hadolint.lint(materials.dockerfile, ignore=spec.lint.ignore)
+        verdict = lint_verdict.decide(
+            findings, threshold=spec.lint.failure_threshold, ignore=spec.lint.ignore
+        )
+        for level in ("error", "warning", "info", "style"):
+            metrics.LINT_FINDINGS.labels(self.namespace, self.name, level).set(
+                getattr(verdict.status, f"{level}s")
+            )
+        self._record(lint=verdict.status, stage_inputs=self._stage("lint", spec))
+        self._set([verdict.condition])
+        if not verdict.passed:
+            self.post_event("Warning", "LintFailed", verdict.condition.message)
+
+    def _build(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
+        tag = local_tag(self.namespace, self.name, materials.inputs_digest)
+        labels = {
+            **spec.build.labels,
+            "edgeferry.io/inputs-digest": materials.inputs_digest,
+            "edgeferry.io/model-sha256": spec.model.sha256,
+            "edgeferry.io/modelimage": f"{self.namespace}.{self.name}",
+        }
+        try:
+            with metrics.BUILD_DURATION.labels(self.namespace, self.name).time():
+                result = docker_build.build_image(
+                    self._docker(),
+                    materials.dockerfile,
+                    files=materials.files,
+                    tag=tag,
+                    build_args=spec.build.args,
+                    labels=labels,
+                    platform=spec.build.platform,
+                    timeout_s=spec.build.timeout_seconds,
+                )
+        except docker_build.BuildError as exc:
+            metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
+            tail = "\n".join(exc.log_tail[-15:])
+            message = f"{exc.args[0] if exc.args else exc}; log tail:\n{tail}"[-1500:]
+            self._set([conditions.Condition("Built", "False", "BuildFailed", message)])
+            self.post_event("Warning", "BuildFailed", message[-900:])
+            return
+        metrics.BUILDS.labels(self.namespace, self.name, "succeeded").inc()
+        self._record(
+            image=modelimage.ImageStatus(
+                id=result.image_id,
+                size=result.size_bytes,
+                layers=result.layers,
+                platform=f"{result.os}/{result.architecture}",
+            )
+        )
+        self._set(
+            [
+                conditions.Condition(
+                    "Built",
+                    "True",
+                    "Built",
+                    f"built {result.image_id[:19]} ({result.layers} layers, "
+                    f"{result.size_bytes / 1e6:.1f} MB) in {result.duration_s:.1f}s",
+                )
+            ]
+        )
+        self.post_event("Normal", "Built", f"image {result.image_id[:19]} built as {tag}")
+
+    def _pull(self) -> None:
+        image = self.status.image
+        assert image is not None and image.reference
+        try:
+            self._docker().pull(image.reference)
+        except docker.errors.APIError as exc:
+            raise TransientError(f"pull of {image.reference} failed: {exc.explanation}") from exc
+
+    def _smoke_test(self, spec: modelimage.ModelImageSpec) -> None:
+        image = self.status.image
+        assert image is not None and image.id
+        keys = self._stage("smoke_test", spec)
+        host_platform = "linux/amd64"
+        if not spec.smoke_test.enabled or (image.platform and image.platform != host_platform):
+            why = (
+                "spec.smokeTest.enabled is false"
+                if not spec.smoke_test.enabled
+                else f"image platform {image.platform} cannot run on this {host_platform} host"
+            )
+            self._record(
+                smoke_test=modelimage.SmokeTestStatus(result="Skipped", message=why),
+                stage_inputs=keys,
+            )
+            self._set([conditions.Condition("SmokeTested", "True", "Skipped", why)])
+            return
+        predict = spec.smoke_test.predict
+        result = smoke.smoke_test(
+            self._docker(),
+            image.id,
+            port=spec.smoke_test.port,
+            health_path=spec.smoke_test.health_path,
+            prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
+            if predict
+            else None,
+            timeout_s=spec.smoke_test.timeout_seconds,
+            labels={"edgeferry.io/smoke-test": f"{self.namespace}.{self.name}"},
+        )
+        prediction = result.prediction
+        if result.passed:
+            message = f"healthy after {result.startup_ms or 0:.0f} ms" + (
+                f"; prediction answered in {prediction.latency_ms:.0f} ms" if prediction else ""
+            )
+        else:
+            tail = "\n".join(result.log_tail[-10:])
+            message = f"{result.message}; container log tail:\n{tail}"[-1200:]
+        self._record(
+            smoke_test=modelimage.SmokeTestStatus(
+                result="Passed" if result.passed else "Failed",
+                health_latency_ms=result.health_latency_ms,
+                prediction_latency_ms=prediction.latency_ms if prediction else None,
+                prediction=prediction.body[:512] if prediction else None,
+                message=message,
+            ),
+            stage_inputs=keys,
+        )
+        if result.passed:
+            self._set([conditions.Condition("SmokeTested", "True", "Passed", message)])
+            return
+        self._set(
+            [
+                conditions.Condition("SmokeTested", "False", result.reason, message),
+                conditions.Condition(
+                    "Admitted",
+                    "False",
+                    "SmokeTestFailed",
+                    f"not admitted: the smoke test failed: {message}",
+                ),
+            ]
+        )
+        metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(1)
+        self.post_event("Warning", "SmokeTestFailed", message[-900:])
+
+    def _scan(self, spec: modelimage.ModelImageSpec, *, fresh: bool, trigger: str) -> None:
+        image = self.status.image
+        assert image is not None and image.id
+        sbom_path = self.config.build.workdir / "sboms" / f"{image.id.replace(':', '-')}.json"
+        sbom_path.parent.mkdir(parents=True, exist_ok=True)
+        kind = (
+            "dbchange" if trigger == "ScanDatabaseChanged" else ("interval" if fresh else "build")
+        )
+        try:
+            if sbom_path.exists() and trigger != "RescanDue":
+                result = scanner.match(
+                    sbom_path, config=self.scan_config, source=f"docker:{image.id}"
+                )
+            else:
+                result = scanner.scan(
+                    f"docker:{image.id}", config=self.scan_config, sbom_path=sbom_path
+                )
+        except scanner.ScanError as exc:
+            metrics.SCANS.labels("failed", kind).inc()
+            self._set([conditions.Condition("Scanned", "False", "ScanFailed", str(exc)[-1200:])])
+            self.post_event("Warning", "ScanFailed", str(exc)[-900:])
+            return
+        metrics.SCANS.labels("succeeded", kind).inc()
+        today = self.now().date()
+        decision = gate.decide(
+            (_gate_finding(f) for f in result.findings),
+            today=today,
+            fail_on=spec.scan.fail_on,
+            only_fixed=spec.scan.only_fixed,
+            exceptions=spec.scan.exceptions,
+        )
+        db = result.descriptor.db
+        scan_status = modelimage.ScanStatus(
+            syft_version=result.descriptor.syft_version or None,
+            grype_version=result.descriptor.grype_version or None,
+            db_built=db.built if db else None,
+            db_checksum=db.identity if db else None,
+            scanned_at=self.now().replace(microsecond=0),
+            image_id=image.id,
+            counts=decision.counts,
+            blocking=list(decision.blocking),
+            blocking_total=decision.blocking_total,
+            excepted=list(decision.applied_exceptions),
+            expired_exceptions=list(decision.expired_exceptions),
+        )
+        self._record(scan=scan_status, stage_inputs=self._stage("scan", spec))
+        counts = decision.counts
+        self._set(
+            [
+                conditions.Condition(
+                    "Scanned",
+                    "True",
+                    "Scanned",
+                    f"{len(result.findings)} findings: {counts.critical} critical, "
+                    f"{counts.high} high, {counts.medium} medium, {counts.low} low "
+                    f"(grype {scan_status.grype_version})",
+                ),
+                decision.condition,
+            ]
+        )
+        for severity, count in counts.model_dump().items():
+            metrics.VULNERABILITIES.labels(self.namespace, self.name, severity).set(count)
+        if db is not None and db.built is not None:
+            metrics.SCAN_DB_AGE.set((self.now() - db.built).total_seconds())
+        verdict = "admitted" if decision.admitted else "blocked"
+        metrics.GATE_DECISIONS.labels(self.namespace, self.name, verdict).inc()
+        metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "VulnerabilitiesFound").set(
+            0 if decision.admitted else 1
+        )
+        metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(0)
+        if decision.admitted:
+            self.post_event("Normal", "Admitted", decision.condition.message[:900])
+        else:
+            self.post_event("Warning", "Blocked", decision.condition.message[:900])
+
+    def _push(self, spec: modelimage.ModelImageSpec) -> None:
+        image = self.status.image
+        assert image is not None and image.id
+        repository = spec.push.repository
+        credentials = None
+        if spec.push.credentials_secret:
+            host = registry.parse_repository(repository).host
+            user, password = hub.registry_credentials(
+                self.namespace, spec.push.credentials_secret, registry_host=host
+            )
+            credentials = registry.Credentials(username=user, password=password)
+        digests = set()
+        try:
+            for tag in spec.push.tags:
+                pushed = registry.push_image(
+                    self._docker(),
+                    image.id,
+                    repository,
+                    tag,
+                    credentials=credentials,
+                    insecure=self.config.build.insecure_registries,
+                )
+                digests.add(pushed.digest)
+        except registry.RegistryError as exc:
+            self._set([conditions.Condition("Pushed", "False", "PushFailed", str(exc)[-1200:])])
+            self._record(stage_inputs=self._stage("push", spec))
+            self.post_event("Warning", "PushFailed", str(exc)[-900:])
+            return
+        digest = sorted(digests)[0]
+        self._record(
+            image=image.model_copy(
+                update={"repository": repository, "tags": list(spec.push.tags), "digest": digest}
+            ),
+            stage_inputs=self._stage("push", spec),
+        )
+        reference = f"{repository}@{digest}"
+        self._set([conditions.Condition("Pushed", "True", "Pushed", f"pushed as {reference}")])
+        self.post_event(
+            "Normal", "Pushed", f"pushed {reference} (tags {', '.join(spec.push.tags)})"
+        )
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _stage(self, stage: str, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
+        """`status.stageInputs` with one stage's key updated to what it just ran with."""
+        keys = self._keys(spec)
+        return self.status.stage_inputs.model_copy(update={stage: getattr(keys, stage)})
+
+    def _record(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def _set(self, updates: Any, *, phase: modelimage.Phase | None = None) -> None:
+        self.status = self.status.with_conditions(updates, generation=self.generation)
+        self.status = self.status.model_copy(update={"observed_generation": self.generation})
+        if phase is not None:
+            self.status = self.status.model_copy(update={"phase": phase})
+
+    def _write(self) -> None:
+        hub.patch_status(PLURAL, self.namespace, self.name, self.status.to_patch())
+
+    def _stall(self, reason: str, message: str, *, retry_s: int = 300) -> Outcome:
+        self._set(
+            [
+                conditions.Condition("Ready", "False", reason, message),
+                conditions.Condition("Reconciling", "False", reason, ""),
+                conditions.Condition("Stalled", "True", reason, message),
+            ],
+            phase="Failed",
+        )
+        self._write()
+        self.post_event("Warning", reason, message[:900])
+        return Outcome(None, datetime.timedelta(seconds=retry_s))
+
+    def _docker(self) -> docker.APIClient:
+        if self._api is None:
+            try:
+                self._api = docker_build.connect(self.config.build.docker_host)
+                self._api.ping()
+            except Exception as exc:
+                self._api = None
+                raise TransientError(
+                    f"Docker daemon at {self.config.build.docker_host} unreachable: {exc}"
+                ) from exc
+        return self._api
+
+    def _image_present(self) -> bool:
+        image = self.status.image
+        if image is None or not image.id:
+            return True
+        try:
+            self._docker().inspect_image(image.id)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def _db_identity(self) -> str | None:
+        try:
+            status = scanner.db_status(config=self.scan_config)
+        except scanner.ScanError as exc:
+            _LOG.warning("grype DB status unavailable: %s", exc)
+            return None
+        return status.identity if status.valid else None
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+
+
+def _gate_finding(finding: scanner.Finding) -> gate.Finding:
+    return gate.Finding(
+        id=finding.id,
+        severity=finding.severity,
+        package=finding.package.name,
+        installed=finding.package.version,
+        fixed_in=finding.fix.versions,
+        fix_state=finding.fix.state,
+        aliases=finding.aliases,
+    )

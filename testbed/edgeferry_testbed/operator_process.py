@@ -1,0 +1,104 @@
+"""Run the edgeferry operator against the testbed, as the demo and the integration tests do.
+
+The operator runs as a plain process on the host (Kopf's standalone mode, the hub's admin
+kubeconfig or a ServiceAccount token, the host's Docker daemon), started through the testbed's
+supervisor so `make testbed-down` stops it with everything else. grype gets an offline database
+built from the advisory fixtures and is told never to update it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeferry_testbed import env, layout, procs, testbed
+
+ADVISORIES = layout.REPO_ROOT / "tests" / "fixtures" / "advisories"
+CRDS = layout.REPO_ROOT / "crds"
+
+
+def install_crds(described: env.TestbedEnv) -> None:
+    """Server-side apply every CRD to the hub and wait until each is Established."""
+    kubectl = described.tools["kubectl"]
+    kc = f"--kubeconfig={described.hub.kubeconfig}"
+    subprocess.run(
+        [
+            kubectl,
+            kc,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=edgeferry-testbed",
+            "-f",
+            str(CRDS),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    subprocess.run(
+        [kubectl, kc, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def ensure_offline_grype_db(lay: layout.Layout) -> Path:
+    """grype's DB cache dir holding a database built from the fixture advisories."""
+    from edgeferry.adapters import grype_env, scanner, vulndb
+
+    cache = lay.state_dir / "grype-db"
+    config = scanner.ScannerConfig(grype=grype_env.GrypeSettings.offline(cache))
+    status = scanner.db_status(config=config) if cache.exists() else None
+    if status is None or not status.valid:
+        vulndb.install_offline_db(ADVISORIES, lay.state_dir / "grype-db-build", config=config)
+    return cache
+
+
+def operator_env(
+    lay: layout.Layout, described: env.TestbedEnv, *, kubeconfig: str | None = None
+) -> dict[str, str]:
+    grype = Path(described.tools["grype"])
+    return {
+        "KUBECONFIG": kubeconfig or described.hub.kubeconfig,
+        "DOCKER_HOST": described.docker_host,
+        "EDGEFERRY_METRICS_PORT": str(lay.operator_metrics_port),
+        "EDGEFERRY_METRICS_HOST": "127.0.0.1",
+        "EDGEFERRY_WORKDIR": str(lay.state_dir / "operator-work"),
+        "GRYPE_DB_CACHE_DIR": str(lay.state_dir / "grype-db"),
+        "GRYPE_DB_AUTO_UPDATE": "false",
+        "GRYPE_DB_VALIDATE_AGE": "false",
+        "GRYPE_CHECK_FOR_APP_UPDATE": "false",
+        "EDGEFERRY_GRYPE": str(grype),
+        "EDGEFERRY_LIVENESS": f"http://127.0.0.1:{lay.operator_metrics_port + 1}/healthz",
+        "PATH": f"{Path(sys.executable).parent}:{grype.parent}:/usr/local/sbin:/usr/local/bin:"
+        "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+
+
+def start(
+    bed: testbed.Testbed, described: env.TestbedEnv, *, kubeconfig: str | None = None
+) -> procs.Managed:
+    """Start the operator (or find it running) and wait until its metrics endpoint answers."""
+    lay = bed.layout
+    install_crds(described)
+    ensure_offline_grype_db(lay)
+    managed = bed.sup.start(
+        "operator",
+        [sys.executable, "-m", "edgeferry"],
+        env=operator_env(lay, described, kubeconfig=kubeconfig),
+        cwd=layout.REPO_ROOT,
+    )
+    procs.wait_until(
+        lambda: procs.http_ok(f"http://127.0.0.1:{lay.operator_metrics_port}/metrics"),
+        timeout=60,
+        what="the operator's /metrics",
+        on_timeout=lambda: bed.sup.log_tail("operator"),
+    )
+    return managed
+
+
+def stop(bed: testbed.Testbed) -> bool:
+    return bed.sup.stop("operator", grace=15)

@@ -1,0 +1,119 @@
+"""The sample ModelImages, made concrete for this testbed (the demo and the tests share them).
+
+The YAML under `manifests/samples/` carries `@@NAME@@` placeholders for what only exists once a
+testbed runs: the pinned base images, the registry address and the models' sha256. The iris
+model is trained inside the sklearn base image (so the pickle matches its scikit-learn); the
+vulnerable sample vendors a real old `requests` wheel fetched from PyPI once and cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+from edgeferry_testbed import env, images, layout
+
+SAMPLES = layout.REPO_ROOT / "manifests" / "samples"
+REQUESTS_WHEEL = "requests-2.19.1-py2.py3-none-any.whl"
+LEGACY_WEIGHTS = json.dumps({"weights": [0.4, -1.2, 0.7], "bias": 0.1}).encode()
+
+
+def iris_model(lay: layout.Layout, described: env.TestbedEnv) -> bytes:
+    """A real scikit-learn model, trained once in the base image and cached."""
+    cached = lay.state_dir / "samples" / "iris-model.pkl"
+    if cached.exists():
+        return cached.read_bytes()
+    client = docker.DockerClient(base_url=described.docker_host, timeout=600)
+    try:
+        data = images.make_sklearn_model(client, described.base_images["pythonSklearn"])
+    finally:
+        client.close()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(data)
+    return data
+
+
+def requests_wheel(lay: layout.Layout) -> bytes:
+    """requests 2.19.1 from PyPI (GHSA-x84v-xcm2-53pg applies to it), downloaded once."""
+    wheels = lay.cache_dir / "wheels"
+    path = wheels / REQUESTS_WHEEL
+    if not path.exists():
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                "requests==2.19.1",
+            ],
+            check=True,
+        )
+    return path.read_bytes()
+
+
+def placeholders(lay: layout.Layout, described: env.TestbedEnv) -> dict[str, str]:
+    return {
+        "REGISTRY": described.registry,
+        "BUSYBOX_BASE": described.base_images["busybox"],
+        "PYTHON_SKLEARN_BASE": described.base_images["pythonSklearn"],
+        "IRIS_MODEL_SHA256": hashlib.sha256(iris_model(lay, described)).hexdigest(),
+        "LEGACY_MODEL_SHA256": hashlib.sha256(LEGACY_WEIGHTS).hexdigest(),
+    }
+
+
+def render(path: Path, values: dict[str, str]) -> list[dict[str, Any]]:
+    """A sample file with its placeholders filled, as objects."""
+    text = path.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    left = re.findall(r"@@[A-Z0-9_]+@@", text)
+    if left:
+        raise ValueError(f"{path}: placeholders left unfilled: {sorted(set(left))}")
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _apply_config_map(
+    core: k8s_client.CoreV1Api, namespace: str, name: str, binary: dict[str, bytes]
+) -> None:
+    body = {
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "edgeferry-demo"}},
+        "binaryData": {k: base64.b64encode(v).decode() for k, v in binary.items()},
+    }
+    try:
+        core.create_namespaced_config_map(namespace, body)
+    except k8s_exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_config_map(name, namespace, body)
+
+
+def install_inputs(
+    api: k8s_client.ApiClient, namespace: str, lay: layout.Layout, described: env.TestbedEnv
+) -> None:
+    """The namespace and the ConfigMaps the sample ModelImages read."""
+    core = k8s_client.CoreV1Api(api)
+    try:
+        core.create_namespace({"metadata": {"name": namespace}})
+    except k8s_exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+    _apply_config_map(core, namespace, "iris-model", {"model.pkl": iris_model(lay, described)})
+    _apply_config_map(core, namespace, "legacy-model", {"weights.json": LEGACY_WEIGHTS})
+    _apply_config_map(core, namespace, "legacy-deps", {REQUESTS_WHEEL: requests_wheel(lay)})

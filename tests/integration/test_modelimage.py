@@ -1,0 +1,347 @@
+"""ModelImage end to end: the real operator, hadolint, Docker, syft/grype and registry."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+
+from edgeferry.adapters import registry
+from edgeferry_testbed import env, handles, layout, operator_process, samples, testbed
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "edgeferry.io", "v1alpha1", "modelimages"
+
+
+@pytest.fixture(scope="module")
+def image_operator(testbed_handle: handles.Testbed) -> Iterator[testbed.Testbed]:
+    """The real operator process on the hub (reused when already running)."""
+    bed = testbed.Testbed()
+    started = bed.sup.find("operator") is None
+    operator_process.start(bed, testbed_handle.env)
+    yield bed
+    if started:
+        operator_process.stop(bed)
+
+
+@pytest.fixture(scope="module")
+def crds_installed(testbed_handle: handles.Testbed) -> None:
+    operator_process.install_crds(testbed_handle.env)
+
+
+@pytest.fixture
+def namespace(
+    hub: handles.Cluster, testbed_handle: handles.Testbed, unique_name: str
+) -> Iterator[str]:
+    """A fresh namespace with the samples' ConfigMaps in it."""
+    with hub.api_client() as api:
+        samples.install_inputs(api, unique_name, layout.default_layout(), testbed_handle.env)
+    yield unique_name
+    hub.kubectl("delete", "namespace", unique_name, "--wait=false", check=False)
+
+
+def sample(described: env.TestbedEnv, file: str) -> dict[str, Any]:
+    values = samples.placeholders(layout.default_layout(), described)
+    return samples.render(samples.SAMPLES / file, values)[0]
+
+
+def apply(hub: handles.Cluster, namespace: str, doc: dict[str, Any]) -> None:
+    hub.kubectl("-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+def get(hub: handles.Cluster, namespace: str, name: str) -> dict[str, Any]:
+    with hub.api_client() as api:
+        obj = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    return dict(obj)
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_for(
+    hub: handles.Cluster,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float = 240,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = get(hub, namespace, name)
+        if check(obj):
+            return obj
+        time.sleep(1)
+    raise AssertionError(f"{namespace}/{name} did not settle: {obj.get('status')}")
+
+
+def settled(phase: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: obj.get("status", {}).get("phase") == phase
+
+
+def events(hub: handles.Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    with hub.api_client() as api:
+        items = (
+            k8s_client.CoreV1Api(api)
+            .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+            .items
+        )
+    return [(e.type, e.reason, e.message or "") for e in items]
+
+
+def test_clean_model_image_is_admitted_pushed_and_ready(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    apply(hub, namespace, sample(testbed_handle.env, "modelimage-iris.yaml"))
+    obj = wait_for(hub, namespace, "iris", settled("Ready"))
+    for type_ in ("Linted", "Built", "SmokeTested", "Scanned", "Admitted", "Pushed", "Ready"):
+        assert condition(obj, type_)["status"] == "True", (type_, condition(obj, type_))
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert condition(obj, "Reconciling")["status"] == "False"
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["smokeTest"]["result"] == "Passed"
+    assert '"predictions": [0, 2]' in status["smokeTest"]["prediction"]
+    assert status["scan"]["counts"]["critical"] == 0 and status["scan"]["counts"]["high"] == 0
+    assert status["scan"]["grypeVersion"] and status["scan"]["dbChecksum"]
+    repository = f"{testbed_handle.registry}/models/iris"
+    served = registry.manifest_digest(repository, "v1")
+    assert served == status["image"]["digest"]
+    assert status["image"]["reference"] == f"{repository}@{served}"
+    with contextlib.closing(testbed_handle.docker()) as client:
+        labels = client.images.get(status["image"]["id"]).labels
+    assert labels["edgeferry.io/inputs-digest"] == status["inputsDigest"]
+    reasons = {r for _, r, _ in events(hub, namespace, "iris")}
+    assert {"Built", "Admitted", "Pushed"} <= reasons
+
+
+def test_server_that_never_gets_healthy_is_not_admitted_and_leaves_no_container(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
+    doc["metadata"]["name"] = "sleepy"
+    base = testbed_handle.env.base_images["busybox"]
+    doc["spec"]["build"] = {
+        "dockerfile": (
+            f"FROM {base}\nCOPY model/weights.json /srv/weights.json\nUSER 10001:10001\n"
+            'CMD ["sh", "-c", "echo loading weights forever; sleep 3600"]\n'
+        )
+    }
+    doc["spec"]["smokeTest"] = {"timeoutSeconds": 8}
+    doc["spec"]["push"]["repository"] = f"{testbed_handle.registry}/models/sleepy"
+    apply(hub, namespace, doc)
+    obj = wait_for(hub, namespace, "sleepy", settled("Blocked"))
+    admitted = condition(obj, "Admitted")
+    assert admitted["status"] == "False" and admitted["reason"] == "SmokeTestFailed"
+    assert "loading weights forever" in admitted["message"]
+    assert obj["status"]["smokeTest"]["result"] == "Failed"
+    assert registry.manifest_digest(f"{testbed_handle.registry}/models/sleepy", "v1") is None
+    with contextlib.closing(testbed_handle.docker()) as client:
+        left = client.containers.list(
+            all=True, filters={"label": f"edgeferry.io/smoke-test={namespace}.sleepy"}
+        )
+    assert left == []
+
+
+def test_image_with_high_advisory_is_blocked_with_finding_event_and_no_push(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    apply(hub, namespace, sample(testbed_handle.env, "modelimage-vulnerable.yaml"))
+    obj = wait_for(hub, namespace, "legacy-scorer", settled("Blocked"))
+    admitted = condition(obj, "Admitted")
+    assert admitted["status"] == "False" and admitted["reason"] == "VulnerabilitiesFound"
+    blocking = obj["status"]["scan"]["blocking"]
+    assert {
+        "id": "GHSA-x84v-xcm2-53pg",
+        "severity": "high",
+        "package": "requests",
+        "installed": "2.19.1",
+        "fixedIn": "2.20.0",
+    }.items() <= blocking[0].items()
+    assert "GHSA-x84v-xcm2-53pg" in admitted["message"]
+    assert condition(obj, "Pushed") == {}
+    assert "digest" not in obj["status"]["image"]
+    repository = f"{testbed_handle.registry}/models/legacy-scorer"
+    assert registry.manifest_digest(repository, "v1") is None
+    warnings = [
+        m
+        for t, r, m in events(hub, namespace, "legacy-scorer")
+        if t == "Warning" and r == "Blocked"
+    ]
+    assert warnings and "GHSA-x84v-xcm2-53pg" in warnings[0]
+
+
+def test_dockerfile_with_hadolint_error_stops_at_linted_false(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
+    doc["metadata"]["name"] = "sloppy"
+    base = testbed_handle.env.base_images["busybox"]
+    doc["spec"]["build"] = {"dockerfile": f'FROM {base}\nWORKDIR srv\nCMD ["true"]\n'}
+    apply(hub, namespace, doc)
+    obj = wait_for(
+        hub, namespace, "sloppy", lambda o: condition(o, "Linted").get("status") == "False"
+    )
+    findings = obj["status"]["lint"]["findings"]
+    assert findings[0]["rule"] == "DL3000" and findings[0]["line"] == 2
+    assert findings[0]["level"] == "error"
+    assert "DL3000" in condition(obj, "Linted")["message"]
+    time.sleep(3)
+    obj = get(hub, namespace, "sloppy")
+    assert condition(obj, "Built") == {}
+    assert obj["status"].get("image") is None
+
+
+def test_exception_admits_until_it_expires(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    today = datetime.datetime.now(datetime.UTC).date()
+    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
+    doc["metadata"]["name"] = "excepted"
+    doc["spec"]["push"]["repository"] = f"{testbed_handle.registry}/models/excepted"
+    doc["spec"]["scan"]["exceptions"] = [
+        {
+            "id": "GHSA-x84v-xcm2-53pg",
+            "reason": "the server never sends requests with cookies",
+            "expires": (today + datetime.timedelta(days=30)).isoformat(),
+        }
+    ]
+    apply(hub, namespace, doc)
+    obj = wait_for(hub, namespace, "excepted", settled("Ready"))
+    assert condition(obj, "Admitted")["status"] == "True"
+    assert obj["status"]["scan"]["excepted"][0]["id"] == "GHSA-x84v-xcm2-53pg"
+    assert obj["status"]["scan"]["counts"]["high"] == 1
+
+    expired = copy.deepcopy(doc)
+    expired["spec"]["scan"]["exceptions"] = [
+        {
+            "id": "CVE-2018-18074",
+            "reason": "accepted for the Q3 release only",
+            "expires": (today - datetime.timedelta(days=1)).isoformat(),
+        }
+    ]
+    apply(hub, namespace, expired)
+    obj = wait_for(
+        hub,
+        namespace,
+        "excepted",
+        lambda o: (
+            settled("Blocked")(o)
+            and o["status"]["observedGeneration"] == o["metadata"]["generation"]
+        ),
+    )
+    assert condition(obj, "Admitted")["reason"] == "VulnerabilitiesFound"
+    assert obj["status"]["scan"]["expiredExceptions"] == ["CVE-2018-18074"]
+    assert obj["status"]["scan"]["blocking"][0]["id"] == "GHSA-x84v-xcm2-53pg"
+
+
+def test_operator_restart_on_converged_image_builds_scans_and_pushes_nothing(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    apply(hub, namespace, sample(testbed_handle.env, "modelimage-iris.yaml"))
+    before = wait_for(hub, namespace, "iris", settled("Ready"))
+    operator_process.stop(image_operator)
+    log = image_operator.sup.logs / "operator.log"
+    offset = log.stat().st_size
+    operator_process.start(image_operator, testbed_handle.env)
+    marker = f"{namespace}/iris: at rest: UpToDate"
+    deadline = time.monotonic() + 120
+    while marker not in log.read_text()[offset:]:
+        assert time.monotonic() < deadline, "the restarted operator never looked at the image"
+        time.sleep(1)
+    after = get(hub, namespace, "iris")
+    since_restart = log.read_text()[offset:]
+    for step in ("Lint", "Build", "SmokeTest", "Scan", "Rescan", "Push"):
+        assert f"{namespace}/iris: {step} (" not in since_restart
+    for key in ("image", "scan", "smokeTest", "inputsDigest"):
+        assert after["status"][key] == before["status"][key]
+    assert [c["lastTransitionTime"] for c in after["status"]["conditions"]] == [
+        c["lastTransitionTime"] for c in before["status"]["conditions"]
+    ]
+
+
+INVALID = [
+    (
+        "both an inline Dockerfile and a runtime template",
+        lambda s: s["build"].update(dockerfile="FROM scratch\n"),
+        "set exactly one of build.dockerfile",
+    ),
+    (
+        "an exception without reason or expiry",
+        lambda s: s.update(scan={"exceptions": [{"id": "CVE-2018-18074"}]}),
+        "an exception needs a reason",
+    ),
+    (
+        "an unknown severity",
+        lambda s: s.update(scan={"failOn": "severe"}),
+        'supported values: "negligible", "low", "medium", "high", "critical"',
+    ),
+    (
+        "a push repository without a host",
+        lambda s: s["push"].update(repository="models/iris"),
+        "push.repository must start with a registry host",
+    ),
+    (
+        "a base image not pinned by digest",
+        lambda s: s["build"]["runtime"].update(baseImage="127.0.0.1:5000/base/python:3.11"),
+        "build.runtime.baseImage must be pinned by digest",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "break_spec", "message"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_spec_is_refused_at_apply_time_with_a_clear_message(
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    image_operator: testbed.Testbed,
+    what: str,
+    break_spec: Callable[[dict[str, Any]], None],
+    message: str,
+) -> None:
+    doc = sample(testbed_handle.env, "modelimage-iris.yaml")
+    break_spec(doc["spec"])
+    result = hub.kubectl(
+        "-n",
+        "default",
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(doc),
+        check=False,
+    )
+    assert result.returncode != 0, what
+    assert message in result.stderr, result.stderr
