@@ -343,7 +343,7 @@ class Reconciler:
         metrics.SCANS.labels("succeeded", kind).inc()
         today = self.now().date()
         decision = gate.decide(
-            (_gate_finding(f) for f in result.findings),
+            scanner.gate_findings(result.findings),
             today=today,
             fail_on=spec.scan.fail_on,
             only_fixed=spec.scan.only_fixed,
@@ -499,14 +499,3 @@ class Reconciler:
         if self._api is not None:
             self._api.close()
 
-
-def _gate_finding(finding: scanner.Finding) -> gate.Finding:
-    return gate.Finding(
-        id=finding.id,
-        severity=finding.severity,
-        package=finding.package.name,
-        installed=finding.package.version,
-        fixed_in=finding.fix.versions,
-        fix_state=finding.fix.state,
-        aliases=finding.aliases,
-    )
