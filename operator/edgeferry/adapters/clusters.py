@@ -1,0 +1,376 @@
+"""API clients for the places models run: the hub itself and remote K3s clusters.
+
+Every EdgeTarget is reached through one `kubernetes` client:
+
+- `Cloud` targets are node pools of the hub, so they use the operator's own credentials
+  (in-cluster ServiceAccount, else `KUBECONFIG`).
+- `K3s` targets use the kubeconfig stored in a Secret in the EdgeTarget's *own* namespace. The
+  namespace is not a parameter anywhere in this module: it is always the EdgeTarget's, so a user
+  can never make the operator read a Secret they could not read themselves.
+
+A kubeconfig from a Secret is user input that the operator executes, so only inline credentials
+are accepted (`token`, `client-certificate-data`/`client-key-data`, `certificate-authority-data`).
+`exec` and `auth-provider` plugins would run a command on the operator's host, and file paths would
+read the operator's own files; both are refused with a message that says what to put instead.
+
+A dead site must cost a bounded time, never a whole reconcile: every client here has urllib3
+retries switched off (one attempt, so a timeout is a timeout, not four), and callers pass
+`timeout` to each request. `Runner` adds the other half: blocking client calls run on a bounded
+thread pool with a deadline, so an `await` on one target returns in time even if its socket hangs.
+
+Clients are cached per (EdgeTarget, Secret resourceVersion): a rotated kubeconfig is picked up
+within `secret_ttl_seconds`, and an unchanged one costs one small GET per TTL, not a new TLS pool
+per reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import dataclasses
+import http
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import urllib3.exceptions
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client import exceptions as k8s_exceptions
+
+from edgeferry.models import edgetarget as et
+
+T = TypeVar("T")
+
+_ALLOWED_USER_KEYS = frozenset(
+    {"token", "client-certificate-data", "client-key-data", "username", "password"}
+)
+_ALLOWED_CLUSTER_KEYS = frozenset(
+    {
+        "server",
+        "certificate-authority-data",
+        "insecure-skip-tls-verify",
+        "tls-server-name",
+        "proxy-url",
+        "disable-compression",
+        "extensions",
+    }
+)
+
+
+# --- errors --------------------------------------------------------------------------------------
+class TargetAccessError(Exception):
+    """A target could not be used; `reason` is CamelCase for conditions, the message says why."""
+
+    reason = "TargetError"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class Unreachable(TargetAccessError):  # noqa: N818 (a state, like `TimeoutError`)
+    """The target's API server did not answer in time, refused the connection, or failed (5xx).
+
+    Transient by nature: the site may come back on its own.
+    """
+
+    reason = "Unreachable"
+
+
+class CredentialsError(TargetAccessError):
+    """The Secret, its kubeconfig or the credentials in it are missing, invalid or refused.
+
+    Needs a person: nothing changes until the Secret (or the remote RBAC) is fixed.
+    """
+
+    reason = "CredentialsInvalid"
+
+
+def classify(exc: BaseException, *, target: str, server: str | None = None) -> TargetAccessError:
+    """Turn what a client call raised into an Unreachable or CredentialsError with a message."""
+    if isinstance(exc, TargetAccessError):
+        return exc
+    where = f" at {server}" if server else ""
+    if isinstance(exc, k8s_exceptions.ApiException):
+        status = exc.status or 0
+        if status in (http.HTTPStatus.UNAUTHORIZED, http.HTTPStatus.FORBIDDEN):
+            return CredentialsError(
+                f"{target}: the API server{where} refused the credentials ({status} "
+                f"{exc.reason}); give the kubeconfig's user RBAC to read nodes and to manage "
+                "Deployments, Services and Namespaces there",
+                reason="Unauthorized" if status == http.HTTPStatus.UNAUTHORIZED else "Forbidden",
+            )
+        if status >= http.HTTPStatus.INTERNAL_SERVER_ERROR or status == 0:
+            return Unreachable(f"{target}: the API server{where} failed ({status} {exc.reason})")
+        return TargetAccessError(
+            f"{target}: the API server{where} answered {status} {exc.reason}",
+            reason="RequestRejected",
+        )
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return classify(exc.reason, target=target, server=server)
+    if isinstance(exc, urllib3.exceptions.SSLError | ssl.SSLError):
+        return CredentialsError(
+            f"{target}: TLS with the API server{where} failed ({exc}); check "
+            "certificate-authority-data in the kubeconfig",
+            reason="TLSError",
+        )
+    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionError):
+        # Checked before timeouts: urllib3's NewConnectionError subclasses its timeout error.
+        detail = str(exc).split(": ", 1)[-1][:200]
+        return Unreachable(f"{target}: cannot connect to the API server{where} ({detail})")
+    if isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError | socket.timeout):
+        return Unreachable(f"{target}: the API server{where} did not answer in time")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        detail = str(exc).split(": ", 1)[-1][:200]
+        return Unreachable(f"{target}: cannot connect to the API server{where} ({detail})")
+    return TargetAccessError(f"{target}: {type(exc).__name__}: {exc}"[:500])
+
+
+# --- building clients ----------------------------------------------------------------------------
+def _configuration() -> k8s_client.Configuration:
+    """A fresh client configuration with urllib3 retries off: one attempt per request."""
+    cfg = k8s_client.Configuration()
+    cfg.retries = 0
+    return cfg
+
+
+def hub_client() -> k8s_client.ApiClient:
+    """A new client with the operator's own credentials (in-cluster, else `KUBECONFIG`)."""
+    cfg = _configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    else:
+        k8s_config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None,
+            client_configuration=cfg,
+            persist_config=False,
+        )
+    return k8s_client.ApiClient(configuration=cfg)
+
+
+def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
+    """Refuse kubeconfigs that would run commands or read files on the operator's host."""
+    for entry in document.get("users") or []:
+        user = (entry or {}).get("user") or {}
+        refused = sorted(set(user) - _ALLOWED_USER_KEYS)
+        if refused:
+            raise CredentialsError(
+                f"kubeconfig in {source} uses {', '.join(refused)} for user "
+                f"{entry.get('name')!r}; edgeferry only accepts inline credentials (token, or "
+                "client-certificate-data and client-key-data): exec and auth-provider plugins "
+                "would run commands, and file paths would read files, on the operator's host",
+                reason="KubeconfigRefused",
+            )
+    for entry in document.get("clusters") or []:
+        cluster = (entry or {}).get("cluster") or {}
+        refused = sorted(set(cluster) - _ALLOWED_CLUSTER_KEYS)
+        if refused:
+            raise CredentialsError(
+                f"kubeconfig in {source} uses {', '.join(refused)} for cluster "
+                f"{entry.get('name')!r}; put the CA inline as certificate-authority-data "
+                "(`kubectl config view --raw --flatten` writes such a file)",
+                reason="KubeconfigRefused",
+            )
+
+
+def client_from_kubeconfig(text: str, *, source: str) -> k8s_client.ApiClient:
+    """A client for the cluster a kubeconfig (YAML text) describes, after `check_kubeconfig`."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CredentialsError(
+            f"{source} does not hold a YAML kubeconfig ({exc.__class__.__name__})",
+            reason="KubeconfigInvalid",
+        ) from exc
+    if not isinstance(document, dict) or not document.get("clusters"):
+        raise CredentialsError(
+            f"{source} does not hold a kubeconfig (no clusters); create it with "
+            "`kubectl create secret generic <name> --from-file=kubeconfig=<file>`",
+            reason="KubeconfigInvalid",
+        )
+    check_kubeconfig(document, source=source)
+    cfg = _configuration()
+    try:
+        return k8s_config.new_client_from_config_dict(
+            document, persist_config=False, client_configuration=cfg
+        )
+    except (k8s_config.ConfigException, ValueError, TypeError, KeyError) as exc:
+        raise CredentialsError(
+            f"kubeconfig in {source} is not usable: {exc}", reason="KubeconfigInvalid"
+        ) from exc
+
+
+def server_of(api: k8s_client.ApiClient) -> str:
+    """The API server URL a client talks to, for messages."""
+    return str(api.configuration.host)
+
+
+# --- the cache -----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Cached:
+    client: k8s_client.ApiClient
+    resource_version: str
+    checked_at: float
+
+
+class Clients:
+    """Clients per EdgeTarget: the hub's for Cloud, the Secret's kubeconfig for K3s.
+
+    Thread-safe; `for_target` blocks (it may read the Secret), so call it through `Runner`.
+    """
+
+    def __init__(
+        self, *, hub: k8s_client.ApiClient, timeout: float, secret_ttl_seconds: float = 30.0
+    ) -> None:
+        self.hub = hub
+        self.timeout = timeout
+        self.secret_ttl_seconds = secret_ttl_seconds
+        self._cache: dict[tuple[str, str], _Cached] = {}
+        self._lock = threading.Lock()
+
+    def for_target(
+        self, namespace: str, name: str, spec: et.EdgeTargetSpec
+    ) -> k8s_client.ApiClient:
+        """The client for EdgeTarget `namespace/name`; raises CredentialsError or Unreachable."""
+        if spec.type == "Cloud" or spec.k3s is None:
+            return self.hub
+        ref = spec.k3s.kubeconfig_secret_ref
+        key = (namespace, name)
+        with self._lock:
+            cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached.checked_at < self.secret_ttl_seconds:
+            return cached.client
+        secret = self._read_secret(namespace, ref.name)
+        version = str(secret.get("metadata", {}).get("resourceVersion", ""))
+        if cached is not None and cached.resource_version == version:
+            cached.checked_at = now
+            return cached.client
+        source = f"Secret {namespace}/{ref.name} key {ref.key!r}"
+        raw = (secret.get("data") or {}).get(ref.key)
+        if raw is None:
+            keys = ", ".join(sorted(secret.get("data") or {})) or "none"
+            raise CredentialsError(
+                f"Secret {namespace}/{ref.name} has no key {ref.key!r} (keys: {keys}); set "
+                "k3s.kubeconfigSecretRef.key, or store the kubeconfig under that key",
+                reason="KubeconfigMissing",
+            )
+        try:
+            text = base64.b64decode(raw).decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CredentialsError(
+                f"{source} is not a UTF-8 kubeconfig", reason="KubeconfigInvalid"
+            ) from exc
+        fresh = client_from_kubeconfig(text, source=source)
+        with self._lock:
+            old = self._cache.get(key)
+            self._cache[key] = _Cached(fresh, version, now)
+        if old is not None and old.client is not fresh:
+            old.client.close()
+        return fresh
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the cached client of a deleted (or re-typed) EdgeTarget."""
+        with self._lock:
+            old = self._cache.pop((namespace, name), None)
+        if old is not None:
+            old.client.close()
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Secret as a dict, from the EdgeTarget's own namespace (the only one we read)."""
+        core = k8s_client.CoreV1Api(self.hub)
+        try:
+            response = core.read_namespaced_secret(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+        except k8s_exceptions.ApiException as exc:
+            if exc.status == http.HTTPStatus.NOT_FOUND:
+                raise CredentialsError(
+                    f"Secret {namespace}/{name} (k3s.kubeconfigSecretRef) does not exist; create "
+                    f"it in this namespace: `kubectl -n {namespace} create secret generic "
+                    f"{name} --from-file=kubeconfig=<file>`",
+                    reason="SecretNotFound",
+                ) from exc
+            if exc.status == http.HTTPStatus.FORBIDDEN:
+                raise CredentialsError(
+                    f"the operator may not read Secret {namespace}/{name}; grant its "
+                    "ServiceAccount get on secrets in this namespace",
+                    reason="SecretForbidden",
+                ) from exc
+            raise
+        return dict(json.loads(response.data) or {})
+
+
+# --- running blocking calls ----------------------------------------------------------------------
+class Runner:
+    """Blocking client calls on a bounded thread pool, each awaited with a deadline.
+
+    The deadline is the caller's promise to the event loop; the thread itself ends when its
+    request times out (each request carries its own timeout), so threads never pile up beyond
+    `max_workers`.
+    """
+
+    def __init__(self, *, max_workers: int) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, max_workers), thread_name_prefix="edgeferry-targets"
+        )
+
+    async def run(self, fn: Callable[[], T], *, deadline: float) -> T:
+        """Run `fn` in a worker thread; raise Unreachable-worthy TimeoutError after `deadline`."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, fn)
+        return await asyncio.wait_for(future, timeout=deadline)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclasses.dataclass
+class Access:
+    """What handlers need to talk to targets: the clients, the runner and the timeout."""
+
+    clients: Clients
+    runner: Runner
+    timeout: float
+    """Per-request timeout towards a target (`settings.rollout.target_timeout_seconds`)."""
+
+    @property
+    def hub(self) -> k8s_client.ApiClient:
+        return self.clients.hub
+
+    @property
+    def deadline(self) -> float:
+        """How long one operation (a few requests) at one target may take in total."""
+        return self.timeout * 3
+
+
+_SHARED: dict[tuple[float, int], Access] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(*, timeout: float, max_parallel: int) -> Access:
+    """The process-wide Access for these settings (one hub client, one thread pool)."""
+    key = (timeout, max_parallel)
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+        if found is None:
+            found = Access(
+                clients=Clients(hub=hub_client(), timeout=timeout),
+                runner=Runner(max_workers=max_parallel * 2 + 2),
+                timeout=timeout,
+            )
+            _SHARED[key] = found
+        return found
