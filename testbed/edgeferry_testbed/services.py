@@ -8,6 +8,7 @@ scrape the operator and to load edgeferry's alert rules when they exist.
 from __future__ import annotations
 
 import shutil
+import urllib.request
 from pathlib import Path
 
 import docker
@@ -108,18 +109,29 @@ def prometheus_url(lay: layout.Layout) -> str:
 
 
 def ensure_prometheus(sup: procs.Supervisor, lay: layout.Layout) -> str:
-    """Prometheus on 127.0.0.1 scraping the operator's metrics port."""
+    """Prometheus on 127.0.0.1 scraping the operator's metrics port, loading our alert rules.
+
+    The configuration is rewritten on every `up`; a running Prometheus whose configuration
+    changed (say, the rules file appeared) is told to reload it.
+    """
+    home = lay.state_dir / "prometheus"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "prometheus.yml"
+    wanted = prometheus_config(lay, RULES_FILE if RULES_FILE.exists() else None)
+    changed = not config.exists() or config.read_text() != wanted
+    config.write_text(wanted)
     if sup.find("prometheus") is not None:
+        if changed:
+            request = urllib.request.Request(f"{prometheus_url(lay)}/-/reload", method="POST")
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+            return "reused, configuration reloaded"
         return "reused"
     if not procs.port_is_free(lay.prometheus_port):
         raise procs.TestbedError(f"port 127.0.0.1:{lay.prometheus_port} (Prometheus) is taken")
     binary = shutil.which("prometheus")
     if binary is None:
         raise procs.TestbedError("prometheus is not installed: `apt-get install prometheus`")
-    home = lay.state_dir / "prometheus"
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "prometheus.yml"
-    config.write_text(prometheus_config(lay, RULES_FILE if RULES_FILE.exists() else None))
     sup.start(
         "prometheus",
         [
