@@ -1,0 +1,123 @@
+"""The Helm chart: lints strictly, and its values schema rejects what a typo would produce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit import _binaries
+
+CHART = _binaries.REPO / "charts" / "edgeferry"
+OPEN_OBJECTS = {
+    "global",  # Helm's own, shared with parent charts
+    "affinity.nodeAffinity",  # Kubernetes types, passed through as they are
+    "affinity.podAffinity",
+    "affinity.podAntiAffinity",
+    "extraEnv[].valueFrom",
+}
+"""Schema paths allowed to accept any keys; everything else must list its properties."""
+
+
+def _template(*values: str) -> subprocess.CompletedProcess[str]:
+    command = [_binaries.helm(), "template", "edgeferry", str(CHART), "-n", "edgeferry-system"]
+    for value in values:
+        command += ["--set", value]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(), ("monitoring.enabled=true",), ("build.backend=dind", "monitoring.enabled=true")],
+    ids=["defaults", "monitoring", "dind+monitoring"],
+)
+def test_chart_passes_strict_lint(values: tuple[str, ...]) -> None:
+    command = [_binaries.helm(), "lint", "--strict", str(CHART)]
+    for value in values:
+        command += ["--set", value]
+    out = _binaries.run(command)
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        "monitoring.enabeld=true",
+        "image.tagg=1.0",
+        "build.backend=kaniko",
+        "rbac.namespace={a}",
+        "resources.limits.memroy=1Gi",
+        "watchNamespaces={Team_A}",
+        "image.digest=latest",
+    ],
+)
+def test_values_schema_rejects_typos(typo: str) -> None:
+    done = _template(typo)
+    assert done.returncode != 0, f"--set {typo} was accepted"
+    assert "schema" in done.stderr
+
+
+def test_every_schema_object_lists_its_properties() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    unchecked = [
+        path
+        for path, node in _objects(schema, "")
+        if path not in OPEN_OBJECTS
+        and node.get("additionalProperties") is not False
+        and not isinstance(node.get("additionalProperties"), dict)
+    ]
+    assert unchecked == [], f"schema objects that accept any key: {unchecked}"
+
+
+def _objects(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = [(path or "<root>", node)] if node.get("type") == "object" else []
+    for name, child in (node.get("properties") or {}).items():
+        found += _objects(child, f"{path}.{name}" if path else name)
+    if isinstance(node.get("items"), dict):
+        found += _objects(node["items"], f"{path}[]")
+    for alternative in node.get("anyOf", []):
+        found += _objects(alternative, path)
+    return found
+
+
+def test_every_default_value_is_described_by_the_schema() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(values) <= set(schema["properties"])
+    assert _template().returncode == 0
+
+
+def test_dind_backend_keeps_the_operator_container_unprivileged() -> None:
+    done = _template(
+        "build.backend=dind", "build.dind.image=registry.local/docker@sha256:" + "a" * 64
+    )
+    assert done.returncode == 0, done.stderr
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"operator", "dind"}
+    operator = containers["operator"]
+    env = {e["name"]: e["value"] for e in operator["env"]}
+    assert env["DOCKER_HOST"] == "unix:///var/run/dind/docker.sock"
+    assert operator["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+    assert containers["dind"]["image"].endswith("@sha256:" + "a" * 64)
+    assert containers["dind"]["securityContext"]["privileged"] is True
+
+
+def test_remote_backend_passes_docker_host_through() -> None:
+    done = _template("build.remote.dockerHost=tcp://builder.ci.svc:2375")
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in operator["env"]}
+    assert env["DOCKER_HOST"] == "tcp://builder.ci.svc:2375"
+
+
+def test_image_digest_wins_over_tag() -> None:
+    digest = "sha256:" + "b" * 64
+    done = _template(f"image.digest={digest}", "image.tag=9.9.9")
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"ghcr.io/edgeferry/operator@{digest}"
