@@ -498,4 +498,3 @@ class Reconciler:
     def close(self) -> None:
         if self._api is not None:
             self._api.close()
-
