@@ -243,7 +243,8 @@ def summarize_failures(failures: Sequence[str]) -> str | None:
     """One line naming the first failure and how many there are."""
     if not failures:
         return None
-    more = f" (and {len(failures) - 1} more failing pods)" if len(failures) > 1 else ""
+    others = len(failures) - 1
+    more = f" (and {others} more failing pod{'s' if others > 1 else ''})" if others else ""
     return (failures[0] + more)[:_MAX_FAILURE_TEXT]
 
 

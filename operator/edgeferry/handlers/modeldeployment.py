@@ -1,0 +1,748 @@
+"""Kopf wiring for ModelDeployment: observe every selected target, plan, apply, report.
+
+The reconcile is thin on purpose: `waves.next_actions` decides everything (what to write where,
+each target's phase, the deployment's phase, events); this module only gathers what it needs
+and carries out the plan.
+
+Shape, and why:
+
+- **One daemon per ModelDeployment** is the only place that reconciles it, so two reconciles
+  never race on the same targets. It sleeps until the plan's next deadline (soak over, progress
+  deadline, offline grace), `requeue_seconds` while a rollout moves, or `RESYNC_SECONDS` when
+  settled: Pods at remote clusters cause no event on the hub, so a crash at a site, or a hand
+  edit there, is only seen by looking. It is woken by what does cause hub events: a spec change
+  (seen on its live body within a second), a change of the referenced ModelImage's admission or
+  digest, and an EdgeTarget's labels, reachability or architectures (both noticed by the indexes
+  below, which Kopf calls quietly on every watch event).
+- **EdgeTargets and ModelImages come from Kopf indexes**, in-memory views kept current by the
+  watches Kopf runs anyway: a reconcile reads no hub objects, and the reachability the probes
+  wrote is right there. A target whose last probe found it unreachable is not contacted (the
+  probe will notice it coming back and wake us), so a dead site does not slow every reconcile.
+- **Fan-out is concurrent and bounded**: observations and writes go through a semaphore of
+  `max_parallel_targets` and a shared thread pool, every request has the per-target timeout and
+  every operation a deadline; one slow or dead target never holds up the others beyond that.
+- **Status is the summary, not the memory.** The per-target memory is on each target's
+  Deployment (`edgeferry.io/` annotations); the status written here (`rollout_status.build`) is
+  also what the next reconcile passes back as `recorded`, kept in the daemon between rounds.
+  Only the status subresource is written, never `spec`.
+- **Targets that stop matching the selector are released**: our workload there is deleted
+  once (remembered per daemon, so an operator restart re-checks them once).
+- **Deletion** removes our workloads at every EdgeTarget of the namespace (not only the selected
+  ones: any of them may hold leftovers) and retries unreachable ones until
+  `CLEANUP_DEADLINE_SECONDS` after the deletion was requested; then it lets the object go and
+  names, in a Warning event, the targets where workloads were left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+import pydantic
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+from edgeferry import metrics, settings
+from edgeferry.adapters import clusters, target_workloads
+from edgeferry.decisions import rollout_status, waves, workload
+from edgeferry.handlers import edgetarget as edgetarget_handlers
+from edgeferry.models import conditions
+from edgeferry.models import edgetarget as et
+from edgeferry.models import modeldeployment as md
+from edgeferry.models import modelimage as mi
+
+GROUP = "edgeferry.io"
+VERSION = "v1alpha1"
+PLURAL = "modeldeployments"
+KIND = "ModelDeployment"
+
+RESYNC_SECONDS = 20.0
+"""How often a settled ModelDeployment looks at its targets again (drift, failing Pods)."""
+RETRY_SECONDS = 10.0
+"""How soon a reconcile that failed as a whole is tried again."""
+CLEANUP_DEADLINE_SECONDS = 120.0
+"""How long deletion retries unreachable targets before leaving their workloads behind."""
+CLEANUP_RETRY_SECONDS = 10.0
+
+_LOG = logging.getLogger("edgeferry.modeldeployment")
+_MAX_EVENT_MESSAGE = 1000
+_STATUS_KEYS = frozenset(
+    [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
+    + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
+)
+
+
+# --- what the indexes hold -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TargetView:
+    """An EdgeTarget as the rollout needs it, parsed once per watch event."""
+
+    name: str
+    labels: Mapping[str, str]
+    spec: et.EdgeTargetSpec | None
+    """None when the spec does not parse (the EdgeTarget reports why)."""
+    status: et.EdgeTargetStatus
+    created: datetime.datetime | None
+    generation: int
+
+    @property
+    def ready(self) -> Mapping[str, Any] | None:
+        return conditions.find(self.status.conditions, "Ready")
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """What, when it changes, can change a rollout decision."""
+        ready = self.ready or {}
+        return (
+            tuple(sorted(self.labels.items())),
+            self.generation,
+            self.status.reachable,
+            ready.get("status"),
+            self.status.architectures,
+        )
+
+
+def _parse_time(value: object) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def target_view(body: Mapping[str, Any]) -> TargetView:
+    """Parse an EdgeTarget body; a bad spec or status reads as unknown rather than failing."""
+    meta = body.get("metadata", {})
+    try:
+        spec: et.EdgeTargetSpec | None = et.parse_spec(body.get("spec") or {})
+    except pydantic.ValidationError:
+        spec = None
+    try:
+        status = et.parse_status(body.get("status"))
+    except pydantic.ValidationError:
+        status = et.EdgeTargetStatus()
+    return TargetView(
+        name=str(meta.get("name")),
+        labels=dict(meta.get("labels") or {}),
+        spec=spec,
+        status=status,
+        created=_parse_time(meta.get("creationTimestamp")),
+        generation=int(meta.get("generation") or 0),
+    )
+
+
+def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
+    """A ModelImage as the rollout sees it: admitted only with `Admitted=True` and a reference."""
+    if body is None:
+        return waves.Image(
+            name=name,
+            admitted=False,
+            reason="ImageNotFound",
+            message=f"ModelImage {name} does not exist in this namespace; create it, or fix "
+            "spec.imageRef.name",
+        )
+    try:
+        status = mi.parse_status(body.get("status"))
+    except pydantic.ValidationError:
+        status = mi.ModelImageStatus()
+    admitted = status.condition("Admitted")
+    reference = status.image.reference if status.image is not None else None
+    platform = status.image.platform if status.image is not None else None
+    platforms = (platform,) if platform else ()
+    if admitted is not None and admitted.status == "True" and reference:
+        return waves.Image(name=name, admitted=True, digest=reference, platforms=platforms)
+    if admitted is not None and admitted.status == "False":
+        reason, message = admitted.reason or "ImageNotAdmitted", admitted.message
+    elif admitted is not None and admitted.status == "True":
+        reason = "ImageNotPushed"
+        message = "admitted, waiting for the push to the registry to record its digest"
+    else:
+        reason = "ImageNotAdmitted"
+        message = f"its pipeline has not decided yet (phase {status.phase or 'Pending'})"
+    return waves.Image(
+        name=name, admitted=False, platforms=platforms, reason=reason, message=message
+    )
+
+
+# --- indexes, and waking the daemons -------------------------------------------------------------
+@dataclasses.dataclass
+class _Loop:
+    """A running daemon: what it deploys, and the event that wakes it."""
+
+    image: str
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+_loops: dict[tuple[str, str], _Loop] = {}
+_seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
+_seen_images: dict[tuple[str, str], waves.Image] = {}
+
+
+def _wake(namespace: str, *, image: str | None = None) -> None:
+    for (ns, _), loop in _loops.items():
+        if ns == namespace and (image is None or loop.image == image):
+            loop.wake.set()
+
+
+@kopf.index(GROUP, VERSION, "edgetargets")
+def edgetargets_by_namespace(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[str, TargetView]:
+    """EdgeTargets per namespace: the candidates a ModelDeployment's selector picks from.
+
+    Kopf calls indexers on every watch event, before handlers and without logging each call; so
+    this is also where a change that matters to rollouts (labels, reachability, architectures)
+    wakes the namespace's daemons.
+    """
+    key = (namespace or "", name or "")
+    view = target_view(body)
+    if _seen_targets.get(key) != (fingerprint := view.fingerprint()):
+        _seen_targets[key] = fingerprint
+        _wake(key[0])
+    return {key[0]: view}
+
+
+@kopf.index(GROUP, VERSION, "modelimages")
+def modelimages_by_name(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], waves.Image]:
+    """Each ModelImage's admission, by (namespace, name); a change wakes its deployments."""
+    key = (namespace or "", name or "")
+    image = image_from_body(key[1], body)
+    if _seen_images.get(key) != image:
+        _seen_images[key] = image
+        _wake(key[0], image=key[1])
+    return {key: image}
+
+
+# --- one reconcile -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Memory:
+    """What the daemon keeps between reconciles (all of it can be lost: it is rebuilt)."""
+
+    recorded: md.ModelDeploymentStatus
+    written: dict[str, Any] | None = None
+    first_failure: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    """When a target that its EdgeTarget still calls reachable first failed to answer us."""
+    released: set[str] = dataclasses.field(default_factory=set)
+    """Unselected targets known to hold nothing of ours."""
+
+
+@dataclasses.dataclass
+class _Seen:
+    """One selected target in this reconcile."""
+
+    view: TargetView
+    state: waves.TargetState
+    observation: target_workloads.Observation | None = None
+    error: str | None = None
+    """Why it could not be observed (or written), in words."""
+
+
+def _stamp(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    """Everything one reconcile of one ModelDeployment needs, and its steps."""
+
+    def __init__(
+        self,
+        *,
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        config: settings.Settings,
+        access: clusters.Access,
+        targets: Iterable[TargetView],
+        images: kopf.Index[tuple[str, str], waves.Image],
+        memory: _Memory,
+    ) -> None:
+        self.body = body
+        self.namespace = namespace
+        self.name = name
+        self.config = config
+        self.access = access
+        self.targets = sorted(targets, key=lambda t: t.name)
+        self.images = images
+        self.memory = memory
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.generation = int(body.meta.get("generation") or 0)
+        self.gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        kopf.event(self.body, type=type_, reason=reason, message=message[:_MAX_EVENT_MESSAGE])
+
+    async def _at_target(self, view: TargetView, work: Any, what: str) -> Any:
+        """Run `work(api)` against a target, bounded; raise TargetAccessError on any failure."""
+        spec = view.spec
+        assert spec is not None
+        access = self.access
+
+        def blocking() -> Any:
+            api = access.clients.for_target(self.namespace, view.name, spec)
+            try:
+                return work(api)
+            except Exception as exc:
+                raise clusters.classify(
+                    exc, target=f"{view.name}: {what}", server=clusters.server_of(api)
+                ) from exc
+
+        async with self.gate:
+            try:
+                return await access.runner.run(blocking, deadline=access.deadline)
+            except TimeoutError as exc:
+                raise clusters.Unreachable(
+                    f"{view.name}: {what}: no answer within {access.deadline:.0f}s"
+                ) from exc
+
+    # --- observe ---------------------------------------------------------------------------------
+    async def observe(self, view: TargetView) -> _Seen:
+        """The TargetState of one selected target (never raises)."""
+        spec = view.spec
+        cluster_type: md.ClusterType = spec.type if spec is not None else "Cloud"
+        base = waves.TargetState(
+            name=view.name, cluster_type=cluster_type, architectures=view.status.architectures
+        )
+        if spec is None:
+            return _Seen(
+                view,
+                dataclasses.replace(base, reachable=False),
+                error="the EdgeTarget's spec is invalid; see its status",
+            )
+        if view.status.reachable is False:
+            ready = view.ready or {}
+            since = _parse_time(ready.get("lastTransitionTime"))
+            self.memory.first_failure.pop(view.name, None)
+            return _Seen(
+                view,
+                dataclasses.replace(base, reachable=False, unreachable_since=since),
+                error=view.status.message or "unreachable at its last probe",
+            )
+        try:
+            found: target_workloads.Observation = await self._at_target(
+                view,
+                lambda api: target_workloads.observe(
+                    api,
+                    namespace=spec.namespace,
+                    md_namespace=self.namespace,
+                    md_name=self.name,
+                    timeout=self.access.timeout,
+                ),
+                "observe",
+            )
+        except clusters.TargetAccessError as exc:
+            since = self.memory.first_failure.setdefault(view.name, self.now)
+            return _Seen(
+                view,
+                dataclasses.replace(base, reachable=False, unreachable_since=since),
+                error=exc.message,
+            )
+        self.memory.first_failure.pop(view.name, None)
+        if found.foreign:
+            message = (
+                f"a Deployment {spec.namespace}/{workload.workload_name(self.name)} that "
+                "edgeferry did not create exists at the target; edgeferry does not take it "
+                "over: rename the ModelDeployment, or remove that Deployment"
+            )
+            return _Seen(view, dataclasses.replace(base, reachable=False), found, message)
+        never_probed = view.status.reachable is None
+        state = dataclasses.replace(
+            base,
+            unreachable_since=view.created if never_probed else None,
+            record=found.record,
+            available=found.available,
+            ready_replicas=found.ready_replicas,
+            replicas=found.replicas,
+            failing=found.failing,
+            failure=found.failure,
+        )
+        return _Seen(view, state, found)
+
+    # --- apply -----------------------------------------------------------------------------------
+    async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: waves.Write) -> None:
+        """Render and apply one write; failures are recorded on `seen.error`."""
+        target = seen.view.spec
+        assert target is not None
+        try:
+            rendered = workload.render(
+                namespace=self.namespace,
+                name=self.name,
+                spec=spec,
+                target=target,
+                record=change.record,
+            )
+        except ValueError as exc:
+            seen.error = f"cannot render the workload: {exc}"
+            return
+        creating = seen.observation is None or not seen.observation.exists
+        try:
+            await self._at_target(
+                seen.view,
+                lambda api: target_workloads.apply(
+                    api,
+                    rendered,
+                    md_namespace=self.namespace,
+                    md_name=self.name,
+                    timeout=self.access.timeout,
+                    creating=creating,
+                ),
+                f"apply ({change.reason})",
+            )
+        except clusters.TargetAccessError as exc:
+            seen.error = f"{exc.message}; retried on the next reconcile"
+        except target_workloads.ForeignObjectError as exc:
+            seen.error = str(exc)
+        else:
+            if change.reason == "rollback":
+                metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
+
+    # --- release ---------------------------------------------------------------------------------
+    async def release(self, view: TargetView) -> None:
+        """Remove our workload from a target the selector no longer picks (once)."""
+        spec = view.spec
+        if spec is None or view.status.reachable is False:
+            return
+        try:
+            removed: list[str] = await self._at_target(
+                view,
+                lambda api: target_workloads.remove(
+                    api,
+                    namespace=spec.namespace,
+                    md_namespace=self.namespace,
+                    md_name=self.name,
+                    timeout=self.access.timeout,
+                ),
+                "remove",
+            )
+        except clusters.TargetAccessError as exc:
+            _LOG.info(
+                "%s/%s: release of %s deferred: %s", self.namespace, self.name, view.name, exc
+            )
+            return
+        self.memory.released.add(view.name)
+        if removed:
+            self.event(
+                "Normal",
+                "TargetReleased",
+                f"{view.name} no longer matches targets.selector: removed "
+                f"{', '.join(removed)} from namespace {spec.namespace} there",
+            )
+
+    # --- the whole round -------------------------------------------------------------------------
+    async def run(self) -> float:
+        """One reconcile; returns seconds until the next one is due."""
+        try:
+            spec = md.parse_spec(self.body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            await self._report_invalid(exc)
+            return RESYNC_SECONDS
+        image = self.images.get((self.namespace, spec.image_ref.name))
+        image_view = (next(iter(image), None) if image is not None else None) or image_from_body(
+            spec.image_ref.name, None
+        )
+
+        selected = [t for t in self.targets if spec.targets.selector.matches(t.labels)]
+        others = [t for t in self.targets if t not in selected]
+        self.memory.released -= {t.name for t in selected}
+        seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
+        seen = {s.view.name: s for s in seen_list}
+
+        plan = waves.next_actions(
+            [s.state for s in seen_list],
+            image=image_view,
+            rollout=spec.rollout,
+            generation=self.generation,
+            now=self.now,
+            recorded=self.memory.recorded,
+        )
+        writes = [w for w in plan.writes if seen[w.target].observation is not None]
+        await asyncio.gather(
+            *(self.write(spec, seen[w.target], w) for w in writes),
+            *(self.release(t) for t in others if t.name not in self.memory.released),
+        )
+        plan = self._with_errors(plan, seen)
+        await self._report(plan, seen)
+        return self._next_delay(plan, seen)
+
+    def _with_errors(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> waves.Plan:
+        """Put what went wrong at each target (unreachable, write failed) into its outcome."""
+        outcomes = []
+        for outcome in plan.targets:
+            error = seen[outcome.name].error
+            if error and error not in (outcome.error or ""):
+                outcomes.append(dataclasses.replace(outcome, error=error))
+            else:
+                outcomes.append(outcome)
+        return dataclasses.replace(plan, targets=tuple(outcomes))
+
+    def _next_delay(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> float:
+        requeue = self.config.rollout.requeue_seconds
+        moving = plan.phase == "Progressing" or any(
+            s.error and s.state.reachable for s in seen.values()
+        )
+        delay = requeue if moving else RESYNC_SECONDS
+        if plan.recheck_after_seconds is not None:
+            delay = min(delay, max(1.0, plan.recheck_after_seconds))
+        return delay
+
+    async def _report(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> None:
+        """Status, events and metrics of one reconcile."""
+        previous = {line.name: line for line in self.memory.recorded.targets}
+        status = rollout_status.build(
+            plan,
+            generation=self.generation,
+            existing_conditions=self.memory.recorded.conditions,
+            now=self.now,
+        )
+        await self._write_status(status.to_status())
+        self.memory.recorded = status
+
+        for event in plan.events:
+            self.event(event.type, event.reason, event.message)
+        for outcome in plan.targets:
+            line = previous.get(outcome.name)
+            error = seen[outcome.name].error
+            if (
+                error
+                and seen[outcome.name].state.reachable
+                and (line is None or line.last_error != outcome.error)
+            ):
+                self.event("Warning", "TargetWriteFailed", f"{outcome.name}: {error}")
+            record = outcome.record
+            if (
+                outcome.phase == "Ready"
+                and record is not None
+                and record.ready_at == self.now
+                and record.started_at is not None
+            ):
+                seconds = (record.ready_at - record.started_at).total_seconds()
+                metrics.TIME_TO_READY.labels(self.namespace, self.name).observe(seconds)
+
+        labels = (self.namespace, self.name)
+        for phase in md.TARGET_PHASES:
+            count = status.counts.of(phase) if plan.phase != "Blocked" else 0
+            metrics.ROLLOUT_TARGETS.labels(*labels, phase).set(count)
+        blocked = status.counts.total if plan.phase == "Blocked" else 0
+        metrics.ROLLOUT_TARGETS.labels(*labels, "Blocked").set(blocked)
+        metrics.ROLLOUT_WAVE.labels(*labels).set(plan.current_wave)
+        metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if plan.phase == "Degraded" else 0)
+        stalled = conditions.is_true(status.conditions, "Stalled") or plan.phase == "Blocked"
+        metrics.ROLLOUT_STALLED.labels(*labels).set(1 if stalled else 0)
+
+    async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = (
+            f"spec is not valid: {where}: {first['msg']}; fix the ModelDeployment (`kubectl "
+            "explain modeldeployment.spec`). Nothing is rolled out until then."
+        )
+        conds = conditions.merge(
+            self.memory.recorded.conditions,
+            [
+                conditions.Condition("Ready", "False", "InvalidSpec", message),
+                conditions.Condition("Reconciling", "False", "InvalidSpec", message),
+                conditions.Condition("Stalled", "True", "InvalidSpec", message),
+            ],
+            generation=self.generation,
+            now=_stamp(self.now),
+        )
+        await self._write_status(
+            {"observedGeneration": self.generation, "message": message, "conditions": conds}
+        )
+        if self.memory.recorded.message != message:
+            self.event("Warning", "InvalidSpec", message)
+        self.memory.recorded = self.memory.recorded.model_copy(
+            update={"message": message, "conditions": tuple(conds)}
+        )
+
+    async def _write_status(self, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; keys we no longer set are removed (null)."""
+        document = {key: None for key in _STATUS_KEYS} | status
+        if document == self.memory.written:
+            return
+        hub, timeout = self.access.hub, self.access.timeout
+        namespace, name = self.namespace, self.name
+
+        def blocking() -> None:
+            try:
+                k8s_client.CustomObjectsApi(hub).patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": document},
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            except k8s_exceptions.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        await self.access.runner.run(blocking, deadline=self.access.deadline)
+        self.memory.written = document
+
+
+def _clear_metrics(namespace: str, name: str) -> None:
+    gauges = (
+        metrics.ROLLOUT_TARGETS,
+        metrics.ROLLOUT_WAVE,
+        metrics.ROLLOUT_DEGRADED,
+        metrics.ROLLOUT_STALLED,
+    )
+    for gauge in gauges:
+        for labels in list(gauge._metrics):
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
+
+
+# --- Kopf handlers -------------------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60.0)
+async def reconcile_continuously(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    """Reconcile now, then whenever woken or due, until the ModelDeployment goes away."""
+    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
+    images: kopf.Index[tuple[str, str], waves.Image] = kwargs["modelimages_by_name"]
+    config: settings.Settings = memo["config"]
+    access = edgetarget_handlers.access_for(config)
+    key = (namespace or "", name or "")
+    try:
+        recorded = md.parse_status(body.get("status"))
+    except pydantic.ValidationError:
+        recorded = md.ModelDeploymentStatus()
+    memory = _Memory(recorded=recorded)
+    loop = _loops.setdefault(
+        key, _Loop(image=str(body.get("spec", {}).get("imageRef", {}).get("name", "")))
+    )
+    try:
+        while not stopped:
+            loop.wake.clear()
+            loop.image = str(body.get("spec", {}).get("imageRef", {}).get("name", ""))
+            started = time.monotonic()
+            try:
+                reconciler = Reconciler(
+                    body=body,
+                    namespace=key[0],
+                    name=key[1],
+                    config=config,
+                    access=access,
+                    targets=list(edgetargets.get(key[0], [])),
+                    images=images,
+                    memory=memory,
+                )
+                delay = await reconciler.run()
+                metrics.RECONCILES.labels(KIND, "succeeded").inc()
+            except Exception as exc:
+                metrics.RECONCILES.labels(KIND, "failed").inc()
+                _LOG.exception("%s/%s: reconcile failed", *key)
+                kopf.event(
+                    body,
+                    type="Warning",
+                    reason="ReconcileError",
+                    message=f"{type(exc).__name__}: {exc}; retrying in {RETRY_SECONDS:.0f}s"[
+                        :_MAX_EVENT_MESSAGE
+                    ],
+                )
+                delay = RETRY_SECONDS
+            finally:
+                metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+            await edgetarget_handlers.sleep_or_wake(
+                delay, stopped=stopped, body=body, wake=loop.wake
+            )
+    finally:
+        if _loops.get(key) is loop:
+            del _loops[key]
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove_workloads(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Delete our workloads at every EdgeTarget of the namespace, bounded in time."""
+    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
+    config: settings.Settings = memo["config"]
+    access = edgetarget_handlers.access_for(config)
+    ns, md_name = namespace or "", name or ""
+    views = [v for v in edgetargets.get(ns, []) if v.spec is not None]
+    gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
+
+    async def one(view: TargetView) -> tuple[str, list[str] | str]:
+        spec = view.spec
+        assert spec is not None
+
+        def blocking() -> list[str]:
+            api = access.clients.for_target(ns, view.name, spec)
+            try:
+                return target_workloads.remove(
+                    api,
+                    namespace=spec.namespace,
+                    md_namespace=ns,
+                    md_name=md_name,
+                    timeout=access.timeout,
+                )
+            except Exception as exc:
+                raise clusters.classify(
+                    exc, target=view.name, server=clusters.server_of(api)
+                ) from exc
+
+        async with gate:
+            try:
+                return view.name, await access.runner.run(blocking, deadline=access.deadline)
+            except TimeoutError:
+                return view.name, f"{view.name}: no answer within {access.deadline:.0f}s"
+            except clusters.TargetAccessError as exc:
+                return view.name, exc.message
+
+    results = await asyncio.gather(*(one(v) for v in views))
+    removed = {n: r for n, r in results if isinstance(r, list) and r}
+    left = {n: r for n, r in results if isinstance(r, str)}
+    if removed:
+        where = "; ".join(f"{n}: {', '.join(r)}" for n, r in sorted(removed.items()))
+        kopf.event(
+            body,
+            type="Normal",
+            reason="WorkloadsRemoved",
+            message=f"removed at {len(removed)} target(s): {where}"[:_MAX_EVENT_MESSAGE],
+        )
+    if left:
+        requested = _parse_time(body.meta.get("deletionTimestamp")) or datetime.datetime.now(
+            datetime.UTC
+        )
+        waited = (datetime.datetime.now(datetime.UTC) - requested).total_seconds()
+        names = ", ".join(sorted(left))
+        if waited < CLEANUP_DEADLINE_SECONDS:
+            raise kopf.TemporaryError(
+                f"could not reach {names} yet; retrying for "
+                f"{CLEANUP_DEADLINE_SECONDS - waited:.0f}s more",
+                delay=CLEANUP_RETRY_SECONDS,
+            )
+        kopf.event(
+            body,
+            type="Warning",
+            reason="CleanupIncomplete",
+            message=(
+                f"gave up after {CLEANUP_DEADLINE_SECONDS:.0f}s: workloads left behind at "
+                f"{names}. Delete them there by hand: `kubectl delete deploy,svc -l "
+                f"{workload.label_selector(ns, md_name)}` in each target's namespace. Causes: "
+                + "; ".join(left[n] for n in sorted(left))
+            )[:_MAX_EVENT_MESSAGE],
+        )
+    _clear_metrics(ns, md_name)
