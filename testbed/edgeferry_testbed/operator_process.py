@@ -12,17 +12,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from edgeferry_testbed import env, layout, procs, testbed
 
 ADVISORIES = layout.REPO_ROOT / "tests" / "fixtures" / "advisories"
 CRDS = layout.REPO_ROOT / "crds"
 
 
+def crd_names() -> list[str]:
+    """The names of the CRDs under `crds/` (the kustomization there lists the same files)."""
+    names = []
+    for path in sorted(CRDS.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        if doc.get("kind") == "CustomResourceDefinition":
+            names.append(f"crd/{doc['metadata']['name']}")
+    return names
+
+
 def install_crds(described: env.TestbedEnv) -> None:
-    """Server-side apply every CRD to the hub and wait until each is Established."""
+    """Server-side apply the CRDs (`kubectl apply -k crds/`) and wait until they are Established."""
     kubectl = described.tools["kubectl"]
     kc = f"--kubeconfig={described.hub.kubeconfig}"
-    subprocess.run(
+    for argv in (
         [
             kubectl,
             kc,
@@ -30,19 +42,14 @@ def install_crds(described: env.TestbedEnv) -> None:
             "--server-side",
             "--force-conflicts",
             "--field-manager=edgeferry-testbed",
-            "-f",
+            "-k",
             str(CRDS),
         ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    subprocess.run(
-        [kubectl, kc, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+        [kubectl, kc, "wait", "--for=condition=Established", "--timeout=60s", *crd_names()],
+    ):
+        result = subprocess.run(argv, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise procs.TestbedError(f"{' '.join(argv[2:5])}: {result.stderr.strip()}")
 
 
 def ensure_offline_grype_db(lay: layout.Layout) -> Path:

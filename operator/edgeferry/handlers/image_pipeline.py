@@ -39,6 +39,11 @@ EventSink = Callable[[str, str, str], None]
 """(type Normal|Warning, reason, message) -> posts a Kubernetes event on the ModelImage."""
 
 
+def as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """Timestamps read back from status without a zone are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+
+
 class TransientError(RuntimeError):
     """Trouble that retrying later may fix (Docker daemon or registry unreachable)."""
 
@@ -151,6 +156,7 @@ class Reconciler:
             self._write()
             if plan.step is pipeline.Step.NONE:
                 _LOG.info("%s/%s: at rest: %s", self.namespace, self.name, plan.reason)
+                self._export_metrics()
                 recheck = plan.recheck_after or datetime.timedelta(minutes=10)
                 return Outcome(plan, min(recheck, datetime.timedelta(minutes=10)))
             _LOG.info("%s/%s: %s (%s)", self.namespace, self.name, plan.step.value, plan.message)
@@ -435,6 +441,24 @@ class Reconciler:
         )
 
     # --- bookkeeping ----------------------------------------------------------------------------
+    def _export_metrics(self) -> None:
+        """Gauges from status, so a restarted operator exports the same verdicts (and alerts
+        keep firing) without rescanning anything."""
+        status, ns, name = self.status, self.namespace, self.name
+        admitted = status.condition("Admitted")
+        blocked_by = admitted.reason if admitted is not None and admitted.status == "False" else ""
+        for reason in ("VulnerabilitiesFound", "SmokeTestFailed"):
+            metrics.IMAGE_BLOCKED.labels(ns, name, reason).set(1 if blocked_by == reason else 0)
+        if status.scan is not None:
+            for severity, count in status.scan.counts.model_dump().items():
+                metrics.VULNERABILITIES.labels(ns, name, severity).set(count)
+            if status.scan.db_built is not None:
+                age = self.now() - as_utc(status.scan.db_built)
+                metrics.SCAN_DB_AGE.set(age.total_seconds())
+        if status.lint is not None:
+            for level in ("error", "warning", "info", "style"):
+                metrics.LINT_FINDINGS.labels(ns, name, level).set(getattr(status.lint, f"{level}s"))
+
     def _stage(self, stage: str, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
         """`status.stageInputs` with one stage's key updated to what it just ran with."""
         keys = self._keys(spec)
