@@ -117,13 +117,15 @@ CASES = [
     ("modelimage-new", None, "Progressing", "Waiting for edgeferry to report status"),
     ("modelimage-generation-ahead", None, "Progressing", "observe generation 2"),
     ("edgetarget-ready", None, "Healthy", "Ready"),
+    ("edgetarget-new", None, "Progressing", "Waiting for edgeferry to report status"),
     ("modeldeployment-progressing", None, "Progressing", "wave"),
+    ("modeldeployment-ready", None, "Healthy", "run"),
+    ("modeldeployment-generation-ahead", None, "Progressing", "observe generation 2"),
     # derived from a captured object (the change is named)
     ("edgetarget-ready", _unreachable, "Degraded", "i/o timeout"),
     ("edgetarget-ready", _generation_ahead, "Progressing", "observe generation 2"),
     ("modeldeployment-progressing", _paused, "Suspended", ""),
     ("modeldeployment-progressing", _wave_failed, "Degraded", "rolled back"),
-    ("modeldeployment-progressing", _generation_ahead, "Progressing", "observe generation 2"),
 ]
 
 
