@@ -10,6 +10,7 @@ except the CRDs, which the rest of the testbed uses.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -593,3 +594,21 @@ def _spec_writers_of(obj: dict[str, Any]) -> set[str]:
         for entry in obj["metadata"].get("managedFields") or []
         if "f:spec" in (entry.get("fieldsV1") or {}) and entry.get("subresource") != "status"
     }
+
+
+def test_documented_examples_pass_server_side_validation(
+    hub: handles.Cluster, scratch_namespaces: list[str]
+) -> None:
+    """The ModelImage, EdgeTarget and ModelDeployment examples in docs/ are valid objects."""
+    namespace = scratch_namespaces[0]
+    docs = []
+    for page in ("resources.md", "install.md"):
+        text = (REPO / "docs" / page).read_text()
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL):
+            for doc in yaml.safe_load_all(block):
+                if doc and str(doc.get("apiVersion", "")).startswith("edgeferry.io/"):
+                    doc["metadata"]["namespace"] = namespace
+                    docs.append(doc)
+    assert {d["kind"] for d in docs} == {"ModelImage", "EdgeTarget", "ModelDeployment"}
+    out = kubectl(hub, "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert out.count("created (server dry run)") == len(docs), out
