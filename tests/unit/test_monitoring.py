@@ -117,7 +117,9 @@ def test_every_label_a_query_selects_or_groups_by_exists(where: str, expr: str) 
     series = exported_series()
     for name, matchers in _SELECTOR.findall(expr):
         for label in _MATCHER.findall(re.sub(r'"[^"]*"', '""', matchers)):
-            assert label in series.get(name, frozenset()) | {"__name__"}, f"{where}: {name} has no label {label}"
+            assert label in series.get(name, frozenset()) | {"__name__"}, (
+                f"{where}: {name} has no label {label}"
+            )
     used = set(_NAME.findall(_strip_strings(expr)))
     available = set().union(*(series.get(n, frozenset()) for n in used))
     for group in _GROUPING.findall(expr):
