@@ -121,7 +121,7 @@ CASES = [
     ("modeldeployment-progressing", None, "Progressing", "wave"),
     ("modeldeployment-ready", None, "Healthy", "run"),
     ("modeldeployment-generation-ahead", None, "Progressing", "observe generation 2"),
-    ("modeldeployment-blocked", None, "Degraded", "blocked"),
+    ("modeldeployment-blocked", None, "Degraded", "not admitted"),
     # derived from a captured object (the change is named)
     ("edgetarget-ready", _unreachable, "Degraded", "i/o timeout"),
     ("edgetarget-ready", _generation_ahead, "Progressing", "observe generation 2"),
