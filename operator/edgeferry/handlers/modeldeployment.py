@@ -525,6 +525,14 @@ class Reconciler:
             ):
                 seconds = (record.ready_at - record.started_at).total_seconds()
                 metrics.TIME_TO_READY.labels(self.namespace, self.name).observe(seconds)
+                _LOG.info(
+                    "%s/%s: %s Ready %.1fs after %s was written",
+                    self.namespace,
+                    self.name,
+                    outcome.name,
+                    seconds,
+                    record.digest,
+                )
 
         labels = (self.namespace, self.name)
         for phase in md.TARGET_PHASES:
@@ -592,16 +600,19 @@ class Reconciler:
 
 
 def _clear_metrics(namespace: str, name: str) -> None:
-    gauges = (
+    """Drop every series of a deleted ModelDeployment, so dashboards do not show ghosts."""
+    families = (
         metrics.ROLLOUT_TARGETS,
         metrics.ROLLOUT_WAVE,
         metrics.ROLLOUT_DEGRADED,
         metrics.ROLLOUT_STALLED,
+        metrics.ROLLBACKS,
+        metrics.TIME_TO_READY,
     )
-    for gauge in gauges:
-        for labels in list(gauge._metrics):
+    for family in families:
+        for labels in list(family._metrics):
             if labels[:2] == (namespace, name):
-                gauge.remove(*labels)
+                family.remove(*labels)
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
