@@ -1,0 +1,147 @@
+"""Fixtures for rollout tests: the real operator process and a fleet of EdgeTargets per test.
+
+The operator is the real `python -m edgeferry`, started under the testbed's supervisor (so
+`make testbed-down` stops it too). A session that finds it running reuses it and leaves it
+running; one that started it stops it at the end. To test an operator you run yourself, set
+`EDGEFERRY_TEST_OPERATOR_METRICS` to its /metrics URL.
+
+Each test gets a namespace of its own on the hub holding three EdgeTargets, one per cluster of
+the testbed (see `_resources.TARGET_LABELS`), with kubeconfig Secrets for the two edges. Workloads
+go to a namespace of the same name at every target, so tests never see each other's Deployments.
+Teardown deletes the test's ModelDeployments first and waits (the operator's finalizer removes
+their workloads), then the namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+from edgeferry_testbed import handles, operator_process, procs, pytest_plugin, testbed
+from tests.integration import _resources
+
+EXTERNAL_OPERATOR = "EDGEFERRY_TEST_OPERATOR_METRICS"
+"""Set to an operator's /metrics URL to test an operator you run yourself (e.g. in a debugger)."""
+
+
+@pytest.fixture(scope="session")
+def operator(testbed_handle: handles.Testbed) -> Iterator[procs.Managed | None]:
+    """The operator process (`python -m edgeferry`), reused when already running."""
+    if os.environ.get(EXTERNAL_OPERATOR):
+        operator_process.install_crds(testbed_handle.env)
+        yield None
+        return
+    bed = testbed.Testbed()
+    found = bed.sup.find("operator")
+    managed = operator_process.start(bed, testbed_handle.env)
+    record = json.loads((bed.layout.state_dir / "pids" / "operator.json").read_text())
+    argv = list(record.get("argv", []))
+    if argv[-2:] != ["-m", "edgeferry"]:
+        pytest.fail(
+            f"the testbed's operator slot runs {' '.join(argv)}, not `python -m edgeferry`; "
+            "stop it (`python -m edgeferry_testbed` or its owner) and run the tests again"
+        )
+    yield managed
+    if found is None:
+        operator_process.stop(bed)
+
+
+def operator_metric(bed: handles.Testbed, series: str, /, **labels: str) -> float | None:
+    """One sample of the operator's /metrics: `series` with exactly these labels, or None."""
+    url = os.environ.get(EXTERNAL_OPERATOR) or (
+        f"http://127.0.0.1:{bed.env.operator_metrics_port}/metrics"
+    )
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        metric, _, rest = sample.partition("{")
+        if line.startswith("#") or metric != series:
+            continue
+        found = dict(_LABEL.findall(rest))
+        if found == labels:
+            return float(value)
+    return None
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclasses.dataclass
+class Fleet:
+    """A test's namespace on the hub, its EdgeTargets, and the clusters behind them."""
+
+    namespace: str
+    bed: handles.Testbed
+
+    @property
+    def hub(self) -> handles.Cluster:
+        return self.bed.hub
+
+    def cluster_of(self, target: str) -> handles.Cluster:
+        """The testbed cluster an EdgeTarget stands for."""
+        return self.bed.cluster(_resources.TARGET_CLUSTERS[target])
+
+
+def _delete_model_deployments(hub: handles.Cluster, namespace: str) -> None:
+    hub.kubectl("-n", namespace, "delete", "modeldeployments", "--all", "--wait=false", check=False)
+    with hub.api_client() as api:
+        custom = k8s_client.CustomObjectsApi(api)
+
+        def gone() -> bool:
+            found = custom.list_namespaced_custom_object(
+                _resources.GROUP, _resources.VERSION, namespace, "modeldeployments"
+            )
+            return not found.get("items")
+
+        _resources.wait_until(f"ModelDeployments in {namespace} to go", gone, timeout=180)
+
+
+def _delete_namespace(cluster: handles.Cluster, namespace: str, *, wait: bool) -> None:
+    with cluster.api_client() as api:
+        core = k8s_client.CoreV1Api(api)
+        with contextlib.suppress(k8s_exceptions.ApiException):
+            core.delete_namespace(namespace)
+        if not wait:
+            return
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(namespace)
+            except k8s_exceptions.ApiException as exc:
+                return bool(exc.status == 404)
+            return False
+
+        _resources.wait_until(f"namespace {namespace} on {cluster.name} to go", gone, timeout=180)
+
+
+@pytest.fixture
+def fleet(
+    operator: procs.Managed | None, testbed_handle: handles.Testbed, unique_name: str
+) -> Iterator[Fleet]:
+    """A namespace with EdgeTargets `cloud` (hub CPU pool), `edge-1` (arm64), `edge-2` (amd64)."""
+    hub = testbed_handle.hub
+    namespace = unique_name
+    pytest_plugin.make_namespace(hub, namespace)
+    try:
+        _resources.apply(
+            hub,
+            namespace,
+            *_resources.testbed_targets(testbed_handle, workload_namespace=namespace),
+        )
+        _resources.wait_targets_ready(hub, namespace, list(_resources.TARGET_CLUSTERS))
+        yield Fleet(namespace=namespace, bed=testbed_handle)
+    finally:
+        _delete_model_deployments(hub, namespace)
+        for cluster in testbed_handle.edges:
+            _delete_namespace(cluster, namespace, wait=False)
+        _delete_namespace(hub, namespace, wait=True)
