@@ -9,6 +9,7 @@ settled, prints what `kubectl get` shows and returns. `make testbed-down` stops 
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from kubernetes.client import exceptions as k8s_exceptions
 from edgeferry_testbed import env, operator_process, procs, samples, testbed
 
 NAMESPACE = "edgeferry-demo"
+WORKLOADS = "models"
+"""Where the sample EdgeTargets put workloads (on the hub's cloud pools and at the edges)."""
 GROUP, VERSION = "edgeferry.io", "v1alpha1"
 
 
@@ -92,8 +95,13 @@ def main() -> int:
     api = k8s_config.new_client_from_config(config_file=described.hub.kubeconfig)
     try:
         samples.install_inputs(api, NAMESPACE, bed.layout, described)
+        with contextlib.suppress(k8s_exceptions.ApiException):  # 409: it exists
+            k8s_client.CoreV1Api(api).create_namespace({"metadata": {"name": WORKLOADS}})
     finally:
         api.close()
+    # What a platform team does for each namespace edgeferry serves (docs/install.md).
+    operator_process.grant_namespace(described, NAMESPACE)
+    operator_process.grant_namespace(described, WORKLOADS, workloads=True)
     values = samples.placeholders(bed.layout, described)
     docs: list[dict[str, Any]] = []
     for name in ("modelimage-iris.yaml", "modelimage-vulnerable.yaml"):

@@ -64,6 +64,70 @@ def ensure_offline_grype_db(lay: layout.Layout) -> Path:
     return cache
 
 
+MANIFESTS = layout.REPO_ROOT / "manifests"
+OPERATOR_NAMESPACE = "edgeferry-system"
+SERVICE_ACCOUNT = "edgeferry"
+
+
+def _kubectl(described: env.TestbedEnv, *args: str, stdin: str | None = None) -> str:
+    argv = [described.tools["kubectl"], f"--kubeconfig={described.hub.kubeconfig}", *args]
+    result = subprocess.run(argv, input=stdin, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise procs.TestbedError(f"kubectl {' '.join(args[:3])}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def service_account_kubeconfig(lay: layout.Layout, described: env.TestbedEnv) -> str:
+    """A kubeconfig holding a TokenRequest token of the operator's own ServiceAccount.
+
+    The ServiceAccount and its cluster-wide RBAC come from `manifests/` exactly as users apply
+    them, so a test run with this identity proves the shipped RBAC is sufficient.
+    """
+    _kubectl(
+        described,
+        "apply",
+        "--server-side",
+        "--field-manager=edgeferry-testbed",
+        "-f",
+        str(MANIFESTS / "namespace.yaml"),
+        "-f",
+        str(MANIFESTS / "serviceaccount.yaml"),
+        "-f",
+        str(MANIFESTS / "rbac"),
+        "-n",
+        OPERATOR_NAMESPACE,
+    )
+    token = _kubectl(
+        described, "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=12h"
+    ).strip()
+    admin = yaml.safe_load(Path(described.hub.kubeconfig).read_text())
+    admin["users"] = [{"name": "edgeferry-operator", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "edgeferry-operator"
+    path = lay.state_dir / "operator-sa.kubeconfig"
+    path.write_text(yaml.safe_dump(admin))
+    path.chmod(0o600)
+    return str(path)
+
+
+def grant_namespace(described: env.TestbedEnv, namespace: str, *, workloads: bool = False) -> None:
+    """What a platform team does per served namespace: bind `manifests/namespace-access/`
+    (ConfigMaps, Secrets) and, for a Cloud target's namespace, `workload-access/`."""
+    docs = [MANIFESTS / "namespace-access" / "rolebinding.yaml"]
+    if workloads:
+        docs.append(MANIFESTS / "workload-access" / "rolebinding.yaml")
+    for doc in docs:
+        _kubectl(
+            described,
+            "apply",
+            "--server-side",
+            "--field-manager=edgeferry-testbed",
+            "-n",
+            namespace,
+            "-f",
+            str(doc),
+        )
+
+
 def operator_env(
     lay: layout.Layout, described: env.TestbedEnv, *, kubeconfig: str | None = None
 ) -> dict[str, str]:

@@ -132,6 +132,9 @@ def fleet(
     hub = testbed_handle.hub
     namespace = unique_name
     pytest_plugin.make_namespace(hub, namespace)
+    # As a platform team would: let the operator read this namespace's Secrets and run the
+    # Cloud target's workloads here (it runs with its own ServiceAccount's RBAC).
+    operator_process.grant_namespace(testbed_handle.env, namespace, workloads=True)
     try:
         _resources.apply(
             hub,

@@ -11,25 +11,21 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client as k8s_client
 
 from edgeferry.adapters import registry
-from edgeferry_testbed import env, handles, layout, operator_process, samples, testbed
+from edgeferry_testbed import env, handles, layout, operator_process, procs, samples, testbed
+from tests.integration import _resources
+from tests.integration._resources import apply, condition, events
 
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "edgeferry.io", "v1alpha1", "modelimages"
 
 
-@pytest.fixture(scope="module")
-def image_operator(testbed_handle: handles.Testbed) -> Iterator[testbed.Testbed]:
-    """The real operator process on the hub (reused when already running)."""
-    bed = testbed.Testbed()
-    started = bed.sup.find("operator") is None
-    operator_process.start(bed, testbed_handle.env)
-    yield bed
-    if started:
-        operator_process.stop(bed)
+@pytest.fixture
+def image_operator(operator: procs.Managed | None) -> testbed.Testbed:
+    """The real operator process on the hub (conftest's `operator`), as a handle to restart."""
+    return testbed.Testbed()
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +40,7 @@ def namespace(
     """A fresh namespace with the samples' ConfigMaps in it."""
     with hub.api_client() as api:
         samples.install_inputs(api, unique_name, layout.default_layout(), testbed_handle.env)
+    operator_process.grant_namespace(testbed_handle.env, unique_name)
     yield unique_name
     hub.kubectl("delete", "namespace", unique_name, "--wait=false", check=False)
 
@@ -53,23 +50,10 @@ def sample(described: env.TestbedEnv, file: str) -> dict[str, Any]:
     return samples.render(samples.SAMPLES / file, values)[0]
 
 
-def apply(hub: handles.Cluster, namespace: str, doc: dict[str, Any]) -> None:
-    hub.kubectl("-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(doc))
-
-
 def get(hub: handles.Cluster, namespace: str, name: str) -> dict[str, Any]:
-    with hub.api_client() as api:
-        obj = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name
-        )
-    return dict(obj)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for cond in obj.get("status", {}).get("conditions", []):
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
+    obj = _resources.get_object(hub, namespace, PLURAL, name)
+    assert obj is not None, f"ModelImage {namespace}/{name} does not exist"
+    return obj
 
 
 def wait_for(
@@ -92,16 +76,6 @@ def wait_for(
 
 def settled(phase: str) -> Callable[[dict[str, Any]], bool]:
     return lambda obj: obj.get("status", {}).get("phase") == phase
-
-
-def events(hub: handles.Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:
-    with hub.api_client() as api:
-        items = (
-            k8s_client.CoreV1Api(api)
-            .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
-            .items
-        )
-    return [(e.type, e.reason, e.message or "") for e in items]
 
 
 def test_clean_model_image_is_admitted_pushed_and_ready(

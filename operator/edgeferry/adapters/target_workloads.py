@@ -80,16 +80,21 @@ def _selector(labels: Mapping[str, str]) -> str:
 
 # --- apply ---------------------------------------------------------------------------------------
 def _ensure_namespace(core: k8s_client.CoreV1Api, name: str, *, timeout: float) -> None:
+    """Create a missing target namespace (never patch an existing one: its labels, e.g. Pod
+    Security, belong to the site's owners). Without the right to create it, say what to do."""
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    core.patch_namespace(
-        name,
-        body,
-        field_manager=workload.FIELD_MANAGER,
-        force=True,
-        _content_type=APPLY_PATCH,
-        _preload_content=False,
-        _request_timeout=timeout,
-    )
+    try:
+        core.create_namespace(body, field_manager=workload.FIELD_MANAGER, _request_timeout=timeout)
+    except k8s_exceptions.ApiException as exc:
+        if exc.status == 409:
+            return
+        if exc.status == 403:
+            raise k8s_exceptions.ApiException(
+                status=403,
+                reason=f"namespace {name} does not exist at the target and edgeferry may not "
+                "create it: create it (and grant edgeferry's workload role there)",
+            ) from exc
+        raise
 
 
 def _refuse_foreign(
