@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edgeferry_testbed import handles, testbed
+from tests.integration import _resources
 from tests.integration import test_modelimage as mi
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,8 @@ def test_blocked_sample_fires_the_image_blocked_alert(
     testbed_handle: handles.Testbed,
     namespace: str,
 ) -> None:
-    mi.apply(hub, namespace, mi.sample(testbed_handle.env, "modelimage-vulnerable.yaml"))
-    mi.apply(hub, namespace, mi.sample(testbed_handle.env, "modelimage-iris.yaml"))
+    _resources.apply(hub, namespace, mi.sample(testbed_handle.env, "modelimage-vulnerable.yaml"))
+    _resources.apply(hub, namespace, mi.sample(testbed_handle.env, "modelimage-iris.yaml"))
     mi.wait_for(hub, namespace, "legacy-scorer", mi.settled("Blocked"))
     mi.wait_for(hub, namespace, "iris", mi.settled("Ready"))
     rules = prometheus(testbed_handle, "/api/v1/rules")
