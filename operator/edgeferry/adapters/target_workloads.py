@@ -34,6 +34,7 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes.client import exceptions as k8s_exceptions
 
+from edgeferry.adapters import clusters
 from edgeferry.decisions import waves, workload
 from edgeferry.models import edgetarget as et
 
@@ -88,11 +89,11 @@ def _ensure_namespace(core: k8s_client.CoreV1Api, name: str, *, timeout: float) 
     except k8s_exceptions.ApiException as exc:
         if exc.status == 409:
             return
-        if exc.status == 403:
-            raise k8s_exceptions.ApiException(
-                status=403,
-                reason=f"namespace {name} does not exist at the target and edgeferry may not "
-                "create it: create it (and grant edgeferry's workload role there)",
+        if exc.status == http.HTTPStatus.FORBIDDEN:
+            raise clusters.TargetAccessError(
+                f"namespace {name} does not exist at the target and edgeferry may not create "
+                "it: create the namespace there (and grant edgeferry's workload role in it)",
+                reason="NamespaceMissing",
             ) from exc
         raise
 
