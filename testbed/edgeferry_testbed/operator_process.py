@@ -150,12 +150,22 @@ def operator_env(
 
 
 def start(
-    bed: testbed.Testbed, described: env.TestbedEnv, *, kubeconfig: str | None = None
+    bed: testbed.Testbed, described: env.TestbedEnv, *, identity: str = "serviceaccount"
 ) -> procs.Managed:
-    """Start the operator (or find it running) and wait until its metrics endpoint answers."""
+    """Start the operator (or find it running) and wait until its metrics endpoint answers.
+
+    `identity` "serviceaccount" (the default) runs it with a TokenRequest token of its own
+    ServiceAccount and the RBAC shipped in `manifests/`, as in a cluster; "admin" runs it with
+    the testbed's admin kubeconfig.
+    """
+    if identity not in {"serviceaccount", "admin"}:
+        raise ValueError(f"identity must be 'serviceaccount' or 'admin', not {identity!r}")
     lay = bed.layout
     install_crds(described)
     ensure_offline_grype_db(lay)
+    kubeconfig = None
+    if identity == "serviceaccount" and bed.sup.find("operator") is None:
+        kubeconfig = service_account_kubeconfig(lay, described)
     managed = bed.sup.start(
         "operator",
         [sys.executable, "-m", "edgeferry"],

@@ -97,6 +97,12 @@ def installed(hub: handles.Cluster, base_manifest: str) -> Iterator[str]:
         if phase != "Terminating":
             break
         time.sleep(2)
+    # The testbed's operator may already run on this ServiceAccount's token (the suite's
+    # default identity): then only what this fixture adds beyond it is removed afterwards.
+    shared = (
+        hub.kubectl("get", "serviceaccount", "edgeferry", "-n", NAMESPACE, check=False).returncode
+        == 0
+    )
     out = kubectl(
         hub,
         "apply",
@@ -107,6 +113,11 @@ def installed(hub: handles.Cluster, base_manifest: str) -> Iterator[str]:
         str(MANIFESTS),
     )
     yield out
+    if shared:
+        hub.kubectl(
+            "-n", NAMESPACE, "delete", "deployment", "edgeferry", "--ignore-not-found", check=False
+        )
+        return
     hub.kubectl(
         "delete",
         "--ignore-not-found",
@@ -533,6 +544,7 @@ def test_reapplying_a_reconciled_model_image_changes_nothing(
     lay = layout.default_layout()
     with hub.api_client() as api:
         samples.install_inputs(api, unique_name, lay, testbed_handle.env)
+    operator_process.grant_namespace(testbed_handle.env, unique_name)
     try:
         doc = samples.render(
             samples.SAMPLES / "modelimage-iris.yaml", samples.placeholders(lay, testbed_handle.env)
