@@ -50,6 +50,20 @@ def sample(described: env.TestbedEnv, file: str) -> dict[str, Any]:
     return samples.render(samples.SAMPLES / file, values)[0]
 
 
+def renamed_variant(
+    described: env.TestbedEnv, name: str, *, dockerfile: str | None = None
+) -> dict[str, Any]:
+    """The vulnerable sample under another name and push repository; with `dockerfile`, an
+    inline Dockerfile (`{base}` is the busybox base) replaces its build."""
+    doc = sample(described, "modelimage-vulnerable.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"]["push"]["repository"] = f"{described.registry}/models/{name}"
+    if dockerfile is not None:
+        base = described.base_images["busybox"]
+        doc["spec"]["build"] = {"dockerfile": dockerfile.replace("{base}", base)}
+    return doc
+
+
 def get(hub: handles.Cluster, namespace: str, name: str) -> dict[str, Any]:
     obj = _resources.get_object(hub, namespace, PLURAL, name)
     assert obj is not None, f"ModelImage {namespace}/{name} does not exist"
@@ -113,17 +127,13 @@ def test_server_that_never_gets_healthy_is_not_admitted_and_leaves_no_container(
     testbed_handle: handles.Testbed,
     namespace: str,
 ) -> None:
-    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
-    doc["metadata"]["name"] = "sleepy"
-    base = testbed_handle.env.base_images["busybox"]
-    doc["spec"]["build"] = {
-        "dockerfile": (
-            f"FROM {base}\nCOPY model/weights.json /srv/weights.json\nUSER 10001:10001\n"
-            'CMD ["sh", "-c", "echo loading weights forever; sleep 3600"]\n'
-        )
-    }
+    doc = renamed_variant(
+        testbed_handle.env,
+        "sleepy",
+        dockerfile="FROM {base}\nCOPY model/weights.json /srv/weights.json\nUSER 10001:10001\n"
+        'CMD ["sh", "-c", "echo loading weights forever; sleep 3600"]\n',
+    )
     doc["spec"]["smokeTest"] = {"timeoutSeconds": 8}
-    doc["spec"]["push"]["repository"] = f"{testbed_handle.registry}/models/sleepy"
     apply(hub, namespace, doc)
     obj = wait_for(hub, namespace, "sleepy", settled("Blocked"))
     admitted = condition(obj, "Admitted")
@@ -175,10 +185,9 @@ def test_dockerfile_with_hadolint_error_stops_at_linted_false(
     testbed_handle: handles.Testbed,
     namespace: str,
 ) -> None:
-    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
-    doc["metadata"]["name"] = "sloppy"
-    base = testbed_handle.env.base_images["busybox"]
-    doc["spec"]["build"] = {"dockerfile": f'FROM {base}\nWORKDIR srv\nCMD ["true"]\n'}
+    doc = renamed_variant(
+        testbed_handle.env, "sloppy", dockerfile='FROM {base}\nWORKDIR srv\nCMD ["true"]\n'
+    )
     apply(hub, namespace, doc)
     obj = wait_for(
         hub, namespace, "sloppy", lambda o: condition(o, "Linted").get("status") == "False"
@@ -200,9 +209,7 @@ def test_exception_admits_until_it_expires(
     namespace: str,
 ) -> None:
     today = datetime.datetime.now(datetime.UTC).date()
-    doc = sample(testbed_handle.env, "modelimage-vulnerable.yaml")
-    doc["metadata"]["name"] = "excepted"
-    doc["spec"]["push"]["repository"] = f"{testbed_handle.registry}/models/excepted"
+    doc = renamed_variant(testbed_handle.env, "excepted")
     doc["spec"]["scan"]["exceptions"] = [
         {
             "id": "GHSA-x84v-xcm2-53pg",
