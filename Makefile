@@ -47,7 +47,7 @@ testbed-status: venv
 lint: venv
 	@start=$$SECONDS; \
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && \
-	.venv/bin/mypy && .venv/bin/lint-imports; \
+	.venv/bin/mypy && .venv/bin/lint-imports || exit 1; \
 	echo "lint: ruff, mypy, import contracts passed in $$((SECONDS - start)) s"
 
 unit: venv
