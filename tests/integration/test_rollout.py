@@ -333,6 +333,32 @@ def test_arm64_only_image_is_incompatible_on_amd64_and_runs_on_arm64(fleet: Flee
     assert arches == {"arm64"}
 
 
+def test_an_image_over_a_targets_size_budget_is_not_attempted_there(fleet: Fleet) -> None:
+    refs = build_images(fleet, server="server")
+    image = res.get_object(fleet.hub, fleet.namespace, "modelimages", "server")
+    assert image is not None
+    size = int(image["status"]["image"]["size"])
+    fleet.hub.kubectl(
+        "-n",
+        fleet.namespace,
+        "patch",
+        "edgetarget",
+        "edge-2",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"imageSizeBudgetBytes": size // 2}}),
+    )
+    apply_deployment(fleet, res.model_deployment("model", image="server", selector=AMD64))
+    obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
+
+    line = res.target_line(obj, "edge-2")
+    assert line["phase"] == "Incompatible", line
+    assert "too large" in line["message"] and "imageSizeBudgetBytes" in line["message"], line
+    assert running_digest(fleet, "edge-2", "model") is None
+    ready_everywhere(fleet, "model", refs["server"], ["cloud"])
+    assert "IncompatibleTarget" in event_reasons(fleet, "model")
+
+
 def test_failing_canary_is_rolled_back_and_no_further_wave_starts(
     fleet: Fleet, testbed_handle: handles.Testbed
 ) -> None:
@@ -373,6 +399,19 @@ def test_failing_canary_is_rolled_back_and_no_further_wave_starts(
     assert cloud["metadata"]["annotations"]["edgeferry.io/rolled-back-from"] == refs["bad"]
     time.sleep(8)  # later reconciles still start no wave
     assert running_digest(fleet, "edge-2", "model") == refs["good"]
+
+    # Digest and template are one release: the rollback restored the template without the
+    # chaos label at the canary, and the target still waiting for wave 2 never got it.
+    for target in ("cloud", "edge-2"):
+        found = res.deployment_at(fleet.cluster_of(target), fleet.namespace, "model")
+        assert found is not None, target
+        assert clusters.CHAOS_LABEL not in found["spec"]["template"]["metadata"]["labels"], target
+    now = res.get_object(fleet.hub, fleet.namespace, "modeldeployments", "model")
+    assert now is not None
+    old_template = res.target_line(now, "edge-2")["templateHash"]
+    assert res.target_line(now, "cloud")["templateHash"] == old_template
+    assert now["status"]["templateHash"] != old_template
+    ready_everywhere(fleet, "model", refs["good"], ["cloud", "edge-2"])
     reasons = [
         (reason, message) for _, reason, message in res.events(fleet.hub, fleet.namespace, "model")
     ]

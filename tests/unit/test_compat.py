@@ -81,3 +81,37 @@ def test_non_linux_image_is_incompatible() -> None:
 def test_malformed_platform_is_refused() -> None:
     with pytest.raises(ValueError, match="os/arch"):
         compat.parse_platform("linux/arm/v7/extra")
+
+
+# --- size budget ---------------------------------------------------------------------------------
+def test_an_image_within_the_budget_keeps_the_verdict() -> None:
+    verdict = compat.check(["linux/amd64"], ["amd64"])
+    assert compat.check_size(verdict, {"amd64": 100}, budget_bytes=100) == verdict
+    assert compat.check_size(verdict, {"amd64": 10**9}, budget_bytes=None) == verdict
+
+
+def test_an_image_over_the_budget_is_incompatible_and_says_both_sizes() -> None:
+    verdict = compat.check(["linux/amd64"], ["amd64"])
+    result = compat.check_size(verdict, {"amd64": 248_000_000}, budget_bytes=100_000_000)
+    assert result.status == "Incompatible"
+    assert "248.0 MB" in result.message and "100.0 MB" in result.message
+    assert "imageSizeBudgetBytes" in result.message
+
+
+def test_only_architectures_whose_image_fits_are_pinned() -> None:
+    verdict = compat.check(["linux/amd64", "linux/arm64"], ["amd64", "arm64"])
+    result = compat.check_size(verdict, {"amd64": 300, "arm64": 100}, budget_bytes=200)
+    assert result.status == "Compatible"
+    assert result.architectures == ("arm64",)
+
+
+def test_an_unknown_size_is_not_held_against_the_target() -> None:
+    verdict = compat.check(["linux/amd64"], ["amd64"])
+    assert compat.check_size(verdict, {}, budget_bytes=1) == verdict
+
+
+def test_the_budget_does_not_revive_an_incompatible_or_unknown_verdict() -> None:
+    incompatible = compat.check(["linux/arm64"], ["amd64"])
+    unknown = compat.check(["linux/arm64"], [])
+    assert compat.check_size(incompatible, {"arm64": 1}, budget_bytes=10) == incompatible
+    assert compat.check_size(unknown, {"arm64": 1}, budget_bytes=10) == unknown

@@ -177,6 +177,7 @@ def full_modeldeployment_status() -> dict[str, Any]:
         wave=1,
         digest="r@sha256:" + "1" * 64,
         previous_digest="r@sha256:" + "0" * 64,
+        template_hash="0123456789ab",
         ready_replicas=1,
         available_since=NOW,
         last_transition_time=NOW,
@@ -187,6 +188,7 @@ def full_modeldeployment_status() -> dict[str, Any]:
     plan = waves.Plan(
         phase="Progressing",
         digest="r@sha256:" + "1" * 64,
+        template_hash="0123456789ab",
         waves=(("a",), ("b",)),
         current_wave=1,
         targets=(outcome, dataclasses.replace(outcome, name="b", phase="Pending")),

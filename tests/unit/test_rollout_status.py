@@ -20,6 +20,7 @@ def outcome(name: str, phase: md.TargetPhase, *, error: str | None = None) -> wa
         wave=1,
         digest=DIGEST,
         previous_digest=None,
+        template_hash="0123456789ab",
         ready_replicas=1 if phase == "Ready" else 0,
         available_since=None,
         last_transition_time=NOW,
@@ -39,6 +40,7 @@ def plan_of(
     return waves.Plan(
         phase="Progressing",
         digest=DIGEST,
+        template_hash="0123456789ab",
         waves=waves_,
         current_wave=current_wave,
         targets=tuple(outcomes),

@@ -728,3 +728,119 @@ def test_offline_site_is_left_behind_without_stopping_the_others() -> None:
     assert {t.name: t.phase for t in final.targets}["site-1"] == "Deferred"
     assert final.phase == "Progressing"
     assert records["site-1"].digest == OLD
+
+
+# --- the pod template is half of a release -------------------------------------------------------
+T1 = '{"port":8080}'
+T2 = '{"env":[{"name":"MODE","value":"fast"}],"port":8080}'
+
+
+def with_template(
+    state: waves.TargetState, template: str | None, previous: str | None = None
+) -> waves.TargetState:
+    assert state.record is not None
+    record = waves.TargetRecord(
+        **{
+            **state.record.__dict__,
+            "template": template,
+            "previous_template": previous,
+        }
+    )
+    return waves.TargetState(**{**state.__dict__, "record": record})
+
+
+def template_plan(targets: list[waves.TargetState], template: str, **kw: Any) -> waves.Plan:
+    rollout = {"canary": 1, "max_per_wave": 1, **kw.pop("rollout", {})}
+    return waves.next_actions(
+        targets,
+        image=kw.pop("img", image()),
+        rollout=md.RolloutStrategy(**rollout),
+        generation=kw.pop("generation", 2),
+        now=NOW,
+        recorded=kw.pop("recorded", None),
+        template=template,
+    )
+
+
+def test_a_template_edit_alone_is_rolled_out_in_waves() -> None:
+    targets = [with_template(running(n, NEW), T1) for n in ("a", "b", "c")]
+    p = template_plan(targets, T2)
+    assert written(p) == ["a"]
+    assert write_to(p, "a").record.template == T2
+    assert write_to(p, "a").record.previous_template == T1
+    assert write_to(p, "a").record.previous_digest == NEW
+    assert phases(p) == {"a": "Progressing", "b": "Pending", "c": "Pending"}
+    assert p.template_hash == waves.template_hash(T2) != waves.template_hash(T1)
+
+
+def test_targets_waiting_for_their_wave_keep_their_template_and_digest() -> None:
+    canary = with_template(progressing("a", NEWER), T2, previous=T1)
+    waiting = [with_template(running(n, NEW), T1) for n in ("b", "c")]
+    p = template_plan([canary, *waiting], T2, img=image(NEWER))
+    maintained = {w.target: w.record for w in p.writes if w.reason == "maintain"}
+    assert set(maintained) == {"a", "b", "c"}
+    assert (maintained["b"].digest, maintained["b"].template) == (NEW, T1)
+    assert (maintained["c"].digest, maintained["c"].template) == (NEW, T1)
+    assert written(p) == []
+    by_name = {t.name: t for t in p.targets}
+    assert by_name["b"].template_hash == waves.template_hash(T1)
+    assert by_name["a"].template_hash == waves.template_hash(T2)
+
+
+def test_a_rollback_restores_the_previous_template_with_the_previous_digest() -> None:
+    canary = with_template(
+        progressing("a", NEWER, started=200, failing=True, previous=NEW), T2, previous=T1
+    )
+    p = template_plan(
+        [canary, with_template(running("b", NEW), T1)],
+        T2,
+        img=image(NEWER),
+        rollout={"progress_deadline_seconds": 120},
+    )
+    rollback = write_to(p, "a")
+    assert rollback.reason == "rollback"
+    assert (rollback.record.digest, rollback.record.template) == (NEW, T1)
+    assert rollback.record.rolled_back_from == NEWER
+    assert written(p) == []
+    assert p.phase == "Degraded"
+
+
+def test_a_target_on_the_digest_and_template_is_ready_and_not_rewritten() -> None:
+    targets = [with_template(running(n, NEW), T2) for n in ("a", "b")]
+    p = template_plan(targets, T2)
+    assert p.phase == "Ready"
+    assert written(p) == []
+
+
+def test_a_record_without_a_template_gets_the_template_in_its_wave() -> None:
+    targets = [running(n, NEW) for n in ("a", "b")]  # written before templates were recorded
+    p = template_plan(targets, T1)
+    assert written(p) == ["a"]
+    assert phases(p)["b"] == "Pending"
+
+
+def test_soak_timer_restarts_when_only_the_template_changed() -> None:
+    canary = with_template(running("a", NEW, ready=None, started=20), T2, previous=T1)
+    recorded = md.ModelDeploymentStatus(
+        digest=NEW,
+        template_hash=waves.template_hash(T1),
+        targets=(recorded_line("a", "Progressing", available_since=ago(60)),),
+    )
+    p = template_plan([canary], T2, recorded=recorded, rollout={"min_ready_seconds": 30})
+    assert phases(p) == {"a": "Progressing"}
+
+
+def test_a_target_whose_budget_the_image_exceeds_is_incompatible_and_not_attempted() -> None:
+    big = waves.Image(
+        name="iris",
+        admitted=True,
+        digest=NEW,
+        platforms=("linux/amd64",),
+        sizes=(("amd64", 248_000_000),),
+    )
+    small_site = fresh("b", size_budget_bytes=100_000_000)
+    p = plan([fresh("a"), small_site], img=big, canary=1)
+    assert phases(p) == {"a": "Progressing", "b": "Incompatible"}
+    assert written(p) == ["a"]
+    (line,) = [t for t in p.targets if t.name == "b"]
+    assert line.message is not None and "imageSizeBudgetBytes" in line.message

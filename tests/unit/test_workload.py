@@ -328,3 +328,59 @@ def test_service_exposes_the_model_port_to_the_pods() -> None:
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}
     ]
+
+
+# --- the template carried by the record ----------------------------------------------------------
+FULL_TEMPLATE: dict[str, Any] = {
+    "replicas": 3,
+    "port": 9000,
+    "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
+    "env": [{"name": "MODE", "value": "fast"}],
+    "readinessProbe": {"httpGet": {"path": "/healthz"}, "periodSeconds": 3},
+    "labels": {"team": "ml"},
+    "annotations": {"note": "x"},
+}
+
+
+def test_template_document_is_canonical_and_leaves_out_replicas_and_defaults() -> None:
+    document = workload.template_document(spec(**FULL_TEMPLATE).template)
+    reordered = dict(reversed(list(FULL_TEMPLATE.items())))
+    assert document == workload.template_document(spec(**reordered).template)
+    assert '"replicas"' not in document
+    assert workload.template_document(spec().template) == "{}"
+    assert workload.template_document(spec(replicas=7).template) == "{}"
+
+
+def test_template_document_round_trips_to_the_same_template() -> None:
+    template = spec(**FULL_TEMPLATE).template
+    back = workload.template_from_document(
+        workload.template_document(template), fallback=spec(replicas=3).template
+    )
+    assert back == template
+
+
+def test_render_takes_the_template_from_the_record_and_replicas_from_the_spec() -> None:
+    old = workload.template_document(spec(port=9000, env=[{"name": "V", "value": "1"}]).template)
+    w = render(template={"port": 8080, "replicas": 4}, rec=record(template=old))
+    container = pod_spec(w)["containers"][0]
+    assert container["ports"][0]["containerPort"] == 9000
+    assert container["env"] == [{"name": "V", "value": "1"}]
+    assert w.service["spec"]["ports"][0]["port"] == 9000
+    assert w.deployment["spec"]["replicas"] == 4
+
+
+def test_record_without_a_template_renders_the_spec_template() -> None:
+    w = render(template={"port": 8081}, rec=record())
+    assert pod_spec(w)["containers"][0]["ports"][0]["containerPort"] == 8081
+
+
+def test_hand_edited_template_annotation_falls_back_to_the_spec_template() -> None:
+    w = render(template={"port": 8082}, rec=record(template="{not json"))
+    assert pod_spec(w)["containers"][0]["ports"][0]["containerPort"] == 8082
+
+
+def test_templates_round_trip_through_annotations() -> None:
+    rec = record(template='{"port":9000}', previous_template='{"port":8080}')
+    annotations = workload.record_annotations(rec)
+    assert annotations[workload.TEMPLATE] == '{"port":9000}'
+    assert workload.record_from_annotations(annotations) == rec

@@ -22,7 +22,7 @@ the architectures of the target's ready nodes as the EdgeTarget probe last saw t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 Status = Literal["Compatible", "Incompatible", "Unknown"]
@@ -125,3 +125,40 @@ def check(image_platforms: Iterable[str], node_architectures: Iterable[str]) -> 
         f"{' or '.join(f'linux/{a}' for a in nodes)}, or narrow targets.selector to "
         "exclude this target.",
     )
+
+
+def check_size(verdict: Verdict, sizes: Mapping[str, int], *, budget_bytes: int | None) -> Verdict:
+    """Whether the image fits the target's `imageSizeBudgetBytes`, on the architectures it
+    would run there.
+
+    `sizes` maps an architecture to the unpacked size of the image built for it (what lands
+    on the node's disk, `status.image.size` of the ModelImage). Architectures whose image is
+    too large are dropped from the pinning; when none is left the target is `Incompatible`,
+    never attempted, like a platform mismatch: pulling 2 GB onto a 1 GB edge disk can only
+    fail late and slowly. A size that is not known is not held against the target.
+    """
+    if budget_bytes is None or not verdict.compatible:
+        return verdict
+    fitting = tuple(a for a in verdict.architectures if sizes.get(a, 0) <= budget_bytes)
+    if fitting == verdict.architectures:
+        return verdict
+    if fitting:
+        return Verdict(
+            "Compatible",
+            f"{verdict.message}; pinned to {', '.join(fitting)}, where the image fits the "
+            f"size budget of {_mb(budget_bytes)}",
+            fitting,
+        )
+    too_big = ", ".join(
+        f"linux/{a} is {_mb(sizes[a])}" for a in verdict.architectures if a in sizes
+    )
+    return Verdict(
+        "Incompatible",
+        f"image is too large for this target: {too_big} unpacked, over its "
+        f"imageSizeBudgetBytes of {_mb(budget_bytes)}. Slim the image, or raise the budget "
+        "if the site has the disk.",
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

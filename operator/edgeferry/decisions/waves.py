@@ -44,15 +44,21 @@ Rules, and the trade-offs chosen:
   correction. Failures are still reported, and acted upon after resuming.
 - When the admitted digest changes, the rollout starts again from wave one; targets that
   already run the new digest stay and count.
-- Template changes with the same digest are not a rollout: they reach every reachable target
-  with the next `maintain` write. Waves and rollback are about digests, because a rollback can
-  only restore what the target annotations remember (a digest), not an older template.
+- What moves is a *release*: the digest together with the pod template (everything but
+  `replicas`, as a canonical JSON document). A template edit is a rollout like a new digest:
+  canary first, health-gated waves, rollback on failure. Targets waiting for their wave keep
+  the release they run, template included, because the record at each target carries the
+  template it was written with (and the one proven before it), and every write renders from
+  the record, not from the spec. A rollback therefore restores digest *and* template.
+  `replicas` is not part of a release: scaling reaches every target at once, as in a
+  Deployment, where it is not a new revision either.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -78,6 +84,8 @@ class Image:
     """`repository@sha256:...`; rolled out only when `admitted`."""
     platforms: tuple[str, ...] = ()
     """Platforms the image was built for (`linux/arm64`); empty when unknown."""
+    sizes: tuple[tuple[str, int], ...] = ()
+    """Unpacked size in bytes per architecture (`("arm64", 248_000_000)`), where known."""
     reason: str = ""
     """Why it is not admitted, as a CamelCase reason (e.g. `VulnerabilitiesFound`)."""
     message: str = ""
@@ -104,6 +112,15 @@ class TargetRecord:
     """Node architectures `digest` is pinned to (empty: not pinned)."""
     previous_architectures: tuple[str, ...] = ()
     """Node architectures `previous_digest` was pinned to."""
+    template: str | None = None
+    """The pod template written with `digest` (canonical JSON, see `workload.template_document`);
+    None for records written before templates were remembered."""
+    previous_template: str | None = None
+    """The pod template that ran with `previous_digest`: what a rollback restores."""
+
+    def runs(self, digest: str, template: str | None) -> bool:
+        """Whether this record is the release `digest` + `template`."""
+        return self.digest == digest and self.template == template
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +136,8 @@ class TargetState:
     and the offline grace counts as spent."""
     architectures: tuple[str, ...] = ()
     """Architectures of the target's ready nodes, from the EdgeTarget status."""
+    size_budget_bytes: int | None = None
+    """The EdgeTarget's `imageSizeBudgetBytes`: larger images are not attempted there."""
     record: TargetRecord | None = None
     """Our Deployment's annotations at the target; None when there is none (or unreachable)."""
     available: bool = False
@@ -162,6 +181,8 @@ class TargetOutcome:
     wave: int | None
     digest: str | None
     previous_digest: str | None
+    template_hash: str | None
+    """Hash of the pod template running there (see `template_hash`)."""
     ready_replicas: int
     available_since: datetime.datetime | None
     last_transition_time: datetime.datetime
@@ -179,6 +200,8 @@ class Plan:
 
     phase: md.DeploymentPhase
     digest: str | None
+    template_hash: str | None
+    """Short hash of the pod template being rolled out (see `template_hash`)."""
     waves: tuple[tuple[str, ...], ...]
     current_wave: int
     """1-based index of the wave in progress (the last one once done); 0 when nothing moves."""
@@ -189,6 +212,13 @@ class Plan:
     events: tuple[Event, ...]
     recheck_after_seconds: float | None
     """When time alone changes a decision (soak over, deadline, grace); None: only on events."""
+
+
+def template_hash(template: str | None) -> str | None:
+    """12 hex characters naming a pod template in status and messages (None: not recorded)."""
+    if template is None:
+        return None
+    return hashlib.sha256(template.encode()).hexdigest()[:12]
 
 
 # --- wave planning -------------------------------------------------------------------------------
@@ -255,12 +285,15 @@ def next_actions(
     generation: int,
     now: datetime.datetime,
     recorded: md.ModelDeploymentStatus | None = None,
+    template: str | None = None,
 ) -> Plan:
     """Decide this reconcile's writes, target phases and deployment phase.
 
     `targets` are all EdgeTargets the selector matches, in any order. `recorded` is the status
-    the previous reconcile wrote: the deployment phase and digest (to emit events on change
-    only), and per listed target its phase, `availableSince` and last known digest.
+    the previous reconcile wrote: the deployment phase, digest and template hash (to emit
+    events on change only), and per listed target its phase, `availableSince` and last known
+    digest. `template` is the spec's pod template as `workload.template_document` renders it;
+    together with the admitted digest it is the release being rolled out.
     """
     ordered = sorted(targets, key=lambda t: t.name)
     previous = recorded or md.ModelDeploymentStatus()
@@ -269,20 +302,30 @@ def next_actions(
         return _blocked(ordered, image=image, now=now, lines=lines, previous=previous)
 
     desired = image.digest
-    verdicts = {t.name: compat.check(image.platforms, t.architectures) for t in ordered}
+    desired_hash = template_hash(template)
+    sizes = dict(image.sizes)
+    verdicts = {
+        t.name: compat.check_size(
+            compat.check(image.platforms, t.architectures),
+            sizes,
+            budget_bytes=t.size_budget_bytes,
+        )
+        for t in ordered
+    }
     planned = plan_waves(
         [t.name for t in ordered if verdicts[t.name].status != "Incompatible"],
         canary=rollout.canary,
         max_per_wave=rollout.max_per_wave,
     )
     wave_of = {name: i + 1 for i, wave in enumerate(planned) for name in wave}
-    same_digest = previous.digest == desired
+    same_digest = previous.digest == desired and previous.template_hash == desired_hash
     assessed = {
         t.name: _assess(
             t,
             verdict=verdicts[t.name],
             wave=wave_of.get(t.name),
             desired=desired,
+            template=template,
             rollout=rollout,
             generation=generation,
             now=now,
@@ -324,6 +367,7 @@ def next_actions(
     writes, write_events = _writes(
         assessed,
         desired=desired,
+        template=template,
         rollout=rollout,
         verdicts=verdicts,
         planned=planned,
@@ -348,6 +392,7 @@ def next_actions(
     return Plan(
         phase=phase,
         digest=desired,
+        template_hash=desired_hash,
         waves=planned,
         current_wave=current if planned else 0,
         targets=outcomes,
@@ -365,6 +410,7 @@ def _assess(
     verdict: compat.Verdict,
     wave: int | None,
     desired: str,
+    template: str | None,
     rollout: md.RolloutStrategy,
     generation: int,
     now: datetime.datetime,
@@ -399,7 +445,7 @@ def _assess(
     if not t.reachable or verdict.status == "Unknown":
         return _deferred(a, verdict=verdict, desired=desired, rollout=rollout, now=now, line=line)
 
-    if record is None or record.digest != desired:
+    if record is None or not record.runs(desired, template):
         a.needs_digest = True
         return a
 
@@ -463,6 +509,7 @@ def _assess(
             rolled_back_from=desired,
             rolled_back_generation=generation,
             architectures=record.previous_architectures,
+            template=record.previous_template,
         )
     return a
 
@@ -506,6 +553,7 @@ def _writes(
     assessed: Mapping[str, _Assessment],
     *,
     desired: str,
+    template: str | None,
     rollout: md.RolloutStrategy,
     verdicts: Mapping[str, compat.Verdict],
     planned: Sequence[Sequence[str]],
@@ -538,7 +586,9 @@ def _writes(
             a.record, a.digest, a.previous_digest = a.rollback, a.rollback.digest, None
             continue
         if a.needs_digest and not halted_wave and a.wave is not None and a.wave <= current:
-            record = _rollout_record(a.state, desired=desired, now=now, verdict=verdicts[a.name])
+            record = _rollout_record(
+                a.state, desired=desired, template=template, now=now, verdict=verdicts[a.name]
+            )
             writes.append(Write(a.name, "rollout", record))
             rollout_by_wave.setdefault(a.wave, []).append(a.name)
             a.record, a.digest, a.previous_digest = record, desired, record.previous_digest
@@ -564,23 +614,33 @@ def _writes(
 
 
 def _rollout_record(
-    t: TargetState, *, desired: str, now: datetime.datetime, verdict: compat.Verdict
+    t: TargetState,
+    *,
+    desired: str,
+    template: str | None,
+    now: datetime.datetime,
+    verdict: compat.Verdict,
 ) -> TargetRecord:
-    """The record written with the desired digest: remembers the last proven digest."""
+    """The record written with the desired release: remembers the last proven one."""
     old = t.record
     previous: str | None = None
     previous_arch: tuple[str, ...] = ()
+    previous_template: str | None = None
     if old is not None:
         if t.available or old.ready_at is not None:
             previous, previous_arch = old.digest, old.architectures
+            previous_template = old.template
         else:
             previous, previous_arch = old.previous_digest, old.previous_architectures
+            previous_template = old.previous_template
     return TargetRecord(
         digest=desired,
         previous_digest=previous,
         started_at=now,
         architectures=verdict.architectures,
         previous_architectures=previous_arch,
+        template=template,
+        previous_template=previous_template,
     )
 
 
@@ -589,6 +649,10 @@ def _outcome(
 ) -> TargetOutcome:
     line = lines.get(a.name)
     transition = line.last_transition_time if line and line.phase == a.phase else None
+    if a.record is not None:
+        running_template = template_hash(a.record.template)
+    else:
+        running_template = line.template_hash if line is not None else None
     return TargetOutcome(
         name=a.name,
         cluster_type=a.state.cluster_type,
@@ -596,6 +660,7 @@ def _outcome(
         wave=a.wave,
         digest=a.digest,
         previous_digest=a.previous_digest,
+        template_hash=running_template,
         ready_replicas=a.state.ready_replicas if a.state.reachable else 0,
         available_since=a.available_since,
         last_transition_time=transition or now,
@@ -648,6 +713,7 @@ def _blocked(
     return Plan(
         phase="Blocked",
         digest=None,
+        template_hash=None,
         waves=(),
         current_wave=0,
         targets=tuple(outcomes),

@@ -17,7 +17,10 @@ What edgeferry decides and the template cannot override, on purpose:
   Cloud target's node selector and tolerations.
 - The rollout memory (`waves.TargetRecord`) is carried as `edgeferry.io/` annotations on the
   Deployment's own metadata, so a restarted operator knows what ran before; they are not on
-  the pod template, so changing them never restarts Pods.
+  the pod template, so changing them never restarts Pods. The record includes the pod template
+  it was written with (and the one before), and `render` takes the template from the record:
+  a target waiting for its wave keeps its template, and a rollback restores the old one.
+  Only `replicas` always comes from the spec.
 - `minReadySeconds` and `progressDeadlineSeconds` come from the rollout: Kubernetes counts a
   Pod available only after it stayed ready that long, and marks `ProgressDeadlineExceeded`
   when a rollout stops progressing, which the handler reads as "failing". The wave gate then
@@ -30,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +60,8 @@ ROLLED_BACK_FROM = PREFIX + "rolled-back-from"
 ROLLED_BACK_GENERATION = PREFIX + "rolled-back-generation"
 ARCHITECTURES = PREFIX + "architectures"
 PREVIOUS_ARCHITECTURES = PREFIX + "previous-architectures"
+TEMPLATE = PREFIX + "template"
+PREVIOUS_TEMPLATE = PREFIX + "previous-template"
 
 CONTAINER_NAME = "model"
 PORT_NAME = "http"
@@ -187,6 +193,8 @@ def record_annotations(record: waves.TargetRecord) -> dict[str, str]:
         ),
         ARCHITECTURES: ",".join(record.architectures) or None,
         PREVIOUS_ARCHITECTURES: ",".join(record.previous_architectures) or None,
+        TEMPLATE: record.template,
+        PREVIOUS_TEMPLATE: record.previous_template,
     }
     return {k: v for k, v in pairs.items() if v is not None}
 
@@ -209,7 +217,34 @@ def record_from_annotations(annotations: Mapping[str, str] | None) -> waves.Targ
         rolled_back_generation=_parse_int(found.get(ROLLED_BACK_GENERATION)),
         architectures=_parse_list(found.get(ARCHITECTURES)),
         previous_architectures=_parse_list(found.get(PREVIOUS_ARCHITECTURES)),
+        template=found.get(TEMPLATE) or None,
+        previous_template=found.get(PREVIOUS_TEMPLATE) or None,
     )
+
+
+# --- the pod template as part of a release -------------------------------------------------------
+def template_document(template: md.PodTemplate) -> str:
+    """The pod template as canonical JSON, without `replicas`: one half of a release.
+
+    Defaults are left out, so an operator upgrade that adds a defaulted field does not look
+    like a template change to every running target.
+    """
+    data = template.model_dump(
+        by_alias=True, mode="json", exclude={"replicas"}, exclude_defaults=True
+    )
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def template_from_document(document: str | None, *, fallback: md.PodTemplate) -> md.PodTemplate:
+    """The template a record carries, with `fallback`'s replicas; `fallback` when it carries
+    none or it no longer parses (an annotation edited by hand)."""
+    if document is None:
+        return fallback
+    try:
+        stored = md.PodTemplate.model_validate_json(document)
+    except ValueError:
+        return fallback
+    return stored.model_copy(update={"replicas": fallback.replicas})
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -275,10 +310,11 @@ def render(
 ) -> Workload:
     """The Deployment and Service of ModelDeployment `namespace/name` at one target.
 
-    `record.digest` is what runs; `record.architectures` pins the nodes. Raises ValueError
-    when the digest is not a `repository@sha256:...` reference.
+    `record.digest` is what runs, `record.template` how (the spec's template when the record
+    has none); `record.architectures` pins the nodes. Raises ValueError when the digest is not
+    a `repository@sha256:...` reference.
     """
-    template = spec.template
+    template = template_from_document(record.template, fallback=spec.template)
     wl_name = workload_name(name)
     selector = selector_labels(namespace, name)
     labels = {**selector, MANAGED_BY_LABEL: MANAGED_BY}

@@ -50,7 +50,7 @@ from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_workloads
-from edgeferry.decisions import rollout_status, waves, workload
+from edgeferry.decisions import compat, rollout_status, waves, workload
 from edgeferry.handlers import edgetarget as edgetarget_handlers
 from edgeferry.models import conditions
 from edgeferry.models import edgetarget as et
@@ -156,8 +156,12 @@ def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
     reference = status.image.reference if status.image is not None else None
     platform = status.image.platform if status.image is not None else None
     platforms = (platform,) if platform else ()
+    size = status.image.size if status.image is not None else None
+    sizes = ((compat.parse_platform(platform).architecture, size),) if platform and size else ()
     if admitted is not None and admitted.status == "True" and reference:
-        return waves.Image(name=name, admitted=True, digest=reference, platforms=platforms)
+        return waves.Image(
+            name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes
+        )
     if admitted is not None and admitted.status == "False":
         reason, message = admitted.reason or "ImageNotAdmitted", admitted.message
     elif admitted is not None and admitted.status == "True":
@@ -309,7 +313,10 @@ class Reconciler:
         spec = view.spec
         cluster_type: md.ClusterType = spec.type if spec is not None else "Cloud"
         base = waves.TargetState(
-            name=view.name, cluster_type=cluster_type, architectures=view.status.architectures
+            name=view.name,
+            cluster_type=cluster_type,
+            architectures=view.status.architectures,
+            size_budget_bytes=spec.image_size_budget_bytes if spec is not None else None,
         )
         if spec is None:
             return _Seen(
@@ -462,6 +469,7 @@ class Reconciler:
             generation=self.generation,
             now=self.now,
             recorded=self.memory.recorded,
+            template=workload.template_document(spec.template),
         )
         writes = [w for w in plan.writes if seen[w.target].observation is not None]
         await asyncio.gather(

@@ -296,6 +296,7 @@ class TargetStatus(_Model):
     phase: TargetPhase
     digest: str | None = None
     previous_digest: str | None = None
+    template_hash: str | None = None
     ready_replicas: int = 0
     wave: int | None = None
     available_since: Timestamp | None = None
@@ -327,6 +328,7 @@ class ModelDeploymentStatus(_Model):
     observed_generation: int | None = None
     phase: DeploymentPhase | None = None
     digest: str | None = None
+    template_hash: str | None = None
     current_wave: int = 0
     total_waves: int = 0
     counts: PhaseCounts = pydantic.Field(default_factory=PhaseCounts)
