@@ -16,6 +16,8 @@ ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 GRYPE_VERSION = "v0.121.2"
 HELM_VERSION = "v3.22.0"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+"""Release whose ServiceMonitor/PrometheusRule CRDs validate our monitoring manifests."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -93,8 +93,22 @@ helm() {
   timed "helm $v" build_into helm "$out" "-X helm.sh/helm/v3/internal/version.version=$v" helm.sh/helm/v3/cmd/helm
 }
 
+prometheus_operator_crds() {
+  # Only data: the ServiceMonitor and PrometheusRule CRDs of a pinned Prometheus Operator
+  # release, from its Go module (the one place this machine may download it from).
+  local v; v=$(mod_version github.com/prometheus-operator/prometheus-operator prometheus-operator-crds)
+  local out="$cache/bin/prometheus-operator-crds-$v"
+  [ -f "$out/servicemonitors.yaml" ] && [ -f "$out/prometheusrules.yaml" ] && return 0
+  local src; src=$(cd "$here/gomod/prometheus-operator-crds" && go mod download github.com/prometheus-operator/prometheus-operator && go list -m -f '{{.Dir}}' github.com/prometheus-operator/prometheus-operator)
+  mkdir -p "$out.partial"
+  cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$out.partial/servicemonitors.yaml"
+  cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$out.partial/prometheusrules.yaml"
+  chmod u+w "$out.partial"/*.yaml
+  rm -rf "$out"; mv "$out.partial" "$out"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd kwok kubernetes grype helm)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd kwok kubernetes grype helm prometheus_operator_crds)
 total=$SECONDS
 for t in "${tools[@]}"; do "$t"; done
 echo "build: tools ready under $cache/bin in $((SECONDS - total)) s"
