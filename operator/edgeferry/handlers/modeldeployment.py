@@ -154,8 +154,11 @@ def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
         status = mi.ModelImageStatus()
     admitted = status.condition("Admitted")
     reference = status.image.reference if status.image is not None else None
+    # Every built platform (an OCI index when several); images from before
+    # `status.image.platforms` existed name only `status.image.platform`.
+    listed = tuple(p.platform for p in status.image.platforms) if status.image else ()
     platform = status.image.platform if status.image is not None else None
-    platforms = (platform,) if platform else ()
+    platforms = listed or ((platform,) if platform else ())
     if admitted is not None and admitted.status == "True" and reference:
         return waves.Image(name=name, admitted=True, digest=reference, platforms=platforms)
     if admitted is not None and admitted.status == "False":
