@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 import docker
 import pytest
 
-from edgeferry.adapters import docker_build, hadolint, registry, smoke
+from edgeferry.adapters import docker_build, hadolint, index_push, oci_index, registry, smoke
 from edgeferry_testbed import images
 from tests.integration import _containers
 
@@ -234,6 +234,53 @@ def test_the_arm64_only_image_says_arm64_in_the_registry(
     with registry.RegistryClient() as client:
         assert client.platforms(repository, digest) == ("linux/arm64",)
     assert images.ensure_arm64_only_image(api, registry_host) == reference  # cached
+
+
+def test_scratch_build_for_arm64_is_arm64_even_when_amd64_is_cached(
+    api: docker.APIClient, run_id: str
+) -> None:
+    dockerfile = "FROM scratch\nCOPY id.txt /id.txt\n"
+    files = {"id.txt": run_id.encode()}
+    amd64 = docker_build.build_image(api, dockerfile, files=files, platform="linux/amd64")
+    arm64 = docker_build.build_image(api, dockerfile, files=files, platform="linux/arm64")
+    assert (amd64.platform, arm64.platform) == ("linux/amd64", "linux/arm64")
+    assert amd64.image_id != arm64.image_id
+
+
+def test_arm64_build_from_an_amd64_only_base_is_refused_naming_the_platform(
+    api: docker.APIClient, busybox_base: str, run_id: str
+) -> None:
+    dockerfile = f"FROM {busybox_base}\nRUN echo {run_id} > /id\n"
+    with pytest.raises(
+        docker_build.BuildError, match="build for linux/arm64 produced a linux/amd64"
+    ):
+        docker_build.build_image(api, dockerfile, platform="linux/arm64")
+
+
+def test_two_platform_images_are_pushed_as_one_oci_index(
+    api: docker.APIClient, registry_host: str, run_id: str
+) -> None:
+    builds = []
+    for platform in ("linux/amd64", "linux/arm64"):
+        result = docker_build.build_image(
+            api,
+            "FROM scratch\nCOPY id.txt /id.txt\n",
+            files={"id.txt": run_id.encode()},
+            platform=platform,
+        )
+        builds.append(index_push.PlatformBuild(platform, result.image_id))
+    repository = f"{registry_host}/test/index-{run_id}"
+    pushed = index_push.push_index(api, builds, repository, ["v1", "latest"])
+    with registry.RegistryClient() as client:
+        _, media_type = client.manifest(repository, pushed.digest)
+        assert media_type == oci_index.INDEX_MEDIA_TYPE
+        for tag in ("v1", "latest"):
+            assert client.manifest_digest(repository, tag) == pushed.digest
+        assert client.platforms(repository, "v1") == ("linux/amd64", "linux/arm64")
+        for child in pushed.children:
+            assert client.manifest_digest(repository, f"v1-{child.os}-{child.architecture}") == (
+                child.digest
+            )
 
 
 # -- smoke --------------------------------------------------------------------------------------

@@ -198,3 +198,23 @@ def test_decision_fits_the_status_schema() -> None:
     assert dumped["excepted"] == [
         {"id": "CVE-2024-0001", "reason": "not reachable from the server", "expires": "2026-11-28"}
     ]
+
+
+# --- several platforms --------------------------------------------------------------------------
+
+
+def test_union_of_platform_findings_counts_a_shared_finding_once() -> None:
+    shared = gate.Finding(id="CVE-1", severity="High", package="openssl", installed="3.0.1")
+    arm_only = gate.Finding(id="CVE-2", severity="Low", package="zlib", installed="1.2")
+    union = gate.union([[shared], [shared, arm_only]])
+    assert union == (shared, arm_only)
+    decision = gate.decide(union, today=datetime.date(2026, 1, 1))
+    assert (decision.counts.high, decision.counts.low) == (1, 1)
+    assert not decision.admitted
+
+
+def test_union_merges_aliases_of_the_same_finding_seen_in_two_platforms() -> None:
+    amd = gate.Finding(id="GHSA-1", severity="High", package="p", installed="1", aliases=("A",))
+    arm = gate.Finding(id="GHSA-1", severity="High", package="p", installed="1", aliases=("B",))
+    (merged,) = gate.union([[amd], [arm]])
+    assert merged.aliases == ("A", "B")

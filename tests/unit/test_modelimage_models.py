@@ -35,7 +35,7 @@ def test_spec_parses_camel_case_with_defaults() -> None:
     assert spec.model.source.config_map.key == "model.pkl"
     assert spec.build.runtime is not None
     assert spec.build.runtime.python_path == "/usr/bin/python3"
-    assert spec.build.platform == "linux/amd64"
+    assert spec.build.target_platforms == ("linux/amd64",)
     assert spec.build.timeout_seconds == 900
     assert spec.smoke_test.enabled and spec.smoke_test.port == 8080
     assert spec.lint.failure_threshold == "error"

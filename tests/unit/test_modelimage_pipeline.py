@@ -82,10 +82,25 @@ class World:
     smoke_passes: bool = True
     findings: list[gate.Finding] = dataclasses.field(default_factory=list)
     image_id: str = IMAGE_ID
+    """The first platform's image id; further platforms get ids derived from it."""
     db: str = DB
     now: datetime.datetime = NOW
     image_present: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
+
+    def built(self, platforms: tuple[str, ...]) -> modelimage.ImageStatus:
+        """The image status a build for these platforms records."""
+        images = [
+            modelimage.PlatformImage(
+                platform=platform, id=self.image_id[:-1] + str(n), size=1, layers=3
+            )
+            for n, platform in enumerate(platforms)
+        ]
+        images[0] = images[0].model_copy(update={"id": self.image_id})
+        first = images[0]
+        return modelimage.ImageStatus(
+            id=first.id, size=1, layers=3, platform=first.platform, platforms=images
+        )
 
 
 def execute(
@@ -104,7 +119,7 @@ def execute(
     status = status.with_conditions(pipeline.progress_conditions(plan), generation=generation)
     status = status.model_copy(update={"phase": plan.phase})
     image = status.image
-    keys = pipeline.stage_keys(spec, image_id=image.id if image else None)
+    keys = pipeline.stage_keys(spec, image_ids=image.image_ids if image else ())
     updates: dict[str, Any] = {}
     done: list[conditions.Condition] = []
     if plan.step is Step.LINT:
@@ -118,7 +133,7 @@ def execute(
             done = [conditions.Condition("Built", "False", "BuildFailed", "RUN failed")]
         else:
             world.image_present = True
-            updates = {"image": modelimage.ImageStatus(id=world.image_id, size=1, layers=3)}
+            updates = {"image": world.built(spec.build.target_platforms)}
             done = [conditions.Condition("Built", "True", "Built", "built")]
     elif plan.step is Step.PULL:
         world.image_present = True
@@ -147,6 +162,7 @@ def execute(
                 scanned_at=world.now,
                 db_checksum=world.db,
                 image_id=image.id,
+                image_ids=list(image.image_ids),
                 counts=decision.counts,
                 blocking=list(decision.blocking),
                 blocking_total=decision.blocking_total,
@@ -164,6 +180,10 @@ def execute(
                     "repository": spec.push.repository,
                     "tags": spec.push.tags,
                     "digest": DIGEST,
+                    "platforms": [
+                        p.model_copy(update={"digest": child_digest(n, image)})
+                        for n, p in enumerate(image.platform_images)
+                    ],
                 }
             ),
             "stage_inputs": _keyed(status, push=keys.push),
@@ -175,6 +195,11 @@ def execute(
 
 def _keyed(status: modelimage.ModelImageStatus, **keys: str | None) -> modelimage.StageInputs:
     return status.stage_inputs.model_copy(update=keys)
+
+
+def child_digest(n: int, image: modelimage.ImageStatus) -> str:
+    """Platform `n`'s manifest digest: the pushed digest itself for one platform, else a child."""
+    return DIGEST if len(image.platform_images) == 1 else DIGEST[:-1] + str(n)
 
 
 def converge(
@@ -537,14 +562,14 @@ def test_stage_keys_ignore_the_order_of_exceptions_and_tags() -> None:
         scan={"exceptions": [exception(later, "CVE-2"), exception(later, "CVE-1")]},
         push={"repository": "127.0.0.1:5000/models/iris", "tags": ["b", "a"]},
     )
-    assert pipeline.stage_keys(one, image_id=IMAGE_ID) == pipeline.stage_keys(
-        two, image_id=IMAGE_ID
+    assert pipeline.stage_keys(one, image_ids=[IMAGE_ID]) == pipeline.stage_keys(
+        two, image_ids=[IMAGE_ID]
     )
 
 
 def test_stage_keys_of_smoke_test_and_push_follow_the_image() -> None:
-    one = pipeline.stage_keys(make_spec(), image_id=IMAGE_ID)
-    two = pipeline.stage_keys(make_spec(), image_id="sha256:" + "5" * 64)
+    one = pipeline.stage_keys(make_spec(), image_ids=[IMAGE_ID])
+    two = pipeline.stage_keys(make_spec(), image_ids=["sha256:" + "5" * 64])
     assert one.lint == two.lint
     assert one.smoke_test != two.smoke_test and one.scan != two.scan and one.push != two.push
 

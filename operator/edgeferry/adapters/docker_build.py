@@ -56,6 +56,11 @@ class BuildResult:
     log_tail: tuple[str, ...]
     duration_s: float
 
+    @property
+    def platform(self) -> str:
+        """``os/architecture``, the way specs name platforms."""
+        return f"{self.os}/{self.architecture}"
+
 
 @dataclasses.dataclass
 class BuildLog:
@@ -164,7 +169,64 @@ def build_image(
 
     ``timeout_s`` bounds both the total build time (checked at every log line) and any silence
     of the daemon; closing the stream on timeout makes the daemon cancel the build.
+
+    With ``platform``, the result must really be that platform. The classic builder of Engine
+    20.10 does not check: its layer cache serves another platform's image for the same steps
+    (seen with ``FROM scratch``), and a base image without that platform's variant is used as
+    it is, so a ``RUN`` runs natively and the "arm64" image is amd64. The first case is retried
+    without the cache; what is still the wrong platform then raises `BuildError`.
     """
+    result = _build_once(
+        api,
+        dockerfile,
+        files=files,
+        tag=tag,
+        build_args=build_args,
+        labels=labels,
+        platform=platform,
+        pull=pull,
+        nocache=nocache,
+        timeout_s=timeout_s,
+        tail_lines=tail_lines,
+    )
+    if platform is None or result.platform == platform:
+        return result
+    if not nocache:
+        return build_image(
+            api,
+            dockerfile,
+            files=files,
+            tag=tag,
+            build_args=build_args,
+            labels=labels,
+            platform=platform,
+            pull=pull,
+            nocache=True,
+            timeout_s=timeout_s,
+            tail_lines=tail_lines,
+        )
+    raise BuildError(
+        f"build for {platform} produced a {result.platform} image: a base image has no "
+        f"{platform} variant, and without emulation this daemon cannot RUN {platform} code "
+        f"(build {platform} images FROM scratch or from {platform} bases, without RUN)",
+        log_tail=result.log_tail,
+    )
+
+
+def _build_once(
+    api: docker.APIClient,
+    dockerfile: str,
+    *,
+    files: Mapping[str, bytes] | None,
+    tag: str | None,
+    build_args: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    platform: str | None,
+    pull: bool,
+    nocache: bool,
+    timeout_s: float,
+    tail_lines: int,
+) -> BuildResult:
     started = time.monotonic()
     log = BuildLog(max_lines=tail_lines)
     context = context_tar(dockerfile, files)

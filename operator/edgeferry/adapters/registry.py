@@ -26,6 +26,8 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
+from edgeferry.adapters import oci_index
+
 #: Every manifest type we accept, most specific first; the registry answers with the type it stores.
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -33,7 +35,8 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-_INDEX_MEDIA_TYPES = frozenset(MANIFEST_MEDIA_TYPES[:2])
+_SCOPE_ACTIONS = {"DELETE": "delete", "PUT": "pull,push"}
+"""Token scope actions per HTTP method (everything else only pulls)."""
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 # An empty proxy URL overrides HTTP(S)_PROXY from the environment for one request.
@@ -207,22 +210,46 @@ class RegistryClient:
     def platforms(self, repository: str, reference: str) -> tuple[str, ...]:
         """``os/architecture[/variant]`` of every image behind a reference.
 
-        An index (multi-arch) lists its platforms; a single manifest's platform lives in its
-        config blob. Rollouts use this to refuse an image no node of a target can run.
+        An index (multi-arch) lists its children's platforms; a single manifest's platform lives
+        in its config blob. Rollouts use this to refuse an image no node of a target can run.
+        """
+        return oci_index.platforms_of(self.children(repository, reference))
+
+    def children(self, repository: str, reference: str) -> tuple[oci_index.Descriptor, ...]:
+        """The runnable manifests behind a reference, with their platforms.
+
+        For an index, its children (attestations left out); for a single manifest, that
+        manifest itself, its platform read from the config blob.
         """
         body, media_type = self.manifest(repository, reference)
         document: dict[str, Any] = json.loads(body)
-        media_type = media_type or str(document.get("mediaType", ""))
-        if media_type in _INDEX_MEDIA_TYPES or "manifests" in document:
-            found = []
-            for entry in document.get("manifests", []):
-                platform = entry.get("platform") or {}
-                if platform.get("architecture") in (None, "unknown"):
-                    continue  # attestation manifests, not runnable images
-                found.append(_platform_string(platform))
-            return tuple(found)
-        config = self.config(repository, reference, manifest=document)
-        return (_platform_string(config),)
+        if oci_index.is_index(document, media_type):
+            return oci_index.parse_children(document)
+        return (self._describe(repository, reference, body, media_type, document),)
+
+    def descriptor(self, repository: str, reference: str) -> oci_index.Descriptor:
+        """A single-image manifest as an index child: media type, digest, size, platform."""
+        body, media_type = self.manifest(repository, reference)
+        document: dict[str, Any] = json.loads(body)
+        if oci_index.is_index(document, media_type):
+            raise RegistryError(f"{repository}:{reference} is an index, not one image")
+        return self._describe(repository, reference, body, media_type, document)
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store a manifest (or index) under a tag or digest; returns the digest the registry
+        reports, which must be the digest of ``body``."""
+        image = parse_repository(repository)
+        response = self._request(
+            "PUT", image, f"manifests/{reference}", headers={"Content-Type": media_type}, data=body
+        )
+        self._raise_for(response, f"PUT manifest {repository}:{reference}")
+        expected = oci_index.digest_of(body)
+        reported = response.headers.get("Docker-Content-Digest") or expected
+        if reported != expected:
+            raise RegistryError(
+                f"registry stored {repository}:{reference} as {reported}, expected {expected}"
+            )
+        return reported
 
     def config(
         self, repository: str, reference: str, *, manifest: Mapping[str, Any] | None = None
@@ -257,27 +284,52 @@ class RegistryClient:
         scheme = "http" if is_loopback(host) or host in self._insecure else "https"
         return f"{scheme}://{host}/v2"
 
+    def _describe(
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        media_type: str,
+        document: Mapping[str, Any],
+    ) -> oci_index.Descriptor:
+        config = self.config(repository, reference, manifest=document)
+        return oci_index.Descriptor(
+            media_type=media_type or str(document.get("mediaType", "")),
+            digest=oci_index.digest_of(body),
+            size=len(body),
+            os=str(config.get("os", "")),
+            architecture=str(config.get("architecture", "")),
+            variant=config.get("variant") or None,
+        )
+
     def _request(
-        self, method: str, image: ImageName, path: str, *, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        image: ImageName,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
     ) -> requests.Response:
         url = f"{self._base_url(image.host)}/{image.name}/{path}"
         all_headers = dict(headers or {})
-        scope = f"repository:{image.name}:{'delete' if method == 'DELETE' else 'pull'}"
+        action = _SCOPE_ACTIONS.get(method, "pull")
+        scope = f"repository:{image.name}:{action}"
         token = self._tokens.get((image.host, scope))
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
-        response = self._send(method, url, all_headers)
+        response = self._send(method, url, all_headers, data=data)
         if response.status_code != 401:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         if challenge.lower().startswith("basic") and self._credentials:
             auth = (self._credentials.username, self._credentials.password)
-            return self._send(method, url, dict(headers or {}), auth=auth)
+            return self._send(method, url, dict(headers or {}), auth=auth, data=data)
         if challenge.lower().startswith("bearer"):
             token = self._fetch_token(challenge, default_scope=scope)
             self._tokens[(image.host, scope)] = token
             all_headers["Authorization"] = f"Bearer {token}"
-            return self._send(method, url, all_headers)
+            return self._send(method, url, all_headers, data=data)
         return response
 
     def _send(
@@ -287,6 +339,7 @@ class RegistryClient:
         headers: Mapping[str, str],
         *,
         auth: tuple[str, str] | None = None,
+        data: bytes | None = None,
     ) -> requests.Response:
         # A loopback registry must never be reached through an HTTP proxy from the environment.
         proxies = _NO_PROXY if is_loopback(url.split("/")[2]) else None
@@ -296,6 +349,7 @@ class RegistryClient:
                 url,
                 headers=dict(headers),
                 auth=auth,
+                data=data,
                 timeout=self._timeout_s,
                 allow_redirects=True,
                 proxies=proxies,
@@ -404,13 +458,6 @@ def tag_exists(
 ) -> bool:
     """Whether the registry serves anything under ``repository:tag``."""
     return manifest_digest(repository, tag, credentials=credentials, insecure=insecure) is not None
-
-
-def _platform_string(platform: Mapping[str, Any]) -> str:
-    parts = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
-    if platform.get("variant"):
-        parts.append(str(platform["variant"]))
-    return "/".join(parts)
 
 
 def _with_deadline(

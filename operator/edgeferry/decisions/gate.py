@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 from collections.abc import Iterable, Sequence
 
 from edgeferry.models import conditions, modelimage
@@ -145,6 +146,15 @@ def decide(
             expired=expired,
         ),
     )
+
+
+def union(findings_per_image: Iterable[Iterable[Finding]]) -> tuple[Finding, ...]:
+    """The findings of several images (one per platform) as one list, each finding once.
+
+    A multi-platform image is admitted or blocked as a whole: a finding in any platform counts,
+    and a package present in every platform counts once (same id, package and version).
+    """
+    return tuple(_dedupe(itertools.chain.from_iterable(findings_per_image)))
 
 
 def normalise(severity: FindingSeverity) -> modelimage.Severity | None:

@@ -4,7 +4,7 @@ It is what makes the operator idempotent across restarts. The status records the
 inputs it built; on every reconcile the handler recomputes it from the spec and the ConfigMaps it
 reads, and only a different digest starts a new build. So the hash must be a pure function of
 the *content* (the resolved Dockerfile text, the bytes of every build-context file, the model's
-SHA-256, build args, labels, platform, base image), never of names, timestamps, dict order or
+SHA-256, build args, labels, platforms, base image), never of names, timestamps, dict order or
 the order ConfigMaps were listed in. It is canonical JSON (sorted keys, no whitespace, UTF-8)
 hashed with SHA-256; the `v` field versions the recipe, so changing what goes in invalidates
 old digests instead of colliding with them.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeferry.models import modelimage
@@ -47,7 +47,7 @@ def inputs_digest(
     dockerfile: str,
     context: Mapping[str, str],
     model_sha256: str,
-    platform: str,
+    platform: str | Sequence[str],
     args: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     base_image: str | None = None,
@@ -55,18 +55,23 @@ def inputs_digest(
     """The digest of one image's inputs.
 
     `context` maps each build-context path to the SHA-256 (hex) of its bytes; the model file is
-    covered by `model_sha256` and may be left out of it.
+    covered by `model_sha256` and may be left out of it. `platform` is one platform or the list
+    of them; a list of one hashes like that platform alone, so single-platform images keep the
+    digest they had before lists existed (and are not rebuilt).
     """
-    document = {
+    platforms = [platform] if isinstance(platform, str) else list(platform)
+    document: dict[str, Any] = {
         "v": RECIPE_VERSION,
         "dockerfile": dockerfile,
         "context": dict(context),
         "modelSha256": model_sha256.lower(),
-        "platform": platform,
+        "platform": platforms[0],
         "args": dict(args or {}),
         "labels": dict(labels or {}),
         "baseImage": base_image,
     }
+    if len(platforms) > 1:
+        document["platforms"] = platforms
     return canonical_digest(document)
 
 
@@ -86,7 +91,7 @@ def of_spec(
         dockerfile=dockerfile,
         context=context,
         model_sha256=spec.model.sha256,
-        platform=spec.build.platform,
+        platform=spec.build.target_platforms,
         args=spec.build.args,
         labels=spec.build.labels,
         base_image=runtime.base_image if runtime is not None else None,

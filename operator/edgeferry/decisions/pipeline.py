@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+from collections.abc import Sequence
 
 from edgeferry.decisions import inputs
 from edgeferry.models import conditions, modelimage
@@ -96,10 +97,20 @@ class Plan:
         return self.step in NEEDS_LOCAL_IMAGE
 
 
-def stage_keys(spec: modelimage.ModelImageSpec, *, image_id: str | None) -> modelimage.StageInputs:
-    """What each stage runs with, as digests to compare with `status.stageInputs`."""
+def stage_keys(
+    spec: modelimage.ModelImageSpec, *, image_ids: Sequence[str]
+) -> modelimage.StageInputs:
+    """What each stage runs with, as digests to compare with `status.stageInputs`.
+
+    `image_ids` are the local images of every platform (`ImageStatus.image_ids`): a rebuild of
+    any one of them re-runs the smoke test, the scan and the push. One image is keyed by its id
+    alone, as before multi-platform builds existed, so converged images do not re-run.
+    """
+    image: str | list[str] | None = (
+        None if not image_ids else image_ids[0] if len(image_ids) == 1 else list(image_ids)
+    )
     smoke = inputs.canonical_digest(
-        {"smokeTest": spec.smoke_test.model_dump(by_alias=True, mode="json"), "image": image_id}
+        {"smokeTest": spec.smoke_test.model_dump(by_alias=True, mode="json"), "image": image}
     )
     exceptions = sorted(
         (e.model_dump(by_alias=True, mode="json") for e in spec.scan.exceptions),
@@ -114,10 +125,22 @@ def stage_keys(spec: modelimage.ModelImageSpec, *, image_id: str | None) -> mode
         }
     )
     push = inputs.canonical_digest(
-        {"repository": spec.push.repository, "tags": sorted(spec.push.tags), "image": image_id}
+        {"repository": spec.push.repository, "tags": sorted(spec.push.tags), "image": image}
     )
     lint = inputs.canonical_digest({"lint": spec.lint.model_dump(by_alias=True, mode="json")})
     return modelimage.StageInputs(lint=lint, smoke_test=smoke, scan=scan, push=push)
+
+
+def pullable(image: modelimage.ImageStatus) -> bool:
+    """Whether every platform's image can be pulled back from the registry by digest.
+
+    One platform pulls `image.reference`; several pull each platform's manifest digest (the
+    index would give the daemon only its own platform).
+    """
+    if not image.reference:
+        return False
+    platforms = image.platform_images
+    return len(platforms) == 1 or all(p.digest for p in platforms)
 
 
 def begin_run(
@@ -146,7 +169,7 @@ def next_step(
 
     `now` must be timezone-aware. `scan_db_checksum` is the scanner DB's current identity (None
     if unknown: no DB-change rescan then); `image_present` whether the local Docker daemon still
-    has `status.image.id`.
+    has every platform's image (`status.image.platforms[*].id`).
     """
     if now.tzinfo is None:
         raise ValueError("next_step needs a timezone-aware `now`")
@@ -160,8 +183,8 @@ def next_step(
             "lint and build again",
             new_run=True,
         )
-    image_id = status.image.id if status.image is not None else None
-    keys = stage_keys(spec, image_id=image_id)
+    image_ids = status.image.image_ids if status.image is not None else ()
+    keys = stage_keys(spec, image_ids=image_ids)
 
     linted = status.condition("Linted")
     if status.stage_inputs.lint != keys.lint or linted is None or linted.status == "Unknown":
@@ -171,7 +194,7 @@ def next_step(
     if linted.status != "True":
         return _rest("LintFailed", linted.message or "hadolint findings fail the policy")
 
-    if image_id is None:
+    if not image_ids:
         built = status.condition("Built")
         if _failed_for(built, generation):
             return _rest("BuildFailed", _message(built, "the build failed"))
@@ -184,7 +207,7 @@ def next_step(
         built = status.condition("Built")
         if _failed_for(built, generation):
             return _rest("BuildFailed", _message(built, "the build failed"))
-        if status.image is not None and status.image.reference:
+        if status.image is not None and pullable(status.image):
             return Plan(
                 Step.PULL,
                 "ImageMissing",
@@ -194,7 +217,8 @@ def next_step(
         return Plan(
             Step.BUILD,
             "ImageMissing",
-            f"image {_short(image_id)} left the local daemon: build it again",
+            f"image {', '.join(_short(i) for i in image_ids)} left the local daemon: "
+            "build it again",
         )
     return plan
 
@@ -221,12 +245,12 @@ def _after_build(
             return _rest("SmokeTestFailed", smoke.message or _message(tested, "smoke test failed"))
         return Plan(Step.SMOKE_TEST, "RetrySmokeTest", "spec changed since the smoke test failed")
 
-    image_id = status.image.id if status.image is not None else None
+    image_ids = status.image.image_ids if status.image is not None else ()
     scan = status.scan
     scanned = status.condition("Scanned")
     if _failed_for(scanned, generation):
         return _rest("ScanFailed", _message(scanned, "the scan failed"))
-    if scan is None or scan.image_id != image_id or scan.scanned_at is None:
+    if scan is None or scan.scanned_ids != image_ids or scan.scanned_at is None:
         if scanned is not None and scanned.status == "False":
             return Plan(Step.SCAN, "RetryScan", "spec changed since the scan failed: retry")
         return Plan(Step.SCAN, "NotScanned", "scan the image and apply the gate")

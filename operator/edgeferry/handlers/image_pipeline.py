@@ -23,6 +23,7 @@ from edgeferry.adapters import (
     grype_env,
     hadolint,
     hub,
+    index_push,
     registry,
     scanner,
     smoke,
@@ -186,8 +187,8 @@ class Reconciler:
 
     # --- steps ----------------------------------------------------------------------------------
     def _keys(self, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
-        image_id = self.status.image.id if self.status.image else None
-        return pipeline.stage_keys(spec, image_id=image_id)
+        image_ids = self.status.image.image_ids if self.status.image else ()
+        return pipeline.stage_keys(spec, image_ids=image_ids)
 
     def _lint(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
         findings = hadolint.lint(materials.dockerfile, ignore=spec.lint.ignore)
@@ -204,6 +205,8 @@ class Reconciler:
             self.post_event("Warning", "LintFailed", verdict.condition.message)
 
     def _build(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
+        """One Docker build per platform; the first failure fails the stage, naming its platform."""
+        platforms = spec.build.target_platforms
         tag = local_tag(self.namespace, self.name, materials.inputs_digest)
         labels = {
             **spec.build.labels,
@@ -211,65 +214,87 @@ class Reconciler:
             "edgeferry.io/model-sha256": spec.model.sha256,
             "edgeferry.io/modelimage": f"{self.namespace}.{self.name}",
         }
-        try:
-            with metrics.BUILD_DURATION.labels(self.namespace, self.name).time():
-                result = docker_build.build_image(
-                    self._docker(),
-                    materials.dockerfile,
-                    files=materials.files,
-                    tag=tag,
-                    build_args=spec.build.args,
-                    labels=labels,
-                    platform=spec.build.platform,
-                    timeout_s=spec.build.timeout_seconds,
-                )
-        except docker_build.BuildError as exc:
-            metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
-            tail = "\n".join(exc.log_tail[-15:])
-            message = f"{exc.args[0] if exc.args else exc}; log tail:\n{tail}"[-1500:]
-            self._set([conditions.Condition("Built", "False", "BuildFailed", message)])
-            self.post_event("Warning", "BuildFailed", message[-900:])
-            return
+        results: list[docker_build.BuildResult] = []
+        for platform in platforms:
+            platform_tag = tag if len(platforms) == 1 else f"{tag}-{platform.replace('/', '-')}"
+            try:
+                with metrics.BUILD_DURATION.labels(self.namespace, self.name).time():
+                    results.append(
+                        docker_build.build_image(
+                            self._docker(),
+                            materials.dockerfile,
+                            files=materials.files,
+                            tag=platform_tag,
+                            build_args=spec.build.args,
+                            labels=labels,
+                            platform=platform,
+                            timeout_s=spec.build.timeout_seconds,
+                        )
+                    )
+            except docker_build.BuildError as exc:
+                metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
+                tail = "\n".join(exc.log_tail[-15:])
+                what = exc.args[0] if exc.args else exc
+                message = f"{platform}: {what}; log tail:\n{tail}"[-1500:]
+                if len(message) == 1500:  # keep the platform in view when the tail is cut
+                    message = f"{platform}: ...{message[len(platform) + 5 :]}"
+                self._set([conditions.Condition("Built", "False", "BuildFailed", message)])
+                self.post_event("Warning", "BuildFailed", message[-900:])
+                return
         metrics.BUILDS.labels(self.namespace, self.name, "succeeded").inc()
+        images = [
+            modelimage.PlatformImage(
+                platform=r.platform, id=r.image_id, size=r.size_bytes, layers=r.layers
+            )
+            for r in results
+        ]
+        first = images[0]
         self._record(
             image=modelimage.ImageStatus(
-                id=result.image_id,
-                size=result.size_bytes,
-                layers=result.layers,
-                platform=f"{result.os}/{result.architecture}",
+                id=first.id,
+                size=first.size,
+                layers=first.layers,
+                platform=first.platform,
+                platforms=images,
             )
         )
-        self._set(
-            [
-                conditions.Condition(
-                    "Built",
-                    "True",
-                    "Built",
-                    f"built {result.image_id[:19]} ({result.layers} layers, "
-                    f"{result.size_bytes / 1e6:.1f} MB) in {result.duration_s:.1f}s",
-                )
-            ]
+        built = ", ".join(
+            f"{r.platform} {r.image_id[:19]} ({r.layers} layers, {r.size_bytes / 1e6:.1f} MB)"
+            for r in results
         )
-        self.post_event("Normal", "Built", f"image {result.image_id[:19]} built as {tag}")
+        seconds = sum(r.duration_s for r in results)
+        self._set(
+            [conditions.Condition("Built", "True", "Built", f"built {built} in {seconds:.1f}s")]
+        )
+        self.post_event("Normal", "Built", f"built {built}; local tag {tag}"[:900])
 
     def _pull(self) -> None:
+        """Pull every platform's image back by its manifest digest (an index gives the daemon
+        only its own platform); a single image by its reference, as before."""
         image = self.status.image
-        assert image is not None and image.reference
-        try:
-            self._docker().pull(image.reference)
-        except docker.errors.APIError as exc:
-            raise TransientError(f"pull of {image.reference} failed: {exc.explanation}") from exc
+        assert image is not None and image.reference and image.repository
+        platforms = image.platform_images
+        wanted = [(image.reference, platforms[0].platform if platforms else None)]
+        if len(platforms) > 1:
+            wanted = [(f"{image.repository}@{p.digest}", p.platform) for p in platforms]
+        for reference, platform in wanted:
+            try:
+                self._docker().pull(reference, platform=platform)
+            except docker.errors.APIError as exc:
+                raise TransientError(f"pull of {reference} failed: {exc.explanation}") from exc
 
     def _smoke_test(self, spec: modelimage.ModelImageSpec) -> None:
         image = self.status.image
         assert image is not None and image.id
         keys = self._stage("smoke_test", spec)
-        host_platform = "linux/amd64"
-        if not spec.smoke_test.enabled or (image.platform and image.platform != host_platform):
+        host_platform = modelimage.HOST_PLATFORM
+        runnable = [p for p in image.platform_images if p.platform == host_platform]
+        others = [p.platform for p in image.platform_images if p.platform != host_platform]
+        if not spec.smoke_test.enabled or not runnable:
             why = (
                 "spec.smokeTest.enabled is false"
                 if not spec.smoke_test.enabled
-                else f"image platform {image.platform} cannot run on this {host_platform} host"
+                else f"image platform {', '.join(others)} cannot run on this {host_platform} host"
             )
             self._record(
                 smoke_test=modelimage.SmokeTestStatus(result="Skipped", message=why),
@@ -280,7 +305,7 @@ class Reconciler:
         predict = spec.smoke_test.predict
         result = smoke.smoke_test(
             self._docker(),
-            image.id,
+            runnable[0].id,
             port=spec.smoke_test.port,
             health_path=spec.smoke_test.health_path,
             prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
@@ -297,6 +322,12 @@ class Reconciler:
         else:
             tail = "\n".join(result.log_tail[-10:])
             message = f"{result.message}; container log tail:\n{tail}"[-1200:]
+        if others:
+            verb = "is" if len(others) == 1 else "are"
+            message = (
+                f"smoke-tested {host_platform} only; {', '.join(others)} cannot run on this "
+                f"{host_platform} host and {verb} not smoke-tested; {message}"
+            )
         self._record(
             smoke_test=modelimage.SmokeTestStatus(
                 result="Passed" if result.passed else "Failed",
@@ -324,32 +355,38 @@ class Reconciler:
         metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(1)
         self.post_event("Warning", "SmokeTestFailed", message[-900:])
 
+    def _scan_one(self, image_id: str, *, trigger: str) -> scanner.ScanResult:
+        """Scan one platform's image, re-matching its cached SBOM unless a fresh scan is due."""
+        sbom_path = self.config.build.workdir / "sboms" / f"{image_id.replace(':', '-')}.json"
+        sbom_path.parent.mkdir(parents=True, exist_ok=True)
+        if sbom_path.exists() and trigger != "RescanDue":
+            return scanner.match(sbom_path, config=self.scan_config, source=f"docker:{image_id}")
+        return scanner.scan(f"docker:{image_id}", config=self.scan_config, sbom_path=sbom_path)
+
     def _scan(self, spec: modelimage.ModelImageSpec, *, fresh: bool, trigger: str) -> None:
+        """Scan every platform's image and gate on the union of their findings."""
         image = self.status.image
         assert image is not None and image.id
-        sbom_path = self.config.build.workdir / "sboms" / f"{image.id.replace(':', '-')}.json"
-        sbom_path.parent.mkdir(parents=True, exist_ok=True)
+        platforms = image.platform_images
         kind = (
             "dbchange" if trigger == "ScanDatabaseChanged" else ("interval" if fresh else "build")
         )
-        try:
-            if sbom_path.exists() and trigger != "RescanDue":
-                result = scanner.match(
-                    sbom_path, config=self.scan_config, source=f"docker:{image.id}"
-                )
-            else:
-                result = scanner.scan(
-                    f"docker:{image.id}", config=self.scan_config, sbom_path=sbom_path
-                )
-        except scanner.ScanError as exc:
-            metrics.SCANS.labels("failed", kind).inc()
-            self._set([conditions.Condition("Scanned", "False", "ScanFailed", str(exc)[-1200:])])
-            self.post_event("Warning", "ScanFailed", str(exc)[-900:])
-            return
+        results: list[scanner.ScanResult] = []
+        for platform_image in platforms:
+            try:
+                results.append(self._scan_one(platform_image.id, trigger=trigger))
+            except scanner.ScanError as exc:
+                metrics.SCANS.labels("failed", kind).inc()
+                message = f"{platform_image.platform}: {exc}"[-1200:]
+                self._set([conditions.Condition("Scanned", "False", "ScanFailed", message)])
+                self.post_event("Warning", "ScanFailed", message[-900:])
+                return
         metrics.SCANS.labels("succeeded", kind).inc()
+        result = results[0]
+        findings = gate.union(scanner.gate_findings(r.findings) for r in results)
         today = self.now().date()
         decision = gate.decide(
-            scanner.gate_findings(result.findings),
+            findings,
             today=today,
             fail_on=spec.scan.fail_on,
             only_fixed=spec.scan.only_fixed,
@@ -363,6 +400,8 @@ class Reconciler:
             db_checksum=db.identity if db else None,
             scanned_at=self.now().replace(microsecond=0),
             image_id=image.id,
+            image_ids=[p.id for p in platforms],
+            platforms=[p.platform for p in platforms],
             counts=decision.counts,
             blocking=list(decision.blocking),
             blocking_total=decision.blocking_total,
@@ -377,9 +416,10 @@ class Reconciler:
                     "Scanned",
                     "True",
                     "Scanned",
-                    f"{len(result.findings)} findings: {counts.critical} critical, "
+                    f"{len(findings)} findings: {counts.critical} critical, "
                     f"{counts.high} high, {counts.medium} medium, {counts.low} low "
-                    f"(grype {scan_status.grype_version})",
+                    f"(grype {scan_status.grype_version}; scanned "
+                    f"{', '.join(p.platform for p in platforms)})",
                 ),
                 decision.condition,
             ]
@@ -410,35 +450,73 @@ class Reconciler:
                 self.namespace, spec.push.credentials_secret, registry_host=host
             )
             credentials = registry.Credentials(username=user, password=password)
-        digests = set()
+        platforms = image.platform_images
         try:
-            for tag in spec.push.tags:
-                pushed = registry.push_image(
+            if len(platforms) == 1:
+                digest = self._push_single(platforms[0].id, spec, credentials)
+                children = [digest]
+            else:
+                pushed = index_push.push_index(
                     self._docker(),
-                    image.id,
+                    [index_push.PlatformBuild(p.platform, p.id) for p in platforms],
                     repository,
-                    tag,
+                    spec.push.tags,
                     credentials=credentials,
                     insecure=self.config.build.insecure_registries,
                 )
-                digests.add(pushed.digest)
+                digest = pushed.digest
+                children = [child.digest for child in pushed.children]
         except registry.RegistryError as exc:
             self._set([conditions.Condition("Pushed", "False", "PushFailed", str(exc)[-1200:])])
             self._record(stage_inputs=self._stage("push", spec))
             self.post_event("Warning", "PushFailed", str(exc)[-900:])
             return
-        digest = sorted(digests)[0]
         self._record(
             image=image.model_copy(
-                update={"repository": repository, "tags": list(spec.push.tags), "digest": digest}
+                update={
+                    "repository": repository,
+                    "tags": list(spec.push.tags),
+                    "digest": digest,
+                    "platforms": [
+                        p.model_copy(update={"digest": d})
+                        for p, d in zip(platforms, children, strict=True)
+                    ],
+                }
             ),
             stage_inputs=self._stage("push", spec),
         )
         reference = f"{repository}@{digest}"
-        self._set([conditions.Condition("Pushed", "True", "Pushed", f"pushed as {reference}")])
-        self.post_event(
-            "Normal", "Pushed", f"pushed {reference} (tags {', '.join(spec.push.tags)})"
+        what = (
+            f"an image index of {', '.join(p.platform for p in platforms)}"
+            if len(platforms) > 1
+            else platforms[0].platform
         )
+        self._set(
+            [conditions.Condition("Pushed", "True", "Pushed", f"pushed {what} as {reference}")]
+        )
+        self.post_event(
+            "Normal", "Pushed", f"pushed {what} as {reference} (tags {', '.join(spec.push.tags)})"
+        )
+
+    def _push_single(
+        self,
+        image_id: str,
+        spec: modelimage.ModelImageSpec,
+        credentials: registry.Credentials | None,
+    ) -> str:
+        """Push one platform's image under every tag as a plain manifest; its digest."""
+        digests = set()
+        for tag in spec.push.tags:
+            pushed = registry.push_image(
+                self._docker(),
+                image_id,
+                spec.push.repository,
+                tag,
+                credentials=credentials,
+                insecure=self.config.build.insecure_registries,
+            )
+            digests.add(pushed.digest)
+        return sorted(digests)[0]
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _export_metrics(self) -> None:
@@ -502,13 +580,15 @@ class Reconciler:
         return self._api
 
     def _image_present(self) -> bool:
+        """Whether the daemon still has every platform's image (True when none was built)."""
         image = self.status.image
         if image is None or not image.id:
             return True
-        try:
-            self._docker().inspect_image(image.id)
-        except docker.errors.ImageNotFound:
-            return False
+        for image_id in image.image_ids:
+            try:
+                self._docker().inspect_image(image_id)
+            except docker.errors.ImageNotFound:
+                return False
         return True
 
     def _db_identity(self) -> str | None:

@@ -154,10 +154,11 @@ def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
         status = mi.ModelImageStatus()
     admitted = status.condition("Admitted")
     reference = status.image.reference if status.image is not None else None
-    platform = status.image.platform if status.image is not None else None
-    platforms = (platform,) if platform else ()
-    size = status.image.size if status.image is not None else None
-    sizes = ((compat.parse_platform(platform).architecture, size),) if platform and size else ()
+    # Every built platform (an OCI index when several), with its unpacked size for the
+    # targets' size budgets; images from before `status.image.platforms` have one platform.
+    built = status.image.platform_images if status.image is not None else ()
+    platforms = tuple(p.platform for p in built)
+    sizes = tuple((compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size)
     if admitted is not None and admitted.status == "True" and reference:
         return waves.Image(
             name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes

@@ -33,6 +33,10 @@ LintThreshold = Literal["error", "warning", "info", "style", "none"]
 """Lowest hadolint level that fails the lint stage; `none` never fails."""
 
 Platform = Literal["linux/amd64", "linux/arm64"]
+DEFAULT_PLATFORM: Platform = "linux/amd64"
+"""What a ModelImage that names no platform is built for."""
+HOST_PLATFORM: Platform = "linux/amd64"
+"""The only platform the operator's Docker daemon can run (no emulation): smoke tests run here."""
 Phase = Literal[
     "Pending",
     "Linting",
@@ -146,7 +150,10 @@ class Build(_Model):
     context_from: list[ContextSource] = []
     args: dict[str, str] = {}
     labels: dict[str, str] = {}
-    platform: Platform = "linux/amd64"
+    platform: Platform | None = None
+    """One platform (the field older resources use); see `target_platforms`."""
+    platforms: Annotated[list[Platform], pydantic.Field(min_length=1, max_length=2)] | None = None
+    """Several platforms, pushed as one OCI image index; not together with `platform`."""
     timeout_seconds: Annotated[int, pydantic.Field(ge=30, le=7200)] = 900
 
     @pydantic.model_validator(mode="after")
@@ -157,7 +164,21 @@ class Build(_Model):
             raise ValueError("build.contextFrom is only used with an inline build.dockerfile")
         if any(key.startswith("edgeferry.io/") for key in self.labels):
             raise ValueError("labels under edgeferry.io/ are set by the operator")
+        if self.platform is not None and self.platforms is not None:
+            raise ValueError("set build.platform or build.platforms, not both")
+        if self.platforms is not None and len(set(self.platforms)) != len(self.platforms):
+            raise ValueError("build.platforms must not repeat a platform")
         return self
+
+    @property
+    def target_platforms(self) -> tuple[Platform, ...]:
+        """Every platform to build, first one first; `linux/amd64` when neither field is set.
+
+        The first platform is the one `status.image.id/size/layers/platform` describe.
+        """
+        if self.platforms is not None:
+            return tuple(self.platforms)
+        return (self.platform or DEFAULT_PLATFORM,)
 
 
 class PredictRequest(_Model):
@@ -303,8 +324,24 @@ class LintStatus(_Model):
     findings: list[LintFinding] = []
 
 
+class PlatformImage(_Model):
+    """One platform's image of this run: the local build, and its manifest once pushed."""
+
+    platform: str
+    id: str
+    size: int | None = None
+    layers: int | None = None
+    digest: str | None = None
+    """That platform's manifest digest in the registry (a child of the index when several)."""
+
+
 class ImageStatus(_Model):
-    """The image this run built; registry fields appear once it was pushed."""
+    """The image(s) this run built; registry fields appear once pushed.
+
+    `id`, `size`, `layers` and `platform` describe the first platform of `platforms` (so
+    single-platform tools and printer columns keep working); `digest` is what deployments pull:
+    the manifest for one platform, the OCI image index for several.
+    """
 
     id: str | None = None
     repository: str | None = None
@@ -313,6 +350,24 @@ class ImageStatus(_Model):
     size: int | None = None
     layers: int | None = None
     platform: str | None = None
+    platforms: list[PlatformImage] = []
+
+    @property
+    def platform_images(self) -> tuple[PlatformImage, ...]:
+        """Every platform's image; a status written before `platforms` existed has only `id`."""
+        if self.platforms:
+            return tuple(self.platforms)
+        if self.id:
+            platform = self.platform or DEFAULT_PLATFORM
+            return (
+                PlatformImage(platform=platform, id=self.id, size=self.size, layers=self.layers),
+            )
+        return ()
+
+    @property
+    def image_ids(self) -> tuple[str, ...]:
+        """Local image ids of every platform, in spec order."""
+        return tuple(p.id for p in self.platform_images)
 
     @pydantic.computed_field(alias="shortDigest")  # type: ignore[prop-decorator]
     @property
@@ -371,6 +426,19 @@ class ScanStatus(_Model):
     db_checksum: str | None = None
     scanned_at: datetime.datetime | None = None
     image_id: str | None = None
+    """The first platform's image id (see `image_ids`)."""
+    image_ids: list[str] = []
+    """Every image the scan covered, one per platform; findings are their deduplicated union."""
+    platforms: list[str] = []
+    """The platforms of `image_ids`."""
+
+    @property
+    def scanned_ids(self) -> tuple[str, ...]:
+        """The images this scan covered; a scan recorded before `imageIds` existed has one."""
+        if self.image_ids:
+            return tuple(self.image_ids)
+        return (self.image_id,) if self.image_id else ()
+
     counts: SeverityCounts = SeverityCounts()
     blocking: list[BlockingFinding] = []
     blocking_total: int = 0
