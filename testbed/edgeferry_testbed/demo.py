@@ -82,6 +82,20 @@ def wait_phase(
     )
 
 
+def target_report(rollout: dict[str, Any]) -> str:
+    """One line per target of a Ready ModelDeployment; raises unless every target is Ready."""
+    status = rollout.get("status", {})
+    lines = [
+        f"  {t['name']:<10} {t.get('clusterType', ''):<6} {t['phase']:<12} "
+        f"{t.get('readyReplicas', 0)} ready  {t.get('digest', '')}"
+        for t in status.get("targets", [])
+    ]
+    counts = status.get("counts", {})
+    if not counts.get("total") or counts.get("ready") != counts.get("total"):
+        raise procs.TestbedError(f"not every target is Ready: {counts}\n" + "\n".join(lines))
+    return f"demo: iris Ready on {counts['ready']}/{counts['total']} targets:\n" + "\n".join(lines)
+
+
 def main() -> int:
     started = time.monotonic()
     bed = testbed.Testbed()
@@ -117,7 +131,8 @@ def main() -> int:
     wait_phase(described, "modelimages", "iris", {"Ready"}, timeout=600)
     wait_phase(described, "modelimages", "legacy-scorer", {"Blocked"}, timeout=600)
     if with_rollout:
-        wait_phase(described, "modeldeployments", "iris", {"Ready"}, timeout=600)
+        rollout = wait_phase(described, "modeldeployments", "iris", {"Ready"}, timeout=600)
+        print(target_report(rollout))
     print(
         kubectl(
             described,

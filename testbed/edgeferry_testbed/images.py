@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, TypeAlias
 import docker
 import docker.errors
 
-from edgeferry.adapters import docker_build, registry
+from edgeferry.adapters import docker_build, index_push, registry
 
 CACHE_DIR = pathlib.Path(os.environ.get("EDGEFERRY_CACHE", "~/.cache/edgeferry")).expanduser()
 MARKER_DIR = CACHE_DIR / "images"
@@ -209,6 +209,114 @@ def ensure_python_sklearn_base(
             packages=packages,
         )
         return _push_and_remember(api, "python-sklearn", image_id, repository, suite, inputs=inputs)
+
+
+def ensure_python_sklearn_arm64_base(
+    docker_client: ClientLike,
+    registry_host: str,
+    *,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    packages: Sequence[str] = SKLEARN_PACKAGES,
+) -> str:
+    """``<registry>/base/python-sklearn:<suite>-arm64`` pinned: the same base for linux/arm64.
+
+    Nothing arm64 can run here (no qemu), so debootstrap only downloads (``--foreign``) and
+    the packages are unpacked with ``dpkg-deb -x``, which runs no package code; the dpkg
+    database is written from the packages' own control fields, so syft and grype see what is
+    installed, as on amd64. Maintainer scripts never ran: enough for images that add files
+    (model servers made by edgeferry's runtime templates), which is all a base is for here.
+    The image is built ``FROM scratch`` + ``ADD rootfs.tar`` for linux/arm64, because
+    ``docker import`` on Engine 20.10 cannot record a foreign platform.
+    """
+    api = _api(docker_client)
+    repository = f"{registry_host}/base/python-sklearn"
+    tag = f"{suite}-arm64"
+    inputs = _digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages))
+    with _exclusive("python-sklearn-arm64"):
+        cached = _reuse(api, "python-sklearn-arm64", repository, tag, inputs)
+        if cached:
+            return cached
+        if shutil.which("debootstrap") is None or shutil.which("dpkg-deb") is None:
+            raise ImageRecipeError("debootstrap/dpkg-deb missing: apt-get install debootstrap")
+        _remove_stale_workdirs("python-sklearn-arm64-")
+        with tempfile.TemporaryDirectory(prefix="python-sklearn-arm64-", dir=MARKER_DIR) as work:
+            rootfs = pathlib.Path(work) / "rootfs"
+            with _step(f"debootstrap --foreign --arch=arm64 {suite}"):
+                command = [
+                    "debootstrap",
+                    "--foreign",
+                    "--arch=arm64",
+                    "--variant=minbase",
+                    f"--include={','.join(packages)}",
+                    suite,
+                    str(rootfs),
+                    mirror or host_debian_mirror(),
+                ]
+                _run(command, what="debootstrap --foreign")
+            with _step("unpack the arm64 packages without running them"):
+                count = _unpack_foreign(rootfs)
+            print(f"[images] {count} arm64 packages unpacked")
+            with _step("strip caches, docs, apt lists, test suites; add user app"):
+                _strip(rootfs)
+                _add_user(rootfs, "app", APP_UID)
+            with _step("build FROM scratch + rootfs for linux/arm64"):
+                result = docker_build.build_image(
+                    api,
+                    "FROM scratch\nADD rootfs.tar /\n"
+                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+                    "ENV LANG=C.UTF-8\nENV PYTHONUNBUFFERED=1\n"
+                    'CMD ["python3"]\n',
+                    files={"rootfs.tar": _tar_directory(rootfs)},
+                    tag=f"{repository}:{tag}",
+                    labels={RECIPE_LABEL: inputs},
+                    platform="linux/arm64",
+                    timeout_s=900,
+                )
+        if result.architecture != "arm64":
+            raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
+        print(f"[images] python-sklearn arm64 image size: {result.size_bytes / 1e6:.0f} MB")
+        return _push_and_remember(
+            api, "python-sklearn-arm64", result.image_id, repository, tag, inputs=inputs
+        )
+
+
+def ensure_python_sklearn_multiarch_base(
+    docker_client: ClientLike, registry_host: str, *, suite: str = "bookworm"
+) -> str:
+    """``<registry>/base/python-sklearn:<suite>-multiarch`` pinned: an OCI index of the amd64
+    and arm64 bases, so one ``FROM`` serves a ModelImage built for both platforms (the classic
+    builder pulls the child of the platform it builds)."""
+    api = _api(docker_client)
+    repository = f"{registry_host}/base/python-sklearn"
+    tag = f"{suite}-multiarch"
+    amd64 = ensure_python_sklearn_base(docker_client, registry_host, suite=suite)
+    arm64 = ensure_python_sklearn_arm64_base(docker_client, registry_host, suite=suite)
+    inputs = _digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64)
+    key = "python-sklearn-multiarch"
+    with _exclusive(key):
+        marker = _read_marker(key)
+        if (
+            marker is not None
+            and marker.inputs == inputs
+            and registry.manifest_digest(repository, tag) == marker.digest
+        ):
+            print(f"[images] {repository}:{tag} cached: {marker.reference}")
+            return marker.reference
+        with _step(f"push the index {repository}:{tag}"):
+            pushed = index_push.push_index(
+                api,
+                [
+                    index_push.PlatformBuild("linux/amd64", _local_id(api, amd64)),
+                    index_push.PlatformBuild("linux/arm64", _local_id(api, arm64)),
+                ],
+                repository,
+                [tag],
+            )
+        reference = f"{repository}@{pushed.digest}"
+        _write_marker(key, _Marker(inputs=inputs, reference=reference, image_id=""))
+        print(f"[images] {reference}")
+        return reference
 
 
 def ensure_arm64_only_image(
@@ -506,6 +614,51 @@ def _prune_packages(rootfs: pathlib.Path) -> None:
     )
 
 
+def _unpack_foreign(rootfs: pathlib.Path) -> int:
+    """Unpack every package debootstrap --foreign downloaded (but `_PRUNE`) and record them in
+    the dpkg database; returns how many. Runs `dpkg-deb` on the host, never the packages."""
+    entries = []
+    debpaths = (rootfs / "debootstrap" / "debpaths").read_text().splitlines()
+    for line in sorted(debpaths):
+        package, path = line.split()
+        if package in _PRUNE:
+            continue
+        deb = rootfs / path.lstrip("/")
+        _run(["dpkg-deb", "-x", str(deb), str(rootfs)], what=f"dpkg-deb -x {deb.name}")
+        control = subprocess.run(
+            ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
+        ).stdout.rstrip("\n")
+        first, _, rest = control.partition("\n")
+        entries.append(f"{first}\nStatus: install ok installed\n{rest}")
+    (rootfs / "var/lib/dpkg/status").write_text("\n\n".join(entries) + "\n")
+    for name in ("passwd", "group"):  # base-passwd's postinst would have made them
+        target = rootfs / "etc" / name
+        if not target.exists():
+            shutil.copyfile(rootfs / "usr/share/base-passwd" / f"{name}.master", target)
+    shutil.rmtree(rootfs / "debootstrap")
+    return len(entries)
+
+
+def _tar_directory(directory: pathlib.Path) -> bytes:
+    """The directory as an uncompressed tar with numeric owners, as `docker import` wants."""
+    done = subprocess.run(
+        [
+            "tar",
+            "--numeric-owner",
+            "--sort=name",
+            "--xattrs",
+            "-C",
+            str(directory),
+            "-cf",
+            "-",
+            ".",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout
+
+
 def _strip(rootfs: pathlib.Path) -> None:
     for relative in _STRIP:
         _empty(rootfs / relative)
@@ -645,6 +798,12 @@ def _write_marker(key: str, marker: _Marker) -> None:
     partial = path.with_suffix(".json.tmp")
     partial.write_text(json.dumps(dataclasses.asdict(marker), indent=2) + "\n")
     partial.replace(path)
+
+
+def _local_id(api: docker.APIClient, reference: str) -> str:
+    """The local image id of a pinned reference, pulling it back if the daemon lost it."""
+    _ensure_local(api, reference)
+    return str(api.inspect_image(reference)["Id"])
 
 
 def _ensure_local(api: docker.APIClient, reference: str) -> None:

@@ -73,6 +73,7 @@ def placeholders(lay: layout.Layout, described: env.TestbedEnv) -> dict[str, str
         "REGISTRY": described.registry,
         "BUSYBOX_BASE": described.base_images["busybox"],
         "PYTHON_SKLEARN_BASE": described.base_images["pythonSklearn"],
+        "PYTHON_SKLEARN_MULTIARCH_BASE": described.base_images["pythonSklearnMultiarch"],
         "IRIS_MODEL_SHA256": hashlib.sha256(iris_model(lay, described)).hexdigest(),
         "LEGACY_MODEL_SHA256": hashlib.sha256(LEGACY_WEIGHTS).hexdigest(),
     }

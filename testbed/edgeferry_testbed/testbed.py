@@ -204,6 +204,9 @@ class Testbed:
             return {
                 "busybox": images.ensure_busybox_base(client, self.layout.registry),
                 "pythonSklearn": images.ensure_python_sklearn_base(client, self.layout.registry),
+                "pythonSklearnMultiarch": images.ensure_python_sklearn_multiarch_base(
+                    client, self.layout.registry
+                ),
             }
         finally:
             client.close()

@@ -122,9 +122,11 @@ def model_image(
     model_text: str,
     repository: str,
     platform: str = "linux/amd64",
+    platforms: Sequence[str] = (),
     smoke_test: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A ModelImage with an inline Dockerfile and the ConfigMap holding its model."""
+    """A ModelImage with an inline Dockerfile and the ConfigMap holding its model; built for
+    `platforms` when given (an image index), else for `platform`."""
     content = _model_document(model_text)
     config_map = {
         "apiVersion": "v1",
@@ -142,7 +144,11 @@ def model_image(
                 "source": {"configMap": {"name": f"{name}-model", "key": MODEL_KEY}},
                 "sha256": hashlib.sha256(content.encode()).hexdigest(),
             },
-            "build": {"dockerfile": dockerfile, "platform": platform},
+            "build": (
+                {"dockerfile": dockerfile, "platforms": list(platforms)}
+                if platforms
+                else {"dockerfile": dockerfile, "platform": platform}
+            ),
             "smokeTest": (
                 {"enabled": True, "port": 8080, "healthPath": "/healthz", "timeoutSeconds": 30}
                 if smoke_test
@@ -192,6 +198,28 @@ def arm64_image(name: str, *, registry: str, variant: str) -> tuple[dict[str, An
         model_text=variant,
         repository=f"{registry}/rollout-tests/{name}",
         platform="linux/arm64",
+        smoke_test=False,
+    )
+
+
+def multiarch_image(
+    name: str, *, registry: str, variant: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One image for linux/amd64 and linux/arm64, pushed as an OCI index: `FROM scratch` and a
+    COPY, so building the arm64 half runs nothing (no emulation here); no smoke test."""
+    dockerfile = (
+        "FROM scratch\n"
+        f"COPY model/{MODEL_KEY} /srv/{MODEL_KEY}\n"
+        "USER 10001:10001\n"
+        "EXPOSE 8080\n"
+        'ENTRYPOINT ["/srv/serve"]\n'
+    )
+    return model_image(
+        name,
+        dockerfile=dockerfile,
+        model_text=variant,
+        repository=f"{registry}/rollout-tests/{name}",
+        platforms=("linux/amd64", "linux/arm64"),
         smoke_test=False,
     )
 

@@ -119,6 +119,18 @@ def test_clean_model_image_is_admitted_pushed_and_ready(
     assert labels["edgeferry.io/inputs-digest"] == status["inputsDigest"]
     reasons = {r for _, r, _ in events(hub, namespace, "iris")}
     assert {"Built", "Admitted", "Pushed"} <= reasons
+    # Built for both platforms from the base index, each from its own platform's base, and
+    # pushed as one index: the digest the rollouts use runs on amd64 and arm64 nodes.
+    built = {p["platform"]: p for p in status["image"]["platforms"]}
+    assert set(built) == {"linux/amd64", "linux/arm64"}
+    assert served is not None
+    with registry.RegistryClient() as client:
+        assert client.platforms(repository, served) == ("linux/amd64", "linux/arm64")
+        children = {c.platform: c.digest for c in client.children(repository, served)}
+    assert {p: built[p]["digest"] for p in built} == children
+    with contextlib.closing(testbed_handle.docker()) as client:
+        arm64 = client.images.get(built["linux/arm64"]["id"]).attrs
+    assert arm64["Architecture"] == "arm64"
 
 
 def test_server_that_never_gets_healthy_is_not_admitted_and_leaves_no_container(

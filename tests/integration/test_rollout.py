@@ -2,9 +2,10 @@
 
 Targets (see `conftest.fleet`): `cloud`, the hub's CPU pool (amd64); `edge-1`, a K3s-shaped site
 with arm64 nodes; `edge-2`, one with amd64 nodes. Targets are ordered by name, so with `canary: 1`
-the canary wave is `cloud`. ModelImages are built for one platform each (the pipeline builds
-single-platform images), so an amd64 model runs on `cloud` and `edge-2` and an arm64 build on
-`edge-1`.
+the canary wave is `cloud`. Most images here are built for linux/amd64 (a busybox server that
+really runs in the smoke test), so they go to `cloud` and `edge-2`; a two-platform image (an OCI
+index of amd64 and arm64) shows one digest reaching all three, and an arm64-only one shows the
+architecture check.
 
 Every test checks the result where it matters: the Deployment and the Pods at each target cluster,
 by digest, not only the ModelDeployment's own status.
@@ -40,7 +41,7 @@ EVERYWHERE = {"matchExpressions": [{"key": "tier", "operator": "In", "values": [
 
 
 def build_images(fleet: Fleet, **wanted: str) -> dict[str, str]:
-    """Create ModelImages (name -> kind: server, arm64, vulnerable) and wait for each to settle.
+    """Create ModelImages (name -> kind: server, arm64, multiarch, vulnerable); wait for each.
 
     Returns name -> `repository@sha256:...` for the admitted ones (the blocked get "").
     """
@@ -52,6 +53,8 @@ def build_images(fleet: Fleet, **wanted: str) -> dict[str, str]:
             manifests = res.server_image(name, base=base, registry=registry, variant=variant)
         elif kind == "arm64":
             manifests = res.arm64_image(name, registry=registry, variant=variant)
+        elif kind == "multiarch":
+            manifests = res.multiarch_image(name, registry=registry, variant=variant)
         else:
             manifests = res.vulnerable_image(name, base=base, registry=registry, variant=variant)
         res.create_model_image(fleet.hub, fleet.namespace, manifests)
@@ -212,15 +215,13 @@ def _rss_mib(pid: int) -> float:
 def test_admitted_image_reaches_every_selected_target_by_digest(
     fleet: Fleet, testbed_handle: handles.Testbed
 ) -> None:
-    refs = build_images(fleet, server="server", arm="arm64")
+    refs = build_images(fleet, server="server", multi="multiarch")
     amd = res.model_deployment("model", image="server", selector=AMD64)
-    arm = res.model_deployment(
-        "model-arm", image="arm", selector={"matchLabels": {"arch": "arm64"}}
-    )
+    everywhere = res.model_deployment("model-all", image="multi", selector=EVERYWHERE)
 
-    seconds = apply_and_time_to_ready(fleet, amd, arm)
+    seconds = apply_and_time_to_ready(fleet, amd, everywhere)
     obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
-    arm_obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model-arm", phase="Ready")
+    all_obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model-all", phase="Ready")
 
     status = obj["status"]
     assert status["digest"] == refs["server"]
@@ -233,13 +234,22 @@ def test_admitted_image_reaches_every_selected_target_by_digest(
     }
     assert res.condition(obj, "Ready")["status"] == "True"
     assert res.condition(obj, "Stalled")["status"] == "False"
-    assert arm_obj["status"]["digest"] == refs["arm"]
-    assert res.target_line(arm_obj, "edge-1")["phase"] == "Ready"
 
-    # At the targets themselves: hub Cloud pool and amd64 edge run the server, the arm64 edge
-    # runs the arm64 build, every Pod by digest.
+    # One admitted image, one digest (the index), on the hub and both edge clusters.
+    all_status = all_obj["status"]
+    assert all_status["digest"] == refs["multi"]
+    assert all_status["readyTargets"] == "3/3"
+    for target in ("cloud", "edge-1", "edge-2"):
+        line = res.target_line(all_obj, target)
+        assert (line["phase"], line["digest"]) == ("Ready", refs["multi"]), line
+
+    # At the targets themselves: every Pod by digest, on nodes of the target's architecture.
     ready_everywhere(fleet, "model", refs["server"], ["cloud", "edge-2"])
-    ready_everywhere(fleet, "model-arm", refs["arm"], ["edge-1"])
+    ready_everywhere(fleet, "model-all", refs["multi"], ["cloud", "edge-1", "edge-2"])
+    for target, arch in (("cloud", "amd64"), ("edge-1", "arm64"), ("edge-2", "amd64")):
+        found = res.deployment_at(fleet.cluster_of(target), fleet.namespace, "model-all")
+        assert found is not None, target
+        assert found["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] == arch
     hub_deployment = res.deployment_at(fleet.hub, fleet.namespace, "model")
     assert hub_deployment is not None
     pod_spec = hub_deployment["spec"]["template"]["spec"]
@@ -264,7 +274,7 @@ def test_admitted_image_reaches_every_selected_target_by_digest(
     report = {
         "apply_to_ready_seconds_canary_then_rest": round(seconds["model"], 1),
         "apply_to_ready_seconds_one_wave": round(one_wave_seconds, 1),
-        "apply_to_ready_seconds_arm64_edge": round(seconds["model-arm"], 1),
+        "apply_to_ready_seconds_two_platform_image_three_targets": round(seconds["model-all"], 1),
         "minimal_script_apply_to_available_seconds": round(lower_bound, 1),
         "setup": "targets cloud (hub) + edge-2; 2 replicas; minReadySeconds 2; kwok start delays",
         "operator_rss_mib": round(_rss_mib(managed.pid), 1) if managed else None,

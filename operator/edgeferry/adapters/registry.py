@@ -449,6 +449,39 @@ def manifest_digest(
         return client.manifest_digest(repository, reference)
 
 
+class NoSuchPlatformError(RegistryError):
+    """An image index has no image for the platform a build needs."""
+
+
+def platform_children(
+    references: Iterable[str], platform: str, *, insecure: Iterable[str] = ()
+) -> dict[str, str]:
+    """For each pinned `repository@sha256:` that is an image index, the pinned reference of
+    its child for `platform`; single-platform images are left out (the daemon checks those).
+
+    Raises `NoSuchPlatformError` when an index lacks the platform, `RegistryError` when the
+    registry cannot be asked.
+    """
+    resolved: dict[str, str] = {}
+    with RegistryClient(insecure=insecure) as client:
+        for reference in references:
+            repository, _, digest = reference.partition("@")
+            body, media_type = client.manifest(repository, digest)
+            document: dict[str, Any] = json.loads(body)
+            if not oci_index.is_index(document, media_type):
+                continue
+            children = oci_index.parse_children(document)
+            match = [c for c in children if c.platform == platform]
+            if not match:
+                offered = ", ".join(oci_index.platforms_of(children)) or "nothing runnable"
+                raise NoSuchPlatformError(
+                    f"base image {reference} is an index of {offered}; it has no {platform} "
+                    f"image. Use a base with {platform}, or drop {platform} from build.platforms."
+                )
+            resolved[reference] = f"{repository}@{match[0].digest}"
+    return resolved
+
+
 def tag_exists(
     repository: str,
     tag: str,

@@ -28,7 +28,7 @@ from edgeferry.adapters import (
     scanner,
     smoke,
 )
-from edgeferry.decisions import dockerfile, gate, inputs, lint_verdict, pipeline
+from edgeferry.decisions import base_images, dockerfile, gate, inputs, lint_verdict, pipeline
 from edgeferry.models import conditions, modelimage
 
 PLURAL = "modelimages"
@@ -218,11 +218,12 @@ class Reconciler:
         for platform in platforms:
             platform_tag = tag if len(platforms) == 1 else f"{tag}-{platform.replace('/', '-')}"
             try:
+                text = self._dockerfile_for(materials.dockerfile, platform)
                 with metrics.BUILD_DURATION.labels(self.namespace, self.name).time():
                     results.append(
                         docker_build.build_image(
                             self._docker(),
-                            materials.dockerfile,
+                            text,
                             files=materials.files,
                             tag=platform_tag,
                             build_args=spec.build.args,
@@ -231,9 +232,10 @@ class Reconciler:
                             timeout_s=spec.build.timeout_seconds,
                         )
                     )
-            except docker_build.BuildError as exc:
+            except (docker_build.BuildError, registry.NoSuchPlatformError) as exc:
                 metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
-                tail = "\n".join(exc.log_tail[-15:])
+                log_tail = exc.log_tail if isinstance(exc, docker_build.BuildError) else ()
+                tail = "\n".join(log_tail[-15:])
                 what = exc.args[0] if exc.args else exc
                 message = f"{platform}: {what}; log tail:\n{tail}"[-1500:]
                 if len(message) == 1500:  # keep the platform in view when the tail is cut
@@ -267,6 +269,22 @@ class Reconciler:
             [conditions.Condition("Built", "True", "Built", f"built {built} in {seconds:.1f}s")]
         )
         self.post_event("Normal", "Built", f"built {built}; local tag {tag}"[:900])
+
+    def _dockerfile_for(self, dockerfile_text: str, platform: str) -> str:
+        """The Dockerfile for one platform's build: bases pinned as an image index replaced by
+        their child for that platform (see `decisions.base_images`)."""
+        pinned = base_images.pinned_bases(dockerfile_text)
+        if not pinned:
+            return dockerfile_text
+        try:
+            resolved = registry.platform_children(
+                pinned, platform, insecure=self.config.build.insecure_registries
+            )
+        except registry.NoSuchPlatformError:
+            raise
+        except registry.RegistryError as exc:
+            raise TransientError(f"cannot resolve the base images for {platform}: {exc}") from exc
+        return base_images.for_platform(dockerfile_text, resolved)
 
     def _pull(self) -> None:
         """Pull every platform's image back by its manifest digest (an index gives the daemon
