@@ -16,10 +16,10 @@ import kopf
 import prometheus_client
 
 from edgeferry import metrics, settings
-from edgeferry.handlers import edgetarget, modeldeployment, modelimage
+from edgeferry.handlers import edgetarget, edgetarget_cleanup, modeldeployment, modelimage
 
 _LOG = logging.getLogger("edgeferry")
-HANDLER_MODULES = (modelimage, edgetarget, modeldeployment)
+HANDLER_MODULES = (modelimage, edgetarget, edgetarget_cleanup, modeldeployment)
 """Importing these registers their Kopf handlers."""
 
 

@@ -31,6 +31,8 @@ Shape, and why:
   ones: any of them may hold leftovers) and retries unreachable ones until
   `cleanup_deadline_seconds` after the deletion was requested; then it lets the object go and
   names, in a Warning event, the targets where workloads were left behind.
+- **An EdgeTarget being deleted is no longer a target**: its own finalizer removes what is there
+  (`edgetarget_cleanup`), so rollouts neither write to it nor release it.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class TargetView:
     status: et.EdgeTargetStatus
     created: datetime.datetime | None
     generation: int
+    deleting: bool = False
+    """Its deletion was requested: its own cleanup empties it, rollouts leave it alone."""
 
     @property
     def ready(self) -> Mapping[str, Any] | None:
@@ -100,6 +104,7 @@ class TargetView:
             self.status.reachable,
             ready.get("status"),
             self.status.architectures,
+            self.deleting,
         )
 
 
@@ -131,6 +136,7 @@ def target_view(body: Mapping[str, Any]) -> TargetView:
         status=status,
         created=_parse_time(meta.get("creationTimestamp")),
         generation=int(meta.get("generation") or 0),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -445,8 +451,9 @@ class Reconciler:
             spec.image_ref.name, None
         )
 
-        selected = [t for t in self.targets if spec.targets.selector.matches(t.labels)]
-        others = [t for t in self.targets if t not in selected]
+        live = [t for t in self.targets if not t.deleting]
+        selected = [t for t in live if spec.targets.selector.matches(t.labels)]
+        others = [t for t in live if t not in selected]
         self.memory.released -= {t.name for t in selected}
         seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
         seen = {s.view.name: s for s in seen_list}
