@@ -16,6 +16,7 @@ a `CleanupIncomplete` Warning names what may be left where, with the command to 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -56,7 +57,6 @@ class _Pass:
 
     removed: list[str]
     kept: list[str]
-    server: str
 
 
 def _deployments_blocking(
@@ -192,55 +192,59 @@ async def remove_target_workloads(
             raise clusters.classify(
                 exc, target=f"EdgeTarget {et_name}", server=clusters.server_of(api)
             ) from exc
-        return _Pass(removed, [f.ref for f in verdict.kept_for_siblings], clusters.server_of(api))
+        return _Pass(removed, [f.ref for f in verdict.kept_for_siblings])
 
-    waited = _waited(body)
     deadline = config.rollout.cleanup_deadline_seconds
+    place = f"namespace {spec.namespace} at " + ("the hub" if spec.type == "Cloud" else et_name)
+    removed: list[str] = []
     try:
-        done = await access.runner.run(blocking, deadline=access.deadline * 2)
+        while True:
+            done = await access.runner.run(blocking, deadline=access.deadline * 2)
+            removed += [ref for ref in done.removed if ref not in removed]
+            if not done.removed or _waited(body) >= deadline:
+                break
+            await asyncio.sleep(CONFIRM_SECONDS)  # a rollout's last write may still land
     except (TimeoutError, clusters.TargetAccessError) as exc:
+        _report_removed(body, removed, [], place)
         if isinstance(exc, clusters.TargetAccessError):
             cause = exc.message
         else:
             cause = f"EdgeTarget {et_name}: no answer within {access.deadline * 2:.0f}s"
-        if waited < deadline:
-            left = deadline - waited
+        left = deadline - _waited(body)
+        if left > 0:
             message = (
-                f"deleting: could not remove edgeferry's workloads in namespace "
-                f"{spec.namespace} at the target yet ({cause}); retrying for {left:.0f}s more, "
-                "then the EdgeTarget is released and what is left is named in an event"
+                f"deleting: could not remove edgeferry's workloads in {place} yet ({cause}); "
+                f"retrying for {left:.0f}s more, then the EdgeTarget is released and what is "
+                "left is named in a CleanupIncomplete event"
             )
             await _report_pending(body, access, ns, et_name, message)
             raise kopf.TemporaryError(message, delay=min(RETRY_SECONDS, max(1.0, left))) from exc
         _give_up(body, ns=ns, spec=spec, deployments=deployments, deadline=deadline, cause=cause)
         access.clients.forget(ns, et_name)
         return
+    _report_removed(body, removed, done.kept, place)
+    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, place)
+    access.clients.forget(ns, et_name)
 
-    where = f"namespace {spec.namespace} at {done.server if spec.type == 'K3s' else 'the hub'}"
-    if done.kept:
+
+def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place: str) -> None:
+    if kept:
         kopf.event(
             body,
             type="Normal",
             reason="WorkloadsKept",
             message=(
-                f"kept {', '.join(done.kept)} in {where}: a ModelDeployment still puts them "
-                "there through another EdgeTarget of this namespace"
+                f"kept {', '.join(kept)} in {place}: a ModelDeployment still puts them there "
+                "through another EdgeTarget of this namespace"
             )[:_MAX_EVENT_MESSAGE],
         )
-    if done.removed:
+    if removed:
         kopf.event(
             body,
             type="Normal",
             reason="WorkloadsRemoved",
-            message=f"removed {', '.join(done.removed)} from {where}"[:_MAX_EVENT_MESSAGE],
+            message=f"removed {', '.join(removed)} from {place}"[:_MAX_EVENT_MESSAGE],
         )
-        if waited < deadline:
-            raise kopf.TemporaryError(
-                "removed workloads; looking once more for a rollout's last write",
-                delay=CONFIRM_SECONDS,
-            )
-    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, where)
-    access.clients.forget(ns, et_name)
 
 
 def _give_up(
