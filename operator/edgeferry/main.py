@@ -16,10 +16,10 @@ import kopf
 import prometheus_client
 
 from edgeferry import metrics, settings
-from edgeferry.handlers import edgetarget, modeldeployment, modelimage
+from edgeferry.handlers import edgetarget, edgetarget_cleanup, modeldeployment, modelimage
 
 _LOG = logging.getLogger("edgeferry")
-HANDLER_MODULES = (modelimage, edgetarget, modeldeployment)
+HANDLER_MODULES = (modelimage, edgetarget, edgetarget_cleanup, modeldeployment)
 """Importing these registers their Kopf handlers."""
 
 
@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = settings.from_env()
+    try:
+        config = settings.from_env()
+    except settings.SettingsError as exc:
+        raise SystemExit(f"edgeferry: cannot start: {exc}") from None
     prometheus_client.start_http_server(
         config.metrics_port, addr=config.metrics_host, registry=metrics.REGISTRY
     )

@@ -3,14 +3,36 @@
 Grouped by the part of the operator they steer, each field documented, so the Helm values, the
 kustomize Deployment and `docs/` can name the same variables. Defaults are the safe production
 choices (online grype DB updates, metrics on their own port); the testbed overrides what it must.
+A value that cannot work (a zero deadline, a word where a number goes) stops the start-up with
+`SettingsError` naming the variable, rather than surfacing later as a hang or a busy loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot run with."""
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a number; set seconds, e.g. {default:g}"
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise SettingsError(f"{name}={raw!r} must be a positive number of seconds")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -53,6 +75,14 @@ class RolloutSettings:
     site costs at most this, never the whole reconcile."""
     requeue_seconds: float
     """How often an unfinished rollout is looked at again (`EDGEFERRY_ROLLOUT_REQUEUE_SECONDS`)."""
+    resync_seconds: float = 20.0
+    """How often a settled rollout looks at its targets again (`EDGEFERRY_ROLLOUT_RESYNC_SECONDS`):
+    remote Pods send the hub no events, so a crash or a hand edit at a site is only seen by
+    looking."""
+    cleanup_deadline_seconds: float = 120.0
+    """How long deleting a ModelDeployment or an EdgeTarget retries unreachable targets before
+    it lets the object go and reports what was left behind
+    (`EDGEFERRY_CLEANUP_DEADLINE_SECONDS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +99,10 @@ class Settings:
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from environment variables (see each field's docstring for the name)."""
+    """Settings from environment variables (see each field's docstring for the name).
+
+    Raises SettingsError for a value the operator cannot run with.
+    """
     e = os.environ if env is None else env
     workdir = Path(e.get("EDGEFERRY_WORKDIR", "/tmp/edgeferry"))
     insecure = tuple(h for h in e.get("EDGEFERRY_INSECURE_REGISTRIES", "").split(",") if h)
@@ -88,8 +121,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         rollout=RolloutSettings(
             max_parallel_targets=int(e.get("EDGEFERRY_MAX_PARALLEL_TARGETS", "16")),
-            target_timeout_seconds=float(e.get("EDGEFERRY_TARGET_TIMEOUT_SECONDS", "10")),
-            requeue_seconds=float(e.get("EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", "5")),
+            target_timeout_seconds=_positive(e, "EDGEFERRY_TARGET_TIMEOUT_SECONDS", 10),
+            requeue_seconds=_positive(e, "EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", 5),
+            resync_seconds=_positive(e, "EDGEFERRY_ROLLOUT_RESYNC_SECONDS", 20),
+            cleanup_deadline_seconds=_positive(e, "EDGEFERRY_CLEANUP_DEADLINE_SECONDS", 120),
         ),
         metrics_port=int(e.get("EDGEFERRY_METRICS_PORT", "8080")),
         metrics_host=e.get("EDGEFERRY_METRICS_HOST", "0.0.0.0"),

@@ -249,3 +249,13 @@ def _model_args(annotation: Any) -> Iterator[type[pydantic.BaseModel]]:
         return
     for arg in getattr(annotation, "__args__", ()):
         yield from _model_args(arg)
+
+
+def test_edgetarget_arch_column_reads_a_comma_separated_status_string() -> None:
+    crd = yaml.safe_load((CRDS / "edgetarget.yaml").read_text())
+    columns = {c["name"]: c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["Arch"]["jsonPath"] == ".status.arch"
+    assert full_edgetarget_status()["arch"] == "amd64,arm64"
+    assert "arch" not in et.EdgeTargetStatus().to_status(), "never probed: no column value"
+    nothing_ready = et.EdgeTargetStatus(reachable=True, architectures=()).to_status()
+    assert nothing_ready["arch"] == "", "an emptied list must overwrite an old value"

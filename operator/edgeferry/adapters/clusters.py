@@ -242,9 +242,14 @@ class Clients:
         self._lock = threading.Lock()
 
     def for_target(
-        self, namespace: str, name: str, spec: et.EdgeTargetSpec
+        self, namespace: str, name: str, spec: et.EdgeTargetSpec, *, keep_cached: bool = False
     ) -> k8s_client.ApiClient:
-        """The client for EdgeTarget `namespace/name`; raises CredentialsError or Unreachable."""
+        """The client for EdgeTarget `namespace/name`; raises CredentialsError or Unreachable.
+
+        `keep_cached`: when the Secret can no longer be read (deleted together with the
+        EdgeTarget, or access withdrawn with its namespace), use the last client built from it;
+        cleanup at a deleted target needs credentials that may already be gone.
+        """
         if spec.type == "Cloud" or spec.k3s is None:
             return self.hub
         ref = spec.k3s.kubeconfig_secret_ref
@@ -254,7 +259,13 @@ class Clients:
         now = time.monotonic()
         if cached is not None and now - cached.checked_at < self.secret_ttl_seconds:
             return cached.client
-        secret = self._read_secret(namespace, ref.name)
+        try:
+            secret = self._read_secret(namespace, ref.name)
+        except CredentialsError as exc:
+            gone = exc.reason in {"SecretNotFound", "SecretForbidden"}
+            if keep_cached and gone and cached is not None:
+                return cached.client
+            raise
         version = str(secret.get("metadata", {}).get("resourceVersion", ""))
         if cached is not None and cached.resource_version == version:
             cached.checked_at = now

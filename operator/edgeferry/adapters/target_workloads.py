@@ -15,6 +15,9 @@ delete Deployments and Services; patch (create) Namespaces.
   `Failed`, or the Deployment's own `ProgressDeadlineExceeded`. Pods of an older template are
   ignored: a rollout must not be blamed for the Pods it is replacing.
 - **Remove** deletes what one ModelDeployment created, found by its labels, nothing else.
+- **List managed / delete found** serve a deleted EdgeTarget: list everything edgeferry manages
+  in the target's namespace, let `decisions.target_cleanup` pick what belongs to the EdgeTarget's
+  namespace, and delete exactly those.
 - **Probe** reads `/version` and the nodes our Pods could land on: for a Cloud target the
   nodes matching its node selector whose taints it tolerates; for a K3s target every node whose
   taints allow ordinary Pods.
@@ -35,7 +38,7 @@ from kubernetes import client as k8s_client
 from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry.adapters import clusters
-from edgeferry.decisions import waves, workload
+from edgeferry.decisions import target_cleanup, waves, workload
 from edgeferry.models import edgetarget as et
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -392,6 +395,95 @@ def remove(
                 if not _not_found(exc):
                     raise
             removed.append(f"{kind}/{name}")
+    return removed
+
+
+def _namespace_going(core: k8s_client.CoreV1Api, namespace: str, *, timeout: float) -> bool:
+    """Whether `namespace` is gone or terminating (Kubernetes then deletes what is in it)."""
+    try:
+        found = _json(
+            core.read_namespace(namespace, _preload_content=False, _request_timeout=timeout)
+        )
+    except k8s_exceptions.ApiException as exc:
+        return _not_found(exc)
+    return bool(found.get("status", {}).get("phase") == "Terminating")
+
+
+def list_managed(
+    api: k8s_client.ApiClient, *, namespace: str, timeout: float
+) -> list[target_cleanup.Found]:
+    """Every Deployment and Service edgeferry manages in `namespace` at the target.
+
+    A namespace that is gone or terminating holds nothing to remove, also when its deletion
+    already took our access with it (a 403 from a RoleBinding deleted with the namespace).
+    """
+    apps = k8s_client.AppsV1Api(api)
+    core = k8s_client.CoreV1Api(api)
+    selector = f"{workload.MANAGED_BY_LABEL}={workload.MANAGED_BY}"
+    found: list[target_cleanup.Found] = []
+    for kind, lister in (
+        ("Deployment", apps.list_namespaced_deployment),
+        ("Service", core.list_namespaced_service),
+    ):
+        try:
+            items = _json(
+                lister(
+                    namespace,
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            ).get("items", [])
+        except k8s_exceptions.ApiException as exc:
+            if exc.status == http.HTTPStatus.FORBIDDEN and _namespace_going(
+                core, namespace, timeout=timeout
+            ):
+                return []
+            raise
+        found.extend(
+            target_cleanup.Found(
+                kind, item["metadata"]["name"], _labels(item), uid=item["metadata"].get("uid", "")
+            )
+            for item in items
+        )
+    return found
+
+
+def delete_found(
+    api: k8s_client.ApiClient,
+    found: Iterable[target_cleanup.Found],
+    *,
+    namespace: str,
+    timeout: float,
+) -> list[str]:
+    """Delete the given objects; returns the `Kind/name` of those gone now.
+
+    Each delete carries the uid that was listed as a precondition, so an object replaced in the
+    meantime (by someone else, under the same name) is left alone.
+    """
+    deleters = {
+        "Deployment": k8s_client.AppsV1Api(api).delete_namespaced_deployment,
+        "Service": k8s_client.CoreV1Api(api).delete_namespaced_service,
+    }
+    removed: list[str] = []
+    for item in found:
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if item.uid:
+            body["preconditions"] = {"uid": item.uid}
+        try:
+            deleters[item.kind](
+                item.name,
+                namespace,
+                body=body,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except k8s_exceptions.ApiException as exc:
+            if exc.status == http.HTTPStatus.CONFLICT:
+                continue
+            if not _not_found(exc):
+                raise
+        removed.append(item.ref)
     return removed
 
 

@@ -279,7 +279,8 @@ async def probe_periodically(
         if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
             stopped.reason
         ):
-            access.clients.forget(*key)
+            # The cached client stays: the deletion's cleanup (`edgetarget_cleanup`) may need it
+            # once the kubeconfig Secret is gone, and forgets it when done.
             for labels in list(metrics.TARGET_UP._metrics):
                 if labels[:2] == key:
                     metrics.TARGET_UP.remove(*labels)

@@ -8,7 +8,7 @@ Shape, and why:
 
 - **One daemon per ModelDeployment** is the only place that reconciles it, so two reconciles
   never race on the same targets. It sleeps until the plan's next deadline (soak over, progress
-  deadline, offline grace), `requeue_seconds` while a rollout moves, or `RESYNC_SECONDS` when
+  deadline, offline grace), `requeue_seconds` while a rollout moves, or `resync_seconds` when
   settled: Pods at remote clusters cause no event on the hub, so a crash at a site, or a hand
   edit there, is only seen by looking. It is woken by what does cause hub events: a spec change
   (seen on its live body within a second), a change of the referenced ModelImage's admission or
@@ -29,8 +29,10 @@ Shape, and why:
   once (remembered per daemon, so an operator restart re-checks them once).
 - **Deletion** removes our workloads at every EdgeTarget of the namespace (not only the selected
   ones: any of them may hold leftovers) and retries unreachable ones until
-  `CLEANUP_DEADLINE_SECONDS` after the deletion was requested; then it lets the object go and
+  `cleanup_deadline_seconds` after the deletion was requested; then it lets the object go and
   names, in a Warning event, the targets where workloads were left behind.
+- **An EdgeTarget being deleted is no longer a target**: its own finalizer removes what is there
+  (`edgetarget_cleanup`), so rollouts neither write to it nor release it.
 """
 
 from __future__ import annotations
@@ -62,12 +64,8 @@ VERSION = "v1alpha1"
 PLURAL = "modeldeployments"
 KIND = "ModelDeployment"
 
-RESYNC_SECONDS = 20.0
-"""How often a settled ModelDeployment looks at its targets again (drift, failing Pods)."""
 RETRY_SECONDS = 10.0
 """How soon a reconcile that failed as a whole is tried again."""
-CLEANUP_DEADLINE_SECONDS = 120.0
-"""How long deletion retries unreachable targets before leaving their workloads behind."""
 CLEANUP_RETRY_SECONDS = 10.0
 
 _LOG = logging.getLogger("edgeferry.modeldeployment")
@@ -90,6 +88,8 @@ class TargetView:
     status: et.EdgeTargetStatus
     created: datetime.datetime | None
     generation: int
+    deleting: bool = False
+    """Its deletion was requested: its own cleanup empties it, rollouts leave it alone."""
 
     @property
     def ready(self) -> Mapping[str, Any] | None:
@@ -104,6 +104,7 @@ class TargetView:
             self.status.reachable,
             ready.get("status"),
             self.status.architectures,
+            self.deleting,
         )
 
 
@@ -135,6 +136,7 @@ def target_view(body: Mapping[str, Any]) -> TargetView:
         status=status,
         created=_parse_time(meta.get("creationTimestamp")),
         generation=int(meta.get("generation") or 0),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -451,14 +453,15 @@ class Reconciler:
             spec = md.parse_spec(self.body.get("spec") or {})
         except pydantic.ValidationError as exc:
             await self._report_invalid(exc)
-            return RESYNC_SECONDS
+            return self.config.rollout.resync_seconds
         image = self.images.get((self.namespace, spec.image_ref.name))
         image_view = (next(iter(image), None) if image is not None else None) or image_from_body(
             spec.image_ref.name, None
         )
 
-        selected = [t for t in self.targets if spec.targets.selector.matches(t.labels)]
-        others = [t for t in self.targets if t not in selected]
+        live = [t for t in self.targets if not t.deleting]
+        selected = [t for t in live if spec.targets.selector.matches(t.labels)]
+        others = [t for t in live if t not in selected]
         self.memory.released -= {t.name for t in selected}
         seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
         seen = {s.view.name: s for s in seen_list}
@@ -497,7 +500,7 @@ class Reconciler:
         moving = plan.phase == "Progressing" or any(
             s.error and s.state.reachable for s in seen.values()
         )
-        delay = requeue if moving else RESYNC_SECONDS
+        delay = requeue if moving else self.config.rollout.resync_seconds
         if plan.recheck_after_seconds is not None:
             delay = min(delay, max(1.0, plan.recheck_after_seconds))
         return delay
@@ -748,18 +751,18 @@ async def remove_workloads(
         )
         waited = (datetime.datetime.now(datetime.UTC) - requested).total_seconds()
         names = ", ".join(sorted(left))
-        if waited < CLEANUP_DEADLINE_SECONDS:
+        deadline = config.rollout.cleanup_deadline_seconds
+        if waited < deadline:
             raise kopf.TemporaryError(
-                f"could not reach {names} yet; retrying for "
-                f"{CLEANUP_DEADLINE_SECONDS - waited:.0f}s more",
-                delay=CLEANUP_RETRY_SECONDS,
+                f"could not reach {names} yet; retrying for {deadline - waited:.0f}s more",
+                delay=min(CLEANUP_RETRY_SECONDS, max(1.0, deadline - waited)),
             )
         kopf.event(
             body,
             type="Warning",
             reason="CleanupIncomplete",
             message=(
-                f"gave up after {CLEANUP_DEADLINE_SECONDS:.0f}s: workloads left behind at "
+                f"gave up after {deadline:.0f}s: workloads left behind at "
                 f"{names}. Delete them there by hand: `kubectl delete deploy,svc -l "
                 f"{workload.label_selector(ns, md_name)}` in each target's namespace. Causes: "
                 + "; ".join(left[n] for n in sorted(left))

@@ -124,6 +124,15 @@ class EdgeTargetStatus(_Model):
             return None
         return f"{self.ready_nodes}/{self.total_nodes}"
 
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def arch(self) -> str | None:
+        """`architectures` joined by commas for the printer column: kube-apiserver prints a list
+        there as JSON (`["amd64","arm64"]`), and `[*]` would show only the first element."""
+        if self.reachable is None and not self.architectures:
+            return None
+        return ",".join(self.architectures)
+
     def to_status(self) -> dict[str, Any]:
         """The status block as the API wants it (camelCase, unset fields left out)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

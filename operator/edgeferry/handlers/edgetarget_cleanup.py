@@ -1,0 +1,287 @@
+"""Kopf wiring for deleting an EdgeTarget: remove what edgeferry put there, bounded in time.
+
+Without this, deleting an EdgeTarget would strand the Deployments and Services rollouts wrote
+there: no ModelDeployment would ever look at that place again. So the EdgeTarget carries Kopf's
+finalizer, and its deletion lists what edgeferry manages in the target's namespace, lets
+`decisions.target_cleanup` pick what belongs to ModelDeployments of the EdgeTarget's namespace,
+and deletes exactly that. Rollouts stop writing to a target the moment its deletion is requested
+(`modeldeployment.TargetView.deleting`); because a write may still be in flight then, a pass that
+removed something is followed by one more look, and only a pass that finds nothing releases.
+
+It never hangs: a target that is unreachable, or whose kubeconfig Secret went first (a
+`kubectl delete -f` of a file holding both), is retried with the last cached client until
+`cleanup_deadline_seconds` after the deletion was requested; then the EdgeTarget is released and
+a `CleanupIncomplete` Warning names what may be left where, with the command to remove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pydantic
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+from edgeferry import settings
+from edgeferry.adapters import clusters, target_workloads
+from edgeferry.decisions import target_cleanup, workload
+from edgeferry.handlers import edgetarget as edgetarget_handlers
+from edgeferry.handlers import modeldeployment as md_handlers
+from edgeferry.models import conditions
+from edgeferry.models import edgetarget as et
+from edgeferry.models import modeldeployment as md
+
+GROUP = edgetarget_handlers.GROUP
+VERSION = edgetarget_handlers.VERSION
+PLURAL = edgetarget_handlers.PLURAL
+
+RETRY_SECONDS = 10.0
+"""How soon an unreachable target is tried again (capped by the time left to the deadline)."""
+CONFIRM_SECONDS = 3.0
+"""How long after a pass that removed something the next look comes (a rollout's last write)."""
+
+_LOG = logging.getLogger("edgeferry.edgetarget")
+_MAX_EVENT_MESSAGE = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """One pass at the target: what was removed, and what was kept for a sibling EdgeTarget."""
+
+    removed: list[str]
+    kept: list[str]
+
+
+def _deployments_blocking(
+    hub: k8s_client.ApiClient, namespace: str, *, timeout: float
+) -> dict[str, md.LabelSelector | None]:
+    """The namespace's ModelDeployments by name, with their selector (None if unparsable)."""
+    response = k8s_client.CustomObjectsApi(hub).list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modeldeployments",
+        _preload_content=False,
+        _request_timeout=timeout,
+    )
+    found: dict[str, md.LabelSelector | None] = {}
+    for item in json.loads(response.data).get("items", []):
+        try:
+            spec = md.parse_spec(item.get("spec") or {})
+        except pydantic.ValidationError:
+            found[item["metadata"]["name"]] = None
+        else:
+            found[item["metadata"]["name"]] = spec.targets.selector
+    return found
+
+
+def _siblings(
+    views: list[md_handlers.TargetView], *, name: str, spec: et.EdgeTargetSpec
+) -> list[Mapping[str, str]]:
+    """Labels of the other live EdgeTargets of the namespace that stand for the same place."""
+    return [
+        v.labels
+        for v in views
+        if v.name != name
+        and not v.deleting
+        and v.spec is not None
+        and target_cleanup.same_place(v.spec, spec)
+    ]
+
+
+def _waited(body: kopf.Body) -> float:
+    """Seconds since the deletion was requested (the deadline counts from there, across
+    restarts of the operator)."""
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        requested = datetime.datetime.fromisoformat(
+            str(body.meta.get("deletionTimestamp")).replace("Z", "+00:00")
+        )
+    except ValueError:
+        return 0.0
+    return (now - requested).total_seconds()
+
+
+def _patch_status_blocking(
+    hub: k8s_client.ApiClient, namespace: str, name: str, status: dict[str, Any], *, timeout: float
+) -> None:
+    try:
+        k8s_client.CustomObjectsApi(hub).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except k8s_exceptions.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+async def _report_pending(
+    body: kopf.Body, access: clusters.Access, namespace: str, name: str, message: str
+) -> None:
+    """Say on the EdgeTarget why its deletion is still waiting."""
+    try:
+        previous = et.parse_status(body.get("status")).conditions
+    except pydantic.ValidationError:
+        previous = ()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    merged = conditions.merge(
+        previous,
+        [
+            conditions.Condition("Ready", "False", "CleanupPending", message),
+            conditions.Condition("Reconciling", "True", "CleanupPending", message),
+        ],
+        generation=body.meta.get("generation"),
+        now=now,
+    )
+    status = {"message": message, "conditions": merged}
+    await access.runner.run(
+        lambda: _patch_status_blocking(access.hub, namespace, name, status, timeout=access.timeout),
+        deadline=access.deadline,
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove_target_workloads(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Remove the namespace's model workloads at this target, then let the EdgeTarget go."""
+    views: kopf.Index[str, md_handlers.TargetView] = kwargs["edgetargets_by_namespace"]
+    config: settings.Settings = memo["config"]
+    access = edgetarget_handlers.access_for(config)
+    ns, et_name = namespace or "", name or ""
+    try:
+        spec = et.parse_spec(body.get("spec") or {})
+    except pydantic.ValidationError:
+        _LOG.info("EdgeTarget %s/%s: invalid spec, nothing was ever written there", ns, et_name)
+        access.clients.forget(ns, et_name)
+        return
+    siblings = _siblings(list(views.get(ns, [])), name=et_name, spec=spec)
+    deployments: dict[str, md.LabelSelector | None] = {}
+
+    def blocking() -> _Pass:
+        deployments.update(_deployments_blocking(access.hub, ns, timeout=access.timeout))
+        api = access.clients.for_target(ns, et_name, spec, keep_cached=True)
+        try:
+            found = target_workloads.list_managed(
+                api, namespace=spec.namespace, timeout=access.timeout
+            )
+            verdict = target_cleanup.decide(
+                found, namespace=ns, deployments=deployments, siblings=siblings
+            )
+            removed = target_workloads.delete_found(
+                api, verdict.remove, namespace=spec.namespace, timeout=access.timeout
+            )
+        except Exception as exc:
+            raise clusters.classify(
+                exc, target=f"EdgeTarget {et_name}", server=clusters.server_of(api)
+            ) from exc
+        return _Pass(removed, [f.ref for f in verdict.kept_for_siblings])
+
+    deadline = config.rollout.cleanup_deadline_seconds
+    place = f"namespace {spec.namespace} at " + ("the hub" if spec.type == "Cloud" else et_name)
+    removed: list[str] = []
+    try:
+        while True:
+            done = await access.runner.run(blocking, deadline=access.deadline * 2)
+            removed += [ref for ref in done.removed if ref not in removed]
+            if not done.removed or _waited(body) >= deadline:
+                break
+            await asyncio.sleep(CONFIRM_SECONDS)  # a rollout's last write may still land
+    except (TimeoutError, clusters.TargetAccessError) as exc:
+        _report_removed(body, removed, [], place)
+        if isinstance(exc, clusters.TargetAccessError):
+            cause = exc.message
+        else:
+            cause = f"EdgeTarget {et_name}: no answer within {access.deadline * 2:.0f}s"
+        left = deadline - _waited(body)
+        if left > 0:
+            message = (
+                f"deleting: could not remove edgeferry's workloads in {place} yet ({cause}); "
+                f"retrying for {left:.0f}s more, then the EdgeTarget is released and what is "
+                "left is named in a CleanupIncomplete event"
+            )
+            await _report_pending(body, access, ns, et_name, message)
+            raise kopf.TemporaryError(message, delay=min(RETRY_SECONDS, max(1.0, left))) from exc
+        _give_up(body, ns=ns, spec=spec, deployments=deployments, deadline=deadline, cause=cause)
+        access.clients.forget(ns, et_name)
+        return
+    _report_removed(body, removed, done.kept, place)
+    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, place)
+    access.clients.forget(ns, et_name)
+
+
+def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place: str) -> None:
+    if kept:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="WorkloadsKept",
+            message=(
+                f"kept {', '.join(kept)} in {place}: a ModelDeployment still puts them there "
+                "through another EdgeTarget of this namespace"
+            )[:_MAX_EVENT_MESSAGE],
+        )
+    if removed:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="WorkloadsRemoved",
+            message=f"removed {', '.join(removed)} from {place}"[:_MAX_EVENT_MESSAGE],
+        )
+
+
+def _give_up(
+    body: kopf.Body,
+    *,
+    ns: str,
+    spec: et.EdgeTargetSpec,
+    deployments: Mapping[str, md.LabelSelector | None],
+    deadline: float,
+    cause: str,
+) -> None:
+    """Release with a Warning naming what may be left where, and how to remove it by hand."""
+    labels = dict(body.meta.get("labels") or {})
+    names = target_cleanup.writers(deployments, labels)
+    managed = f"{workload.MANAGED_BY_LABEL}={workload.MANAGED_BY}"
+    if names:
+        what = "the Deployments and Services of ModelDeployment(s) " + ", ".join(
+            f"{n} ({workload.workload_name(n)})" for n in names
+        )
+        owners = ",".join(workload.owner_label(ns, n) for n in names)
+        how = (
+            f"`kubectl -n {spec.namespace} delete deploy,svc -l "
+            f"'{managed},{workload.DEPLOYMENT_LABEL} in ({owners})'`"
+        )
+    else:
+        what = f"Deployments and Services of ModelDeployments of namespace {ns}"
+        how = (
+            f"`kubectl -n {spec.namespace} get deploy,svc -l {managed} -L "
+            f"{workload.DEPLOYMENT_LABEL}` and delete those whose owner starts with {ns}."
+        )
+    kopf.event(
+        body,
+        type="Warning",
+        reason="CleanupIncomplete",
+        message=(
+            f"gave up after {deadline:.0f}s and released the EdgeTarget: {what} may be left in "
+            f"namespace {spec.namespace} at the target. Remove them there by hand: {how}. "
+            f"Cause: {cause}"
+        )[:_MAX_EVENT_MESSAGE],
+    )

@@ -1,0 +1,113 @@
+"""What a deleted EdgeTarget takes with it at its target, and what it must leave alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edgeferry.decisions import target_cleanup, workload
+from edgeferry.models import edgetarget as et
+from edgeferry.models import modeldeployment as md
+
+
+def ours(namespace: str, name: str, *, kind: str = "Deployment") -> target_cleanup.Found:
+    labels = {
+        workload.MANAGED_BY_LABEL: workload.MANAGED_BY,
+        workload.DEPLOYMENT_LABEL: workload.owner_label(namespace, name),
+    }
+    return target_cleanup.Found(kind, workload.workload_name(name), labels)
+
+
+def selector(**labels: str) -> md.LabelSelector:
+    return md.LabelSelector(match_labels=labels)
+
+
+def refs(found: tuple[target_cleanup.Found, ...]) -> list[str]:
+    return sorted(f.ref for f in found)
+
+
+def decide(
+    *found: target_cleanup.Found,
+    deployments: Mapping[str, md.LabelSelector | None] | None = None,
+    siblings: tuple[Mapping[str, str], ...] = (),
+) -> target_cleanup.Verdict:
+    return target_cleanup.decide(
+        found, namespace="team-a", deployments=deployments or {}, siblings=siblings
+    )
+
+
+def test_workloads_of_the_namespace_are_removed_even_after_their_deployment_is_gone() -> None:
+    verdict = decide(
+        ours("team-a", "iris"),
+        ours("team-a", "iris", kind="Service"),
+        ours("team-a", "gone.v2"),
+        deployments={"iris": selector(arch="amd64")},
+    )
+    assert refs(verdict.remove) == ["Deployment/gone-v2", "Deployment/iris", "Service/iris"]
+
+
+def test_another_namespaces_workloads_at_the_same_place_are_never_touched() -> None:
+    verdict = decide(ours("team-b", "iris"), ours("team", "a.iris"))
+    assert verdict.remove == ()
+
+
+def test_objects_without_our_managed_by_label_are_never_touched() -> None:
+    foreign = target_cleanup.Found(
+        "Deployment", "iris", {workload.DEPLOYMENT_LABEL: workload.owner_label("team-a", "iris")}
+    )
+    verdict = decide(foreign, deployments={"iris": selector(arch="amd64")})
+    assert verdict.remove == ()
+
+
+def test_hashed_owner_label_of_a_long_namespace_is_recognised_through_its_deployment() -> None:
+    namespace = "n" * 60
+    long_name = "model-" + "x" * 40
+    item = ours(namespace, long_name)
+    assert "." not in item.labels[workload.DEPLOYMENT_LABEL]
+    assert target_cleanup.owner_namespace(item.labels) is None
+    found = target_cleanup.decide([item], namespace=namespace, deployments={long_name: None})
+    assert refs(found.remove) == [f"Deployment/{item.name}"]
+    unknown = target_cleanup.decide([item], namespace=namespace, deployments={})
+    assert unknown.remove == ()
+
+
+def test_deployment_that_still_selects_a_sibling_at_the_same_place_keeps_its_workload() -> None:
+    verdict = decide(
+        ours("team-a", "iris"),
+        ours("team-a", "resnet"),
+        deployments={"iris": selector(pool="gpu"), "resnet": selector(pool="cpu")},
+        siblings=({"pool": "gpu"},),
+    )
+    assert refs(verdict.remove) == ["Deployment/resnet"]
+    assert refs(verdict.kept_for_siblings) == ["Deployment/iris"]
+
+
+def test_owner_namespace_is_the_part_before_the_first_dot() -> None:
+    item = ours("team-a", "iris.v2")
+    assert target_cleanup.owner_namespace(item.labels) == "team-a"
+    assert target_cleanup.owner_namespace({workload.DEPLOYMENT_LABEL: "team-a.iris"}) is None
+
+
+def target(**spec: object) -> et.EdgeTargetSpec:
+    return et.EdgeTargetSpec.model_validate(spec)
+
+
+def test_cloud_targets_with_one_workload_namespace_are_the_same_place() -> None:
+    gpu = target(type="Cloud", namespace="models", cloud={"nodeSelector": {"pool": "gpu"}})
+    cpu = target(type="Cloud", namespace="models", cloud={"nodeSelector": {"pool": "cpu"}})
+    elsewhere = target(type="Cloud", namespace="other")
+    assert target_cleanup.same_place(gpu, cpu)
+    assert not target_cleanup.same_place(gpu, elsewhere)
+
+
+def test_k3s_targets_are_the_same_place_only_through_the_same_kubeconfig_secret() -> None:
+    def k3s(secret: str) -> et.EdgeTargetSpec:
+        return target(type="K3s", namespace="models", k3s={"kubeconfigSecretRef": {"name": secret}})
+
+    assert target_cleanup.same_place(k3s("site-a"), k3s("site-a"))
+    assert not target_cleanup.same_place(k3s("site-a"), k3s("site-b"))
+    assert not target_cleanup.same_place(k3s("site-a"), target(type="Cloud", namespace="models"))
+
+
+def test_writers_are_the_deployments_whose_selector_picks_the_target() -> None:
+    deployments = {"iris": selector(arch="amd64"), "resnet": selector(arch="arm64"), "bad": None}
+    assert target_cleanup.writers(deployments, {"arch": "amd64"}) == ["iris"]
