@@ -86,7 +86,7 @@ def target_report(rollout: dict[str, Any]) -> str:
     """One line per target of a Ready ModelDeployment; raises unless every target is Ready."""
     status = rollout.get("status", {})
     lines = [
-        f"  {t['name']:<10} {t.get('clusterType', ''):<6} {t['phase']:<12} "
+        f"  {t['name']:<14} {t.get('clusterType', ''):<6} {t['phase']:<12} "
         f"{t.get('readyReplicas', 0)} ready  {t.get('digest', '')}"
         for t in status.get("targets", [])
     ]
