@@ -108,6 +108,8 @@ def test_clean_model_image_is_admitted_pushed_and_ready(
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["smokeTest"]["result"] == "Passed"
     assert '"predictions": [0, 2]' in status["smokeTest"]["prediction"]
+    smoke = condition(obj, "SmokeTested")["message"]
+    assert "smoke-tested linux/amd64 only" in smoke and "linux/arm64" in smoke, smoke
     assert status["scan"]["counts"]["critical"] == 0 and status["scan"]["counts"]["high"] == 0
     assert status["scan"]["grypeVersion"] and status["scan"]["dbChecksum"]
     repository = f"{testbed_handle.registry}/models/iris"
