@@ -95,6 +95,35 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, An
     )
 
 
+def patch_status_of(
+    api: k8s_client.ApiClient,
+    plural: str,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    *,
+    timeout: float,
+) -> None:
+    """Merge-patch the status subresource through a given client, with a request timeout.
+
+    An object deleted meanwhile is not an error: there is nothing left to report on.
+    """
+    try:
+        k8s_client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except k8s_exceptions.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
 def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     """One of our resources as a dict, or None if it does not exist."""
     try:

@@ -27,11 +27,9 @@ from typing import Any
 
 import kopf
 import pydantic
-from kubernetes import client as k8s_client
-from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import clusters, hub, target_workloads
 from edgeferry.models import conditions
 from edgeferry.models import edgetarget as et
 
@@ -152,25 +150,6 @@ def _probe_blocking(
         ) from exc
 
 
-def _patch_status_blocking(
-    hub: k8s_client.ApiClient, namespace: str, name: str, status: dict[str, Any], *, timeout: float
-) -> None:
-    try:
-        k8s_client.CustomObjectsApi(hub).patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-    except k8s_exceptions.ApiException as exc:
-        if exc.status != 404:  # deleted meanwhile: nothing to report on
-            raise
-
-
 async def probe_once(
     *, body: kopf.Body, namespace: str, name: str, access: clusters.Access
 ) -> float:
@@ -232,7 +211,9 @@ async def probe_once(
         previous.conditions, conds, generation=generation, now=status["lastProbeTime"]
     )
     await access.runner.run(
-        lambda: _patch_status_blocking(access.hub, namespace, name, status, timeout=access.timeout),
+        lambda: hub.patch_status_of(
+            access.hub, PLURAL, namespace, name, status, timeout=access.timeout
+        ),
         deadline=access.deadline,
     )
     metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if up else 0)

@@ -27,10 +27,9 @@ from typing import Any
 import kopf
 import pydantic
 from kubernetes import client as k8s_client
-from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry import settings
-from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import clusters, hub, target_workloads
 from edgeferry.decisions import target_cleanup, workload
 from edgeferry.handlers import edgetarget as edgetarget_handlers
 from edgeferry.handlers import modeldeployment as md_handlers
@@ -60,10 +59,10 @@ class _Pass:
 
 
 def _deployments_blocking(
-    hub: k8s_client.ApiClient, namespace: str, *, timeout: float
+    api: k8s_client.ApiClient, namespace: str, *, timeout: float
 ) -> dict[str, md.LabelSelector | None]:
     """The namespace's ModelDeployments by name, with their selector (None if unparsable)."""
-    response = k8s_client.CustomObjectsApi(hub).list_namespaced_custom_object(
+    response = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,
@@ -109,25 +108,6 @@ def _waited(body: kopf.Body) -> float:
     return (now - requested).total_seconds()
 
 
-def _patch_status_blocking(
-    hub: k8s_client.ApiClient, namespace: str, name: str, status: dict[str, Any], *, timeout: float
-) -> None:
-    try:
-        k8s_client.CustomObjectsApi(hub).patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-    except k8s_exceptions.ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
 async def _report_pending(
     body: kopf.Body, access: clusters.Access, namespace: str, name: str, message: str
 ) -> None:
@@ -148,7 +128,9 @@ async def _report_pending(
     )
     status = {"message": message, "conditions": merged}
     await access.runner.run(
-        lambda: _patch_status_blocking(access.hub, namespace, name, status, timeout=access.timeout),
+        lambda: hub.patch_status_of(
+            access.hub, PLURAL, namespace, name, status, timeout=access.timeout
+        ),
         deadline=access.deadline,
     )
 

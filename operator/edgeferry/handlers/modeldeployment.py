@@ -47,11 +47,10 @@ from typing import Any
 
 import kopf
 import pydantic
-from kubernetes import client as k8s_client
-from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import compat, rollout_status, waves, workload
 from edgeferry.handlers import edgetarget as edgetarget_handlers
 from edgeferry.models import conditions
@@ -592,20 +591,7 @@ class Reconciler:
         namespace, name = self.namespace, self.name
 
         def blocking() -> None:
-            try:
-                k8s_client.CustomObjectsApi(hub).patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": document},
-                    _preload_content=False,
-                    _request_timeout=timeout,
-                )
-            except k8s_exceptions.ApiException as exc:
-                if exc.status != 404:
-                    raise
+            hub_adapter.patch_status_of(hub, PLURAL, namespace, name, document, timeout=timeout)
 
         await self.access.runner.run(blocking, deadline=self.access.deadline)
         self.memory.written = document
