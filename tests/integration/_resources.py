@@ -7,8 +7,9 @@ minutes, for its image:
 - `server_image`: the testbed's pinned busybox base serving `busybox httpd` with a `/healthz`
   file; the model is a small JSON document whose content makes each image (and so each digest)
   unique to its test and variant.
-- `arm64_image`: `FROM scratch` plus a `COPY` for `linux/arm64` only. Nothing in it runs on the
-  amd64 build host, so it has no `RUN` and no smoke test.
+- `scratch_image`: `FROM scratch` plus a `COPY`, for the platforms asked (`linux/arm64` only,
+  or amd64 + arm64 as one OCI index). Nothing in it runs on the amd64 build host, so it has no
+  `RUN` and no smoke test.
 - `vulnerable_image`: the busybox server plus the installed-package metadata of requests 2.19.1
   (GHSA-x84v-xcm2-53pg, High, in the offline advisory fixtures), which the gate blocks.
 
@@ -183,30 +184,14 @@ def server_image(
     )
 
 
-def arm64_image(name: str, *, registry: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A `linux/arm64`-only image: `FROM scratch` and a COPY, no smoke test."""
-    dockerfile = (
-        "FROM scratch\n"
-        f"COPY model/{MODEL_KEY} /srv/{MODEL_KEY}\n"
-        "USER 10001:10001\n"
-        "EXPOSE 8080\n"
-        'ENTRYPOINT ["/srv/serve"]\n'
-    )
-    return model_image(
-        name,
-        dockerfile=dockerfile,
-        model_text=variant,
-        repository=f"{registry}/rollout-tests/{name}",
-        platform="linux/arm64",
-        smoke_test=False,
-    )
-
-
-def multiarch_image(
-    name: str, *, registry: str, variant: str
+def scratch_image(
+    name: str, *, registry: str, variant: str, platforms: Sequence[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One image for linux/amd64 and linux/arm64, pushed as an OCI index: `FROM scratch` and a
-    COPY, so building the arm64 half runs nothing (no emulation here); no smoke test."""
+    """`FROM scratch` and a COPY, built for `platforms` (several: an OCI index), no smoke test.
+
+    Building it runs nothing, so any platform builds here without emulation; kwok's Pods never
+    execute it either.
+    """
     dockerfile = (
         "FROM scratch\n"
         f"COPY model/{MODEL_KEY} /srv/{MODEL_KEY}\n"
@@ -219,7 +204,7 @@ def multiarch_image(
         dockerfile=dockerfile,
         model_text=variant,
         repository=f"{registry}/rollout-tests/{name}",
-        platforms=("linux/amd64", "linux/arm64"),
+        platforms=platforms,
         smoke_test=False,
     )
 

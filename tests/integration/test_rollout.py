@@ -52,9 +52,13 @@ def build_images(fleet: Fleet, **wanted: str) -> dict[str, str]:
         if kind == "server":
             manifests = res.server_image(name, base=base, registry=registry, variant=variant)
         elif kind == "arm64":
-            manifests = res.arm64_image(name, registry=registry, variant=variant)
+            manifests = res.scratch_image(
+                name, registry=registry, variant=variant, platforms=("linux/arm64",)
+            )
         elif kind == "multiarch":
-            manifests = res.multiarch_image(name, registry=registry, variant=variant)
+            manifests = res.scratch_image(
+                name, registry=registry, variant=variant, platforms=("linux/amd64", "linux/arm64")
+            )
         else:
             manifests = res.vulnerable_image(name, base=base, registry=registry, variant=variant)
         res.create_model_image(fleet.hub, fleet.namespace, manifests)

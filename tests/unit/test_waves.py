@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -739,14 +740,8 @@ def with_template(
     state: waves.TargetState, template: str | None, previous: str | None = None
 ) -> waves.TargetState:
     assert state.record is not None
-    record = waves.TargetRecord(
-        **{
-            **state.record.__dict__,
-            "template": template,
-            "previous_template": previous,
-        }
-    )
-    return waves.TargetState(**{**state.__dict__, "record": record})
+    record = dataclasses.replace(state.record, template=template, previous_template=previous)
+    return dataclasses.replace(state, record=record)
 
 
 def template_plan(targets: list[waves.TargetState], template: str, **kw: Any) -> waves.Plan:

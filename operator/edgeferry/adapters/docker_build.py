@@ -176,23 +176,8 @@ def build_image(
     it is, so a ``RUN`` runs natively and the "arm64" image is amd64. The first case is retried
     without the cache; what is still the wrong platform then raises `BuildError`.
     """
-    result = _build_once(
-        api,
-        dockerfile,
-        files=files,
-        tag=tag,
-        build_args=build_args,
-        labels=labels,
-        platform=platform,
-        pull=pull,
-        nocache=nocache,
-        timeout_s=timeout_s,
-        tail_lines=tail_lines,
-    )
-    if platform is None or result.platform == platform:
-        return result
-    if not nocache:
-        return build_image(
+    for without_cache in (True,) if nocache else (False, True):
+        result = _build_once(
             api,
             dockerfile,
             files=files,
@@ -201,10 +186,12 @@ def build_image(
             labels=labels,
             platform=platform,
             pull=pull,
-            nocache=True,
+            nocache=without_cache,
             timeout_s=timeout_s,
             tail_lines=tail_lines,
         )
+        if platform is None or result.platform == platform:
+            return result
     raise BuildError(
         f"build for {platform} produced a {result.platform} image: a base image has no "
         f"{platform} variant, and without emulation this daemon cannot RUN {platform} code "
