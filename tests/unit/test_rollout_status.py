@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from edgeferry.decisions import rollout_status, waves
+from edgeferry.decisions import rollout_status, rollout_types
 from edgeferry.models import conditions
 from edgeferry.models import modeldeployment as md
 
@@ -12,8 +12,10 @@ NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 DIGEST = "registry.local:5000/models/iris@sha256:" + "1" * 64
 
 
-def outcome(name: str, phase: md.TargetPhase, *, error: str | None = None) -> waves.TargetOutcome:
-    return waves.TargetOutcome(
+def outcome(
+    name: str, phase: md.TargetPhase, *, error: str | None = None
+) -> rollout_types.TargetOutcome:
+    return rollout_types.TargetOutcome(
         name=name,
         cluster_type="K3s",
         phase=phase,
@@ -31,13 +33,13 @@ def outcome(name: str, phase: md.TargetPhase, *, error: str | None = None) -> wa
 
 
 def plan_of(
-    outcomes: list[waves.TargetOutcome],
+    outcomes: list[rollout_types.TargetOutcome],
     *,
     conds: tuple[conditions.Condition, ...] = (),
     current_wave: int = 1,
     waves_: tuple[tuple[str, ...], ...] = (("a",),),
-) -> waves.Plan:
-    return waves.Plan(
+) -> rollout_types.Plan:
+    return rollout_types.Plan(
         phase="Progressing",
         digest=DIGEST,
         template_hash="0123456789ab",

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from edgeferry.decisions import target_cleanup, workload
+from edgeferry.decisions import target_cleanup
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
+from edgeferry.models import target_objects
 
 
-def ours(namespace: str, name: str, *, kind: str = "Deployment") -> target_cleanup.Found:
+def ours(namespace: str, name: str, *, kind: str = "Deployment") -> target_objects.Found:
     labels = {
-        workload.MANAGED_BY_LABEL: workload.MANAGED_BY,
-        workload.DEPLOYMENT_LABEL: workload.owner_label(namespace, name),
+        target_objects.MANAGED_BY_LABEL: target_objects.MANAGED_BY,
+        target_objects.DEPLOYMENT_LABEL: target_objects.owner_label(namespace, name),
     }
-    return target_cleanup.Found(kind, workload.workload_name(name), labels)
+    return target_objects.Found(kind, target_objects.workload_name(name), labels)
 
 
 def selector(**labels: str) -> md.LabelSelector:
     return md.LabelSelector(match_labels=labels)
 
 
-def refs(found: tuple[target_cleanup.Found, ...]) -> list[str]:
+def refs(found: tuple[target_objects.Found, ...]) -> list[str]:
     return sorted(f.ref for f in found)
 
 
 def decide(
-    *found: target_cleanup.Found,
+    *found: target_objects.Found,
     deployments: Mapping[str, md.LabelSelector | None] | None = None,
     siblings: tuple[Mapping[str, str], ...] = (),
 ) -> target_cleanup.Verdict:
@@ -51,8 +52,10 @@ def test_another_namespaces_workloads_at_the_same_place_are_never_touched() -> N
 
 
 def test_objects_without_our_managed_by_label_are_never_touched() -> None:
-    foreign = target_cleanup.Found(
-        "Deployment", "iris", {workload.DEPLOYMENT_LABEL: workload.owner_label("team-a", "iris")}
+    foreign = target_objects.Found(
+        "Deployment",
+        "iris",
+        {target_objects.DEPLOYMENT_LABEL: target_objects.owner_label("team-a", "iris")},
     )
     verdict = decide(foreign, deployments={"iris": selector(arch="amd64")})
     assert verdict.remove == ()
@@ -62,7 +65,7 @@ def test_hashed_owner_label_of_a_long_namespace_is_recognised_through_its_deploy
     namespace = "n" * 60
     long_name = "model-" + "x" * 40
     item = ours(namespace, long_name)
-    assert "." not in item.labels[workload.DEPLOYMENT_LABEL]
+    assert "." not in item.labels[target_objects.DEPLOYMENT_LABEL]
     assert target_cleanup.owner_namespace(item.labels) is None
     found = target_cleanup.decide([item], namespace=namespace, deployments={long_name: None})
     assert refs(found.remove) == [f"Deployment/{item.name}"]
@@ -84,7 +87,7 @@ def test_deployment_that_still_selects_a_sibling_at_the_same_place_keeps_its_wor
 def test_owner_namespace_is_the_part_before_the_first_dot() -> None:
     item = ours("team-a", "iris.v2")
     assert target_cleanup.owner_namespace(item.labels) == "team-a"
-    assert target_cleanup.owner_namespace({workload.DEPLOYMENT_LABEL: "team-a.iris"}) is None
+    assert target_cleanup.owner_namespace({target_objects.DEPLOYMENT_LABEL: "team-a.iris"}) is None
 
 
 def target(**spec: object) -> et.EdgeTargetSpec:

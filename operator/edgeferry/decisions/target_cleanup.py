@@ -22,47 +22,32 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
-from edgeferry.decisions import workload
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
-
-
-@dataclasses.dataclass(frozen=True)
-class Found:
-    """A Deployment or Service seen at the target, as far as ownership goes."""
-
-    kind: str
-    name: str
-    labels: Mapping[str, str]
-    uid: str = ""
-    """Deleted only if still this object (a delete precondition)."""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}/{self.name}"
+from edgeferry.models import target_objects
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """What to delete at the target, and what is kept on purpose."""
 
-    remove: tuple[Found, ...]
-    kept_for_siblings: tuple[Found, ...]
+    remove: tuple[target_objects.Found, ...]
+    kept_for_siblings: tuple[target_objects.Found, ...]
     """Ours, but a ModelDeployment still puts it here through another EdgeTarget."""
 
 
 def owner_namespace(labels: Mapping[str, str] | None) -> str | None:
     """The hub namespace whose ModelDeployment made the object, or None if unknown or not ours."""
     found = labels or {}
-    if found.get(workload.MANAGED_BY_LABEL) != workload.MANAGED_BY:
+    if found.get(target_objects.MANAGED_BY_LABEL) != target_objects.MANAGED_BY:
         return None
-    owner = found.get(workload.DEPLOYMENT_LABEL, "")
+    owner = found.get(target_objects.DEPLOYMENT_LABEL, "")
     namespace, dot, _ = owner.partition(".")
     return namespace if dot and namespace else None
 
 
 def decide(
-    found: Iterable[Found],
+    found: Iterable[target_objects.Found],
     *,
     namespace: str,
     deployments: Mapping[str, md.LabelSelector | None],
@@ -74,18 +59,18 @@ def decide(
     spec does not parse: such a one is treated as selecting nothing). `siblings`: labels of the
     other live EdgeTargets of the namespace that stand for the same place.
     """
-    owners = {workload.owner_label(namespace, name): name for name in deployments}
+    owners = {target_objects.owner_label(namespace, name): name for name in deployments}
     still_here = {
-        workload.owner_label(namespace, name)
+        target_objects.owner_label(namespace, name)
         for name, selector in deployments.items()
         if selector is not None and any(selector.matches(labels) for labels in siblings)
     }
-    remove: list[Found] = []
-    kept: list[Found] = []
+    remove: list[target_objects.Found] = []
+    kept: list[target_objects.Found] = []
     for item in found:
-        if item.labels.get(workload.MANAGED_BY_LABEL) != workload.MANAGED_BY:
+        if item.labels.get(target_objects.MANAGED_BY_LABEL) != target_objects.MANAGED_BY:
             continue
-        owner = item.labels.get(workload.DEPLOYMENT_LABEL, "")
+        owner = item.labels.get(target_objects.DEPLOYMENT_LABEL, "")
         if owner not in owners and owner_namespace(item.labels) != namespace:
             continue
         (kept if owner in still_here else remove).append(item)

@@ -30,6 +30,7 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, hub, target_workloads
+from edgeferry.decisions import nodes
 from edgeferry.models import conditions
 from edgeferry.models import edgetarget as et
 
@@ -86,7 +87,7 @@ def _stamp(now: datetime.datetime) -> str:
 
 
 def _healthy_status(
-    result: target_workloads.ProbeResult, *, spec: et.EdgeTargetSpec
+    result: nodes.ProbeResult, *, spec: et.EdgeTargetSpec
 ) -> tuple[list[conditions.Condition], str, bool]:
     """Conditions, message and up-ness for a probe that reached the target."""
     arches = ", ".join(result.architectures) or "none"
@@ -140,10 +141,11 @@ def _failed_status(error: clusters.TargetAccessError) -> tuple[list[conditions.C
 
 def _probe_blocking(
     access: clusters.Access, namespace: str, name: str, spec: et.EdgeTargetSpec
-) -> target_workloads.ProbeResult:
+) -> nodes.ProbeResult:
     api = access.clients.for_target(namespace, name, spec)
     try:
-        return target_workloads.probe(api, placement=spec.placement, timeout=access.timeout)
+        read = target_workloads.probe(api, placement=spec.placement, timeout=access.timeout)
+        return nodes.summarize(read.kubernetes_version, read.nodes, placement=spec.placement)
     except Exception as exc:
         raise clusters.classify(
             exc, target=f"EdgeTarget {name}", server=clusters.server_of(api)

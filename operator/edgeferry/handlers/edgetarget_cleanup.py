@@ -5,7 +5,7 @@ there: no ModelDeployment would ever look at that place again. So the EdgeTarget
 finalizer, and its deletion lists what edgeferry manages in the target's namespace, lets
 `decisions.target_cleanup` pick what belongs to ModelDeployments of the EdgeTarget's namespace,
 and deletes exactly that. Rollouts stop writing to a target the moment its deletion is requested
-(`modeldeployment.TargetView.deleting`); because a write may still be in flight then, a pass that
+(`runtime.TargetView.deleting`); because a write may still be in flight then, a pass that
 removed something is followed by one more look, and only a pass that finds nothing releases.
 
 It never hangs: a target that is unreachable, or whose kubeconfig Secret went first (a
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -30,16 +29,15 @@ from kubernetes import client as k8s_client
 
 from edgeferry import settings
 from edgeferry.adapters import clusters, hub, target_workloads
-from edgeferry.decisions import target_cleanup, workload
-from edgeferry.handlers import edgetarget as edgetarget_handlers
-from edgeferry.handlers import modeldeployment as md_handlers
-from edgeferry.models import conditions
+from edgeferry.decisions import target_cleanup
+from edgeferry.handlers import runtime
+from edgeferry.models import conditions, reasons, target_objects, timestamps
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
 
-GROUP = edgetarget_handlers.GROUP
-VERSION = edgetarget_handlers.VERSION
-PLURAL = edgetarget_handlers.PLURAL
+GROUP = runtime.GROUP
+VERSION = runtime.VERSION
+PLURAL = "edgetargets"
 
 RETRY_SECONDS = 10.0
 """How soon an unreachable target is tried again (capped by the time left to the deadline)."""
@@ -62,16 +60,9 @@ def _deployments_blocking(
     api: k8s_client.ApiClient, namespace: str, *, timeout: float
 ) -> dict[str, md.LabelSelector | None]:
     """The namespace's ModelDeployments by name, with their selector (None if unparsable)."""
-    response = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "modeldeployments",
-        _preload_content=False,
-        _request_timeout=timeout,
-    )
+    items = hub.list_objects(api, "modeldeployments", namespace, timeout=timeout)
     found: dict[str, md.LabelSelector | None] = {}
-    for item in json.loads(response.data).get("items", []):
+    for item in items:
         try:
             spec = md.parse_spec(item.get("spec") or {})
         except pydantic.ValidationError:
@@ -82,7 +73,7 @@ def _deployments_blocking(
 
 
 def _siblings(
-    views: list[md_handlers.TargetView], *, name: str, spec: et.EdgeTargetSpec
+    views: list[runtime.TargetView], *, name: str, spec: et.EdgeTargetSpec
 ) -> list[Mapping[str, str]]:
     """Labels of the other live EdgeTargets of the namespace that stand for the same place."""
     return [
@@ -99,11 +90,8 @@ def _waited(body: kopf.Body) -> float:
     """Seconds since the deletion was requested (the deadline counts from there, across
     restarts of the operator)."""
     now = datetime.datetime.now(datetime.UTC)
-    try:
-        requested = datetime.datetime.fromisoformat(
-            str(body.meta.get("deletionTimestamp")).replace("Z", "+00:00")
-        )
-    except ValueError:
+    requested = timestamps.parse_rfc3339(body.meta.get("deletionTimestamp"))
+    if requested is None:
         return 0.0
     return (now - requested).total_seconds()
 
@@ -116,13 +104,13 @@ async def _report_pending(
         previous = et.parse_status(body.get("status")).conditions
     except pydantic.ValidationError:
         previous = ()
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamps.format_rfc3339(datetime.datetime.now(datetime.UTC))
+    ready, reconciling, _ = conditions.kstatus(
+        ready=False, reason=reasons.CLEANUP_PENDING, message=message, reconciling=True
+    )
     merged = conditions.merge(
         previous,
-        [
-            conditions.Condition("Ready", "False", "CleanupPending", message),
-            conditions.Condition("Reconciling", "True", "CleanupPending", message),
-        ],
+        [ready, reconciling],
         generation=body.meta.get("generation"),
         now=now,
     )
@@ -144,9 +132,9 @@ async def remove_target_workloads(
     **kwargs: Any,
 ) -> None:
     """Remove the namespace's model workloads at this target, then let the EdgeTarget go."""
-    views: kopf.Index[str, md_handlers.TargetView] = kwargs["edgetargets_by_namespace"]
+    views: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     ns, et_name = namespace or "", name or ""
     try:
         spec = et.parse_spec(body.get("spec") or {})
@@ -214,7 +202,7 @@ def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place:
         kopf.event(
             body,
             type="Normal",
-            reason="WorkloadsKept",
+            reason=reasons.WORKLOADS_KEPT,
             message=(
                 f"kept {', '.join(kept)} in {place}: a ModelDeployment still puts them there "
                 "through another EdgeTarget of this namespace"
@@ -224,7 +212,7 @@ def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place:
         kopf.event(
             body,
             type="Normal",
-            reason="WorkloadsRemoved",
+            reason=reasons.WORKLOADS_REMOVED,
             message=f"removed {', '.join(removed)} from {place}"[:_MAX_EVENT_MESSAGE],
         )
 
@@ -241,26 +229,26 @@ def _give_up(
     """Release with a Warning naming what may be left where, and how to remove it by hand."""
     labels = dict(body.meta.get("labels") or {})
     names = target_cleanup.writers(deployments, labels)
-    managed = f"{workload.MANAGED_BY_LABEL}={workload.MANAGED_BY}"
+    managed = f"{target_objects.MANAGED_BY_LABEL}={target_objects.MANAGED_BY}"
     if names:
         what = "the Deployments and Services of ModelDeployment(s) " + ", ".join(
-            f"{n} ({workload.workload_name(n)})" for n in names
+            f"{n} ({target_objects.workload_name(n)})" for n in names
         )
-        owners = ",".join(workload.owner_label(ns, n) for n in names)
+        owners = ",".join(target_objects.owner_label(ns, n) for n in names)
         how = (
             f"`kubectl -n {spec.namespace} delete deploy,svc -l "
-            f"'{managed},{workload.DEPLOYMENT_LABEL} in ({owners})'`"
+            f"'{managed},{target_objects.DEPLOYMENT_LABEL} in ({owners})'`"
         )
     else:
         what = f"Deployments and Services of ModelDeployments of namespace {ns}"
         how = (
             f"`kubectl -n {spec.namespace} get deploy,svc -l {managed} -L "
-            f"{workload.DEPLOYMENT_LABEL}` and delete those whose owner starts with {ns}."
+            f"{target_objects.DEPLOYMENT_LABEL}` and delete those whose owner starts with {ns}."
         )
     kopf.event(
         body,
         type="Warning",
-        reason="CleanupIncomplete",
+        reason=reasons.CLEANUP_INCOMPLETE,
         message=(
             f"gave up after {deadline:.0f}s and released the EdgeTarget: {what} may be left in "
             f"namespace {spec.namespace} at the target. Remove them there by hand: {how}. "

@@ -51,15 +51,14 @@ import pydantic
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_workloads
 from edgeferry.adapters import hub as hub_adapter
-from edgeferry.decisions import compat, rollout_status, waves, workload
-from edgeferry.handlers import edgetarget as edgetarget_handlers
-from edgeferry.models import conditions
-from edgeferry.models import edgetarget as et
+from edgeferry.decisions import rollout_image, rollout_status, waves, workload, workload_health
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.handlers import runtime
+from edgeferry.models import conditions, reasons, target_objects, timestamps
 from edgeferry.models import modeldeployment as md
-from edgeferry.models import modelimage as mi
 
-GROUP = "edgeferry.io"
-VERSION = "v1alpha1"
+GROUP = runtime.GROUP
+VERSION = runtime.VERSION
 PLURAL = "modeldeployments"
 KIND = "ModelDeployment"
 
@@ -75,108 +74,6 @@ _STATUS_KEYS = frozenset(
 )
 
 
-# --- what the indexes hold -----------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class TargetView:
-    """An EdgeTarget as the rollout needs it, parsed once per watch event."""
-
-    name: str
-    labels: Mapping[str, str]
-    spec: et.EdgeTargetSpec | None
-    """None when the spec does not parse (the EdgeTarget reports why)."""
-    status: et.EdgeTargetStatus
-    created: datetime.datetime | None
-    generation: int
-    deleting: bool = False
-    """Its deletion was requested: its own cleanup empties it, rollouts leave it alone."""
-
-    @property
-    def ready(self) -> Mapping[str, Any] | None:
-        return conditions.find(self.status.conditions, "Ready")
-
-    def fingerprint(self) -> tuple[object, ...]:
-        """What, when it changes, can change a rollout decision."""
-        ready = self.ready or {}
-        return (
-            tuple(sorted(self.labels.items())),
-            self.generation,
-            self.status.reachable,
-            ready.get("status"),
-            self.status.architectures,
-            self.deleting,
-        )
-
-
-def _parse_time(value: object) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
-def target_view(body: Mapping[str, Any]) -> TargetView:
-    """Parse an EdgeTarget body; a bad spec or status reads as unknown rather than failing."""
-    meta = body.get("metadata", {})
-    try:
-        spec: et.EdgeTargetSpec | None = et.parse_spec(body.get("spec") or {})
-    except pydantic.ValidationError:
-        spec = None
-    try:
-        status = et.parse_status(body.get("status"))
-    except pydantic.ValidationError:
-        status = et.EdgeTargetStatus()
-    return TargetView(
-        name=str(meta.get("name")),
-        labels=dict(meta.get("labels") or {}),
-        spec=spec,
-        status=status,
-        created=_parse_time(meta.get("creationTimestamp")),
-        generation=int(meta.get("generation") or 0),
-        deleting=bool(meta.get("deletionTimestamp")),
-    )
-
-
-def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
-    """A ModelImage as the rollout sees it: admitted only with `Admitted=True` and a reference."""
-    if body is None:
-        return waves.Image(
-            name=name,
-            admitted=False,
-            reason="ImageNotFound",
-            message=f"ModelImage {name} does not exist in this namespace; create it, or fix "
-            "spec.imageRef.name",
-        )
-    try:
-        status = mi.parse_status(body.get("status"))
-    except pydantic.ValidationError:
-        status = mi.ModelImageStatus()
-    admitted = status.condition("Admitted")
-    reference = status.image.reference if status.image is not None else None
-    # Every built platform (an OCI index when several), with its unpacked size for the
-    # targets' size budgets; images from before `status.image.platforms` have one platform.
-    built = status.image.platform_images if status.image is not None else ()
-    platforms = tuple(p.platform for p in built)
-    sizes = tuple((compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size)
-    if admitted is not None and admitted.status == "True" and reference:
-        return waves.Image(
-            name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes
-        )
-    if admitted is not None and admitted.status == "False":
-        reason, message = admitted.reason or "ImageNotAdmitted", admitted.message
-    elif admitted is not None and admitted.status == "True":
-        reason = "ImageNotPushed"
-        message = "admitted, waiting for the push to the registry to record its digest"
-    else:
-        reason = "ImageNotAdmitted"
-        message = f"its pipeline has not decided yet (phase {status.phase or 'Pending'})"
-    return waves.Image(
-        name=name, admitted=False, platforms=platforms, reason=reason, message=message
-    )
-
-
 # --- indexes, and waking the daemons -------------------------------------------------------------
 @dataclasses.dataclass
 class _Loop:
@@ -188,7 +85,7 @@ class _Loop:
 
 _loops: dict[tuple[str, str], _Loop] = {}
 _seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
-_seen_images: dict[tuple[str, str], waves.Image] = {}
+_seen_images: dict[tuple[str, str], rt.Image] = {}
 
 
 def _wake(namespace: str, *, image: str | None = None) -> None:
@@ -200,7 +97,7 @@ def _wake(namespace: str, *, image: str | None = None) -> None:
 @kopf.index(GROUP, VERSION, "edgetargets")
 def edgetargets_by_namespace(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
-) -> dict[str, TargetView]:
+) -> dict[str, runtime.TargetView]:
     """EdgeTargets per namespace: the candidates a ModelDeployment's selector picks from.
 
     Kopf calls indexers on every watch event, before handlers and without logging each call; so
@@ -208,7 +105,7 @@ def edgetargets_by_namespace(
     wakes the namespace's daemons.
     """
     key = (namespace or "", name or "")
-    view = target_view(body)
+    view = runtime.target_view(body)
     if _seen_targets.get(key) != (fingerprint := view.fingerprint()):
         _seen_targets[key] = fingerprint
         _wake(key[0])
@@ -218,10 +115,10 @@ def edgetargets_by_namespace(
 @kopf.index(GROUP, VERSION, "modelimages")
 def modelimages_by_name(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], waves.Image]:
+) -> dict[tuple[str, str], rt.Image]:
     """Each ModelImage's admission, by (namespace, name); a change wakes its deployments."""
     key = (namespace or "", name or "")
-    image = image_from_body(key[1], body)
+    image = rollout_image.from_body(key[1], body)
     if _seen_images.get(key) != image:
         _seen_images[key] = image
         _wake(key[0], image=key[1])
@@ -245,15 +142,39 @@ class _Memory:
 class _Seen:
     """One selected target in this reconcile."""
 
-    view: TargetView
-    state: waves.TargetState
-    observation: target_workloads.Observation | None = None
+    view: runtime.TargetView
+    state: rt.TargetState
+    observation: workload_health.Observation | None = None
     error: str | None = None
     """Why it could not be observed (or written), in words."""
 
 
-def _stamp(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+async def _at_target(
+    access: clusters.Access,
+    gate: asyncio.Semaphore,
+    *,
+    namespace: str,
+    view: runtime.TargetView,
+    work: Any,
+    label: str,
+) -> Any:
+    """Run `work(api)` against a target, bounded by `gate` and the access deadline; raise
+    TargetAccessError (named `label` in its message) on any failure."""
+    spec = view.spec
+    assert spec is not None
+
+    def blocking() -> Any:
+        api = access.clients.for_target(namespace, view.name, spec)
+        try:
+            return work(api)
+        except Exception as exc:
+            raise clusters.classify(exc, target=label, server=clusters.server_of(api)) from exc
+
+    async with gate:
+        try:
+            return await access.runner.run(blocking, deadline=access.deadline)
+        except TimeoutError as exc:
+            raise clusters.Unreachable(f"{label}: no answer within {access.deadline:.0f}s") from exc
 
 
 class Reconciler:
@@ -267,8 +188,8 @@ class Reconciler:
         name: str,
         config: settings.Settings,
         access: clusters.Access,
-        targets: Iterable[TargetView],
-        images: kopf.Index[tuple[str, str], waves.Image],
+        targets: Iterable[runtime.TargetView],
+        images: kopf.Index[tuple[str, str], rt.Image],
         memory: _Memory,
     ) -> None:
         self.body = body
@@ -286,35 +207,23 @@ class Reconciler:
     def event(self, type_: str, reason: str, message: str) -> None:
         kopf.event(self.body, type=type_, reason=reason, message=message[:_MAX_EVENT_MESSAGE])
 
-    async def _at_target(self, view: TargetView, work: Any, what: str) -> Any:
-        """Run `work(api)` against a target, bounded; raise TargetAccessError on any failure."""
-        spec = view.spec
-        assert spec is not None
-        access = self.access
-
-        def blocking() -> Any:
-            api = access.clients.for_target(self.namespace, view.name, spec)
-            try:
-                return work(api)
-            except Exception as exc:
-                raise clusters.classify(
-                    exc, target=f"{view.name}: {what}", server=clusters.server_of(api)
-                ) from exc
-
-        async with self.gate:
-            try:
-                return await access.runner.run(blocking, deadline=access.deadline)
-            except TimeoutError as exc:
-                raise clusters.Unreachable(
-                    f"{view.name}: {what}: no answer within {access.deadline:.0f}s"
-                ) from exc
+    async def _at_target(self, view: runtime.TargetView, work: Any, what: str) -> Any:
+        """Run `work(api)` against a target; raise TargetAccessError on any failure."""
+        return await _at_target(
+            self.access,
+            self.gate,
+            namespace=self.namespace,
+            view=view,
+            work=work,
+            label=f"{view.name}: {what}",
+        )
 
     # --- observe ---------------------------------------------------------------------------------
-    async def observe(self, view: TargetView) -> _Seen:
+    async def observe(self, view: runtime.TargetView) -> _Seen:
         """The TargetState of one selected target (never raises)."""
         spec = view.spec
         cluster_type: md.ClusterType = spec.type if spec is not None else "Cloud"
-        base = waves.TargetState(
+        base = rt.TargetState(
             name=view.name,
             cluster_type=cluster_type,
             architectures=view.status.architectures,
@@ -328,7 +237,7 @@ class Reconciler:
             )
         if view.status.reachable is False:
             ready = view.ready or {}
-            since = _parse_time(ready.get("lastTransitionTime"))
+            since = timestamps.parse_rfc3339(ready.get("lastTransitionTime"))
             self.memory.first_failure.pop(view.name, None)
             return _Seen(
                 view,
@@ -336,7 +245,7 @@ class Reconciler:
                 error=view.status.message or "unreachable at its last probe",
             )
         try:
-            found: target_workloads.Observation = await self._at_target(
+            reading: target_workloads.Reading = await self._at_target(
                 view,
                 lambda api: target_workloads.observe(
                     api,
@@ -355,28 +264,21 @@ class Reconciler:
                 error=exc.message,
             )
         self.memory.first_failure.pop(view.name, None)
-        if found.foreign:
-            message = (
-                f"a Deployment {spec.namespace}/{workload.workload_name(self.name)} that "
-                "edgeferry did not create exists at the target; edgeferry does not take it "
-                "over: rename the ModelDeployment, or remove that Deployment"
-            )
-            return _Seen(view, dataclasses.replace(base, reachable=False), found, message)
-        never_probed = view.status.reachable is None
-        state = dataclasses.replace(
-            base,
-            unreachable_since=view.created if never_probed else None,
-            record=found.record,
-            available=found.available,
-            ready_replicas=found.ready_replicas,
-            replicas=found.replicas,
-            failing=found.failing,
-            failure=found.failure,
+        found = workload_health.assess(
+            reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
         )
-        return _Seen(view, state, found)
+        never_probed = view.status.reachable is None
+        state, problem = workload_health.state_of(
+            base,
+            found,
+            namespace=spec.namespace,
+            name=self.name,
+            unreachable_since=view.created if never_probed else None,
+        )
+        return _Seen(view, state, found, problem)
 
     # --- apply -----------------------------------------------------------------------------------
-    async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: waves.Write) -> None:
+    async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: rt.Write) -> None:
         """Render and apply one write; failures are recorded on `seen.error`."""
         target = seen.view.spec
         assert target is not None
@@ -414,7 +316,7 @@ class Reconciler:
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
     # --- release ---------------------------------------------------------------------------------
-    async def release(self, view: TargetView) -> None:
+    async def release(self, view: runtime.TargetView) -> None:
         """Remove our workload from a target the selector no longer picks (once)."""
         spec = view.spec
         if spec is None or view.status.reachable is False:
@@ -440,7 +342,7 @@ class Reconciler:
         if removed:
             self.event(
                 "Normal",
-                "TargetReleased",
+                reasons.TARGET_RELEASED,
                 f"{view.name} no longer matches targets.selector: removed "
                 f"{', '.join(removed)} from namespace {spec.namespace} there",
             )
@@ -454,9 +356,8 @@ class Reconciler:
             await self._report_invalid(exc)
             return self.config.rollout.resync_seconds
         image = self.images.get((self.namespace, spec.image_ref.name))
-        image_view = (next(iter(image), None) if image is not None else None) or image_from_body(
-            spec.image_ref.name, None
-        )
+        found = next(iter(image), None) if image is not None else None
+        image_view = found or rollout_image.from_body(spec.image_ref.name, None)
 
         live = [t for t in self.targets if not t.deleting]
         selected = [t for t in live if spec.targets.selector.matches(t.labels)]
@@ -479,22 +380,16 @@ class Reconciler:
             *(self.write(spec, seen[w.target], w) for w in writes),
             *(self.release(t) for t in others if t.name not in self.memory.released),
         )
-        plan = self._with_errors(plan, seen)
-        await self._report(plan, seen)
+        plan = waves.with_errors(
+            plan,
+            {name: s.error for name, s in seen.items() if s.error},
+            reachable={name for name, s in seen.items() if s.state.reachable},
+            recorded=self.memory.recorded,
+        )
+        await self._report(plan)
         return self._next_delay(plan, seen)
 
-    def _with_errors(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> waves.Plan:
-        """Put what went wrong at each target (unreachable, write failed) into its outcome."""
-        outcomes = []
-        for outcome in plan.targets:
-            error = seen[outcome.name].error
-            if error and error not in (outcome.error or ""):
-                outcomes.append(dataclasses.replace(outcome, error=error))
-            else:
-                outcomes.append(outcome)
-        return dataclasses.replace(plan, targets=tuple(outcomes))
-
-    def _next_delay(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> float:
+    def _next_delay(self, plan: rt.Plan, seen: Mapping[str, _Seen]) -> float:
         requeue = self.config.rollout.requeue_seconds
         moving = plan.phase == "Progressing" or any(
             s.error and s.state.reachable for s in seen.values()
@@ -504,9 +399,8 @@ class Reconciler:
             delay = min(delay, max(1.0, plan.recheck_after_seconds))
         return delay
 
-    async def _report(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> None:
+    async def _report(self, plan: rt.Plan) -> None:
         """Status, events and metrics of one reconcile."""
-        previous = {line.name: line for line in self.memory.recorded.targets}
         status = rollout_status.build(
             plan,
             generation=self.generation,
@@ -519,22 +413,9 @@ class Reconciler:
         for event in plan.events:
             self.event(event.type, event.reason, event.message)
         for outcome in plan.targets:
-            line = previous.get(outcome.name)
-            error = seen[outcome.name].error
-            if (
-                error
-                and seen[outcome.name].state.reachable
-                and (line is None or line.last_error != outcome.error)
-            ):
-                self.event("Warning", "TargetWriteFailed", f"{outcome.name}: {error}")
             record = outcome.record
-            if (
-                outcome.phase == "Ready"
-                and record is not None
-                and record.ready_at == self.now
-                and record.started_at is not None
-            ):
-                seconds = (record.ready_at - record.started_at).total_seconds()
+            if outcome.became_ready and record is not None and record.started_at is not None:
+                seconds = (self.now - record.started_at).total_seconds()
                 metrics.TIME_TO_READY.labels(self.namespace, self.name).observe(seconds)
                 _LOG.info(
                     "%s/%s: %s Ready %.1fs after %s was written",
@@ -559,25 +440,18 @@ class Reconciler:
     async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        message = (
-            f"spec is not valid: {where}: {first['msg']}; fix the ModelDeployment (`kubectl "
-            "explain modeldeployment.spec`). Nothing is rolled out until then."
-        )
+        message, invalid = rollout_status.invalid_spec(where, first["msg"])
         conds = conditions.merge(
             self.memory.recorded.conditions,
-            [
-                conditions.Condition("Ready", "False", "InvalidSpec", message),
-                conditions.Condition("Reconciling", "False", "InvalidSpec", message),
-                conditions.Condition("Stalled", "True", "InvalidSpec", message),
-            ],
+            invalid,
             generation=self.generation,
-            now=_stamp(self.now),
+            now=timestamps.format_rfc3339(self.now),
         )
         await self._write_status(
             {"observedGeneration": self.generation, "message": message, "conditions": conds}
         )
         if self.memory.recorded.message != message:
-            self.event("Warning", "InvalidSpec", message)
+            self.event("Warning", reasons.INVALID_SPEC, message)
         self.memory.recorded = self.memory.recorded.model_copy(
             update={"message": message, "conditions": tuple(conds)}
         )
@@ -599,7 +473,9 @@ class Reconciler:
 
 def _clear_metrics(namespace: str, name: str) -> None:
     """Drop every series of a deleted ModelDeployment, so dashboards do not show ghosts."""
-    families = (
+    metrics.forget(
+        namespace,
+        name,
         metrics.ROLLOUT_TARGETS,
         metrics.ROLLOUT_WAVE,
         metrics.ROLLOUT_DEGRADED,
@@ -607,10 +483,6 @@ def _clear_metrics(namespace: str, name: str) -> None:
         metrics.ROLLBACKS,
         metrics.TIME_TO_READY,
     )
-    for family in families:
-        for labels in list(family._metrics):
-            if labels[:2] == (namespace, name):
-                family.remove(*labels)
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
@@ -624,10 +496,10 @@ async def reconcile_continuously(
     **kwargs: Any,
 ) -> None:
     """Reconcile now, then whenever woken or due, until the ModelDeployment goes away."""
-    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
-    images: kopf.Index[tuple[str, str], waves.Image] = kwargs["modelimages_by_name"]
+    edgetargets: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
+    images: kopf.Index[tuple[str, str], rt.Image] = kwargs["modelimages_by_name"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     key = (namespace or "", name or "")
     try:
         recorded = md.parse_status(body.get("status"))
@@ -661,7 +533,7 @@ async def reconcile_continuously(
                 kopf.event(
                     body,
                     type="Warning",
-                    reason="ReconcileError",
+                    reason=reasons.RECONCILE_ERROR,
                     message=f"{type(exc).__name__}: {exc}; retrying in {RETRY_SECONDS:.0f}s"[
                         :_MAX_EVENT_MESSAGE
                     ],
@@ -669,9 +541,7 @@ async def reconcile_continuously(
                 delay = RETRY_SECONDS
             finally:
                 metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
-            await edgetarget_handlers.sleep_or_wake(
-                delay, stopped=stopped, body=body, wake=loop.wake
-            )
+            await runtime.sleep_or_wake(delay, stopped=stopped, body=body, wake=loop.wake)
     finally:
         if _loops.get(key) is loop:
             del _loops[key]
@@ -686,39 +556,34 @@ async def remove_workloads(
     **kwargs: Any,
 ) -> None:
     """Delete our workloads at every EdgeTarget of the namespace, bounded in time."""
-    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
+    edgetargets: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     ns, md_name = namespace or "", name or ""
     views = [v for v in edgetargets.get(ns, []) if v.spec is not None]
     gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
 
-    async def one(view: TargetView) -> tuple[str, list[str] | str]:
+    async def one(view: runtime.TargetView) -> tuple[str, list[str] | str]:
         spec = view.spec
         assert spec is not None
-
-        def blocking() -> list[str]:
-            api = access.clients.for_target(ns, view.name, spec)
-            try:
-                return target_workloads.remove(
+        try:
+            removed: list[str] = await _at_target(
+                access,
+                gate,
+                namespace=ns,
+                view=view,
+                work=lambda api: target_workloads.remove(
                     api,
                     namespace=spec.namespace,
                     md_namespace=ns,
                     md_name=md_name,
                     timeout=access.timeout,
-                )
-            except Exception as exc:
-                raise clusters.classify(
-                    exc, target=view.name, server=clusters.server_of(api)
-                ) from exc
-
-        async with gate:
-            try:
-                return view.name, await access.runner.run(blocking, deadline=access.deadline)
-            except TimeoutError:
-                return view.name, f"{view.name}: no answer within {access.deadline:.0f}s"
-            except clusters.TargetAccessError as exc:
-                return view.name, exc.message
+                ),
+                label=view.name,
+            )
+        except clusters.TargetAccessError as exc:
+            return view.name, exc.message
+        return view.name, removed
 
     results = await asyncio.gather(*(one(v) for v in views))
     removed = {n: r for n, r in results if isinstance(r, list) and r}
@@ -728,13 +593,13 @@ async def remove_workloads(
         kopf.event(
             body,
             type="Normal",
-            reason="WorkloadsRemoved",
+            reason=reasons.WORKLOADS_REMOVED,
             message=f"removed at {len(removed)} target(s): {where}"[:_MAX_EVENT_MESSAGE],
         )
     if left:
-        requested = _parse_time(body.meta.get("deletionTimestamp")) or datetime.datetime.now(
-            datetime.UTC
-        )
+        requested = timestamps.parse_rfc3339(
+            body.meta.get("deletionTimestamp")
+        ) or datetime.datetime.now(datetime.UTC)
         waited = (datetime.datetime.now(datetime.UTC) - requested).total_seconds()
         names = ", ".join(sorted(left))
         deadline = config.rollout.cleanup_deadline_seconds
@@ -746,12 +611,12 @@ async def remove_workloads(
         kopf.event(
             body,
             type="Warning",
-            reason="CleanupIncomplete",
+            reason=reasons.CLEANUP_INCOMPLETE,
             message=(
                 f"gave up after {deadline:.0f}s: workloads left behind at "
                 f"{names}. Delete them there by hand: `kubectl delete deploy,svc -l "
-                f"{workload.label_selector(ns, md_name)}` in each target's namespace. Causes: "
-                + "; ".join(left[n] for n in sorted(left))
+                f"{target_objects.label_selector(ns, md_name)}` in each target's namespace. "
+                "Causes: " + "; ".join(left[n] for n in sorted(left))
             )[:_MAX_EVENT_MESSAGE],
         )
     _clear_metrics(ns, md_name)
