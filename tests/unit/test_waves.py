@@ -239,6 +239,29 @@ def test_target_turning_ready_records_it_at_the_target() -> None:
     assert maintain.record.ready_at == NOW
 
 
+def test_target_turning_ready_says_so_in_its_outcome() -> None:
+    canary = running("a", NEW, ready=None)
+    recorded = md.ModelDeploymentStatus(
+        digest=NEW, targets=(recorded_line("a", "Progressing", available_since=ago(60)),)
+    )
+    (outcome,) = plan([canary], recorded=recorded).targets
+    assert outcome.phase == "Ready"
+    assert outcome.became_ready
+
+
+def test_target_ready_before_did_not_just_become_ready() -> None:
+    (outcome,) = plan([running("a", NEW, ready=60)]).targets
+    assert outcome.phase == "Ready"
+    assert not outcome.became_ready
+
+
+def test_rolled_back_target_did_not_become_ready() -> None:
+    p = plan([progressing("a", started=400, failing=True)], progress_deadline_seconds=300)
+    (outcome,) = p.targets
+    assert outcome.phase == "RolledBack"
+    assert not outcome.became_ready
+
+
 def test_ready_recorded_at_the_target_survives_an_operator_restart() -> None:
     p = plan([running("a", NEW, ready=60), fresh("b")], recorded=None)
     assert phases(p)["a"] == "Ready"
@@ -841,3 +864,36 @@ def test_a_target_whose_budget_the_image_exceeds_is_incompatible_and_not_attempt
     assert written(p) == ["a"]
     (line,) = [t for t in p.targets if t.name == "b"]
     assert line.message is not None and "imageSizeBudgetBytes" in line.message
+
+
+# --- after the writes ----------------------------------------------------------------------------
+def test_a_failed_write_shows_in_the_target_error_and_as_an_event() -> None:
+    p = plan([fresh("a")])
+    done = waves.with_errors(p, {"a": "a: apply (rollout): forbidden"}, reachable={"a"})
+    (outcome,) = done.targets
+    assert outcome.error == "a: apply (rollout): forbidden"
+    assert done.events[-1] == rollout_types.Event(
+        "Warning", "TargetWriteFailed", "a: a: apply (rollout): forbidden"
+    )
+
+
+def test_a_write_failure_already_reported_is_not_an_event_again() -> None:
+    p = plan([fresh("a")])
+    error = "a: apply (rollout): forbidden"
+    recorded = md.ModelDeploymentStatus(targets=(recorded_line("a", "Pending", last_error=error),))
+    done = waves.with_errors(p, {"a": error}, reachable={"a"}, recorded=recorded)
+    assert done.targets[0].error == error
+    assert done.events == p.events
+
+
+def test_an_unreachable_target_error_is_shown_but_not_an_event() -> None:
+    p = plan([offline("a")])
+    done = waves.with_errors(p, {"a": "unreachable at its last probe"}, reachable=set())
+    assert "unreachable" in (done.targets[0].error or "")
+    assert done.events == p.events
+
+
+def test_an_error_the_plan_already_names_is_not_repeated() -> None:
+    p = plan([offline("a")])
+    done = waves.with_errors(p, {"a": "unreachable"}, reachable=set())
+    assert done.targets[0].error == p.targets[0].error
