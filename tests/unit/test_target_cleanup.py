@@ -114,3 +114,66 @@ def test_k3s_targets_are_the_same_place_only_through_the_same_kubeconfig_secret(
 def test_writers_are_the_deployments_whose_selector_picks_the_target() -> None:
     deployments = {"iris": selector(arch="amd64"), "resnet": selector(arch="arm64"), "bad": None}
     assert target_cleanup.writers(deployments, {"arch": "amd64"}) == ["iris"]
+
+
+# --- what the deletion reports -------------------------------------------------------------------
+def test_place_names_the_hub_for_cloud_and_the_site_for_k3s() -> None:
+    cloud = target(type="Cloud", namespace="models")
+    edge = target(type="K3s", namespace="edge", k3s={"kubeconfigSecretRef": {"name": "s"}})
+    assert target_cleanup.place(cloud, "c") == "namespace models at the hub"
+    assert target_cleanup.place(edge, "edge-1") == "namespace edge at edge-1"
+
+
+def test_kept_workloads_are_reported_before_removed_ones() -> None:
+    events = target_cleanup.pass_events(["Deployment/a"], ["Service/b"], "namespace m at the hub")
+    assert [(e.type, e.reason) for e in events] == [
+        ("Normal", "WorkloadsKept"),
+        ("Normal", "WorkloadsRemoved"),
+    ]
+    assert events[1].message == "removed Deployment/a from namespace m at the hub"
+
+
+def test_a_pass_that_did_nothing_says_nothing() -> None:
+    assert target_cleanup.pass_events([], [], "anywhere") == []
+
+
+def test_while_the_deadline_lasts_the_deletion_waits_and_says_why() -> None:
+    waiting = target_cleanup.pending("namespace m at edge-1", cause="refused", left_seconds=42)
+    assert waiting is not None
+    message, conds = waiting
+    assert "(refused); retrying for 42s more" in message
+    assert [(c.type, c.status, c.reason) for c in conds] == [
+        ("Ready", "False", "CleanupPending"),
+        ("Reconciling", "True", "CleanupPending"),
+    ]
+
+
+def test_after_the_deadline_nothing_waits_any_more() -> None:
+    assert target_cleanup.pending("x", cause="refused", left_seconds=0) is None
+
+
+def test_left_behind_names_the_writers_and_the_command_for_them() -> None:
+    event = target_cleanup.left_behind(
+        namespace="team-a",
+        spec=target(type="Cloud", namespace="models"),
+        labels={"region": "eu"},
+        deployments={"iris": selector(region="eu"), "other": selector(region="us")},
+        deadline_seconds=300,
+        cause="unreachable",
+    )
+    assert (event.type, event.reason) == ("Warning", "CleanupIncomplete")
+    assert "ModelDeployment(s) iris (iris)" in event.message and "other" not in event.message
+    assert "edgeferry.io/deployment in (team-a.iris)" in event.message
+    assert event.message.endswith("Cause: unreachable")
+
+
+def test_left_behind_without_known_writers_says_how_to_find_them() -> None:
+    event = target_cleanup.left_behind(
+        namespace="team-a",
+        spec=target(type="Cloud", namespace="models"),
+        labels={},
+        deployments={},
+        deadline_seconds=300,
+        cause="unreachable",
+    )
+    assert "whose owner starts with team-a." in event.message

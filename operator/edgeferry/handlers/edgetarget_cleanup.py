@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -29,9 +29,10 @@ from kubernetes import client as k8s_client
 
 from edgeferry import settings
 from edgeferry.adapters import clusters, hub, target_workloads
+from edgeferry.decisions import rollout_types as rt
 from edgeferry.decisions import target_cleanup
 from edgeferry.handlers import runtime
-from edgeferry.models import conditions, reasons, target_objects, timestamps
+from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
 
@@ -97,7 +98,12 @@ def _waited(body: kopf.Body) -> float:
 
 
 async def _report_pending(
-    body: kopf.Body, access: clusters.Access, namespace: str, name: str, message: str
+    body: kopf.Body,
+    access: clusters.Access,
+    namespace: str,
+    name: str,
+    message: str,
+    conds: Iterable[conditions.Condition],
 ) -> None:
     """Say on the EdgeTarget why its deletion is still waiting."""
     try:
@@ -105,12 +111,9 @@ async def _report_pending(
     except pydantic.ValidationError:
         previous = ()
     now = timestamps.format_rfc3339(datetime.datetime.now(datetime.UTC))
-    ready, reconciling, _ = conditions.kstatus(
-        ready=False, reason=reasons.CLEANUP_PENDING, message=message, reconciling=True
-    )
     merged = conditions.merge(
         previous,
-        [ready, reconciling],
+        conds,
         generation=body.meta.get("generation"),
         now=now,
     )
@@ -165,7 +168,7 @@ async def remove_target_workloads(
         return _Pass(removed, [f.ref for f in verdict.kept_for_siblings])
 
     deadline = config.rollout.cleanup_deadline_seconds
-    place = f"namespace {spec.namespace} at " + ("the hub" if spec.type == "Cloud" else et_name)
+    where = target_cleanup.place(spec, et_name)
     removed: list[str] = []
     try:
         while True:
@@ -175,83 +178,35 @@ async def remove_target_workloads(
                 break
             await asyncio.sleep(CONFIRM_SECONDS)  # a rollout's last write may still land
     except (TimeoutError, clusters.TargetAccessError) as exc:
-        _report_removed(body, removed, [], place)
+        _post(body, target_cleanup.pass_events(removed, [], where))
         if isinstance(exc, clusters.TargetAccessError):
             cause = exc.message
         else:
             cause = f"EdgeTarget {et_name}: no answer within {access.deadline * 2:.0f}s"
         left = deadline - _waited(body)
-        if left > 0:
-            message = (
-                f"deleting: could not remove edgeferry's workloads in {place} yet ({cause}); "
-                f"retrying for {left:.0f}s more, then the EdgeTarget is released and what is "
-                "left is named in a CleanupIncomplete event"
-            )
-            await _report_pending(body, access, ns, et_name, message)
+        waiting = target_cleanup.pending(where, cause=cause, left_seconds=left)
+        if waiting is not None:
+            message, conds = waiting
+            await _report_pending(body, access, ns, et_name, message, conds)
             raise kopf.TemporaryError(message, delay=min(RETRY_SECONDS, max(1.0, left))) from exc
-        _give_up(body, ns=ns, spec=spec, deployments=deployments, deadline=deadline, cause=cause)
+        gave_up = target_cleanup.left_behind(
+            namespace=ns,
+            spec=spec,
+            labels=dict(body.meta.get("labels") or {}),
+            deployments=deployments,
+            deadline_seconds=deadline,
+            cause=cause,
+        )
+        _post(body, [gave_up])
         access.clients.forget(ns, et_name)
         return
-    _report_removed(body, removed, done.kept, place)
-    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, place)
+    _post(body, target_cleanup.pass_events(removed, done.kept, where))
+    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, where)
     access.clients.forget(ns, et_name)
 
 
-def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place: str) -> None:
-    if kept:
+def _post(body: kopf.Body, events: Iterable[rt.Event]) -> None:
+    for event in events:
         kopf.event(
-            body,
-            type="Normal",
-            reason=reasons.WORKLOADS_KEPT,
-            message=(
-                f"kept {', '.join(kept)} in {place}: a ModelDeployment still puts them there "
-                "through another EdgeTarget of this namespace"
-            )[:_MAX_EVENT_MESSAGE],
+            body, type=event.type, reason=event.reason, message=event.message[:_MAX_EVENT_MESSAGE]
         )
-    if removed:
-        kopf.event(
-            body,
-            type="Normal",
-            reason=reasons.WORKLOADS_REMOVED,
-            message=f"removed {', '.join(removed)} from {place}"[:_MAX_EVENT_MESSAGE],
-        )
-
-
-def _give_up(
-    body: kopf.Body,
-    *,
-    ns: str,
-    spec: et.EdgeTargetSpec,
-    deployments: Mapping[str, md.LabelSelector | None],
-    deadline: float,
-    cause: str,
-) -> None:
-    """Release with a Warning naming what may be left where, and how to remove it by hand."""
-    labels = dict(body.meta.get("labels") or {})
-    names = target_cleanup.writers(deployments, labels)
-    managed = f"{target_objects.MANAGED_BY_LABEL}={target_objects.MANAGED_BY}"
-    if names:
-        what = "the Deployments and Services of ModelDeployment(s) " + ", ".join(
-            f"{n} ({target_objects.workload_name(n)})" for n in names
-        )
-        owners = ",".join(target_objects.owner_label(ns, n) for n in names)
-        how = (
-            f"`kubectl -n {spec.namespace} delete deploy,svc -l "
-            f"'{managed},{target_objects.DEPLOYMENT_LABEL} in ({owners})'`"
-        )
-    else:
-        what = f"Deployments and Services of ModelDeployments of namespace {ns}"
-        how = (
-            f"`kubectl -n {spec.namespace} get deploy,svc -l {managed} -L "
-            f"{target_objects.DEPLOYMENT_LABEL}` and delete those whose owner starts with {ns}."
-        )
-    kopf.event(
-        body,
-        type="Warning",
-        reason=reasons.CLEANUP_INCOMPLETE,
-        message=(
-            f"gave up after {deadline:.0f}s and released the EdgeTarget: {what} may be left in "
-            f"namespace {spec.namespace} at the target. Remove them there by hand: {how}. "
-            f"Cause: {cause}"
-        )[:_MAX_EVENT_MESSAGE],
-    )
