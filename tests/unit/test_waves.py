@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import rollout_status, rollout_types, wave_plan, waves
+from edgeferry.decisions import rollout_events, rollout_status, rollout_types, wave_plan, waves
 from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
@@ -897,3 +897,16 @@ def test_an_error_the_plan_already_names_is_not_repeated() -> None:
     p = plan([offline("a")])
     done = waves.with_errors(p, {"a": "unreachable"}, reachable=set())
     assert done.targets[0].error == p.targets[0].error
+
+
+def test_a_released_target_names_what_was_removed_there() -> None:
+    (event,) = rollout_events.released("edge-1", ["Deployment/iris"], namespace="models")
+    assert (event.type, event.reason) == ("Normal", "TargetReleased")
+    assert event.message == (
+        "edge-1 no longer matches targets.selector: removed Deployment/iris from namespace "
+        "models there"
+    )
+
+
+def test_releasing_a_target_that_held_nothing_is_silent() -> None:
+    assert rollout_events.released("edge-1", [], namespace="models") == []

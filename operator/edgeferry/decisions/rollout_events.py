@@ -98,3 +98,17 @@ def phase(phase: md.DeploymentPhase, message: str) -> list[rt.Event]:
     if phase == "Paused":
         return [rt.Event("Normal", reasons.ROLLOUT_PAUSED, message)]
     return []
+
+
+def released(target: str, removed: Sequence[str], *, namespace: str) -> list[rt.Event]:
+    """A target the selector no longer picks had our workload removed."""
+    if not removed:
+        return []
+    return [
+        rt.Event(
+            "Normal",
+            reasons.TARGET_RELEASED,
+            f"{target} no longer matches targets.selector: removed "
+            f"{', '.join(removed)} from namespace {namespace} there",
+        )
+    ]

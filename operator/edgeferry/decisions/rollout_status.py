@@ -21,6 +21,7 @@ it always lists first.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -305,4 +306,30 @@ def invalid_spec(where: str, what: str) -> tuple[str, tuple[conditions.Condition
     )
     return message, conditions.kstatus(
         ready=False, reason=reasons.INVALID_SPEC, message=message, stalled=True
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gauges:
+    """The rollout metrics of one ModelDeployment, read off its plan and status."""
+
+    targets: Mapping[str, int]
+    """Targets per phase, plus `Blocked`: every selected target while the image is blocked
+    (the phases then count 0, so a blocked rollout is one number on a dashboard)."""
+    wave: int
+    degraded: bool
+    stalled: bool
+
+
+def gauges(plan: rt.Plan, status: md.ModelDeploymentStatus) -> Gauges:
+    """What the rollout gauges show after this reconcile."""
+    blocked = plan.phase == "Blocked"
+    per_phase: dict[str, int] = {
+        phase: 0 if blocked else status.counts.of(phase) for phase in md.TARGET_PHASES
+    }
+    return Gauges(
+        targets={**per_phase, "Blocked": status.counts.total if blocked else 0},
+        wave=plan.current_wave,
+        degraded=plan.phase == "Degraded",
+        stalled=conditions.is_true(status.conditions, reasons.STALLED) or blocked,
     )

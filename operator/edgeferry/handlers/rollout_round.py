@@ -22,7 +22,14 @@ import pydantic
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_workloads
 from edgeferry.adapters import hub as hub_adapter
-from edgeferry.decisions import rollout_image, rollout_status, waves, workload, workload_health
+from edgeferry.decisions import (
+    rollout_events,
+    rollout_image,
+    rollout_status,
+    waves,
+    workload,
+    workload_health,
+)
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, reasons, timestamps
@@ -251,13 +258,8 @@ class Reconciler:
             )
             return
         self.memory.released.add(view.name)
-        if removed:
-            self.event(
-                "Normal",
-                reasons.TARGET_RELEASED,
-                f"{view.name} no longer matches targets.selector: removed "
-                f"{', '.join(removed)} from namespace {spec.namespace} there",
-            )
+        for event in rollout_events.released(view.name, removed, namespace=spec.namespace):
+            self.event(event.type, event.reason, event.message)
 
     # --- the whole round -------------------------------------------------------------------------
     async def run(self) -> float:
@@ -339,15 +341,12 @@ class Reconciler:
                 )
 
         labels = (self.namespace, self.name)
-        for phase in md.TARGET_PHASES:
-            count = status.counts.of(phase) if plan.phase != "Blocked" else 0
+        shown = rollout_status.gauges(plan, status)
+        for phase, count in shown.targets.items():
             metrics.ROLLOUT_TARGETS.labels(*labels, phase).set(count)
-        blocked = status.counts.total if plan.phase == "Blocked" else 0
-        metrics.ROLLOUT_TARGETS.labels(*labels, "Blocked").set(blocked)
-        metrics.ROLLOUT_WAVE.labels(*labels).set(plan.current_wave)
-        metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if plan.phase == "Degraded" else 0)
-        stalled = conditions.is_true(status.conditions, "Stalled") or plan.phase == "Blocked"
-        metrics.ROLLOUT_STALLED.labels(*labels).set(1 if stalled else 0)
+        metrics.ROLLOUT_WAVE.labels(*labels).set(shown.wave)
+        metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if shown.degraded else 0)
+        metrics.ROLLOUT_STALLED.labels(*labels).set(1 if shown.stalled else 0)
 
     async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
         first = exc.errors()[0]
