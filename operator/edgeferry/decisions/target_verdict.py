@@ -17,9 +17,9 @@ An unreachable target is `Deferred`, not failed: it holds its wave for `offlineG
 (except that a target last seen failed stays failed). An incompatible one is never attempted.
 
 `assess` gives a frozen `Verdict` that already carries its write intent: the rollback to do,
-the re-apply that corrects drift, or the release to write once its wave is open (`pending`).
-`open_wave` is the only later step: the wave gate either carries the pending write out or
-leaves the target waiting, and saying why.
+or the release to write once its wave is open (`pending`). `open_wave` is the only later step:
+the wave gate either carries the pending write out or leaves the target waiting, saying why,
+and re-applies what every other reachable target runs (drift correction).
 """
 
 from __future__ import annotations
@@ -91,23 +91,6 @@ def assess(
     `line` is its status line from the previous reconcile of the same release (None after a
     release change), `last_known` the line whatever the release (the last digest seen there).
     """
-    v = _judge(t, verdict=verdict, wave=wave, target=target, line=line, last_known=last_known)
-    if target.rollout.paused:
-        return v
-    if v.write is None and t.reachable and v.record is not None:
-        v = dataclasses.replace(v, write=rt.Write(t.name, "maintain", v.record))
-    return v
-
-
-def _judge(
-    t: rt.TargetState,
-    *,
-    verdict: compat.Verdict,
-    wave: int | None,
-    target: Release,
-    line: md.TargetStatus | None,
-    last_known: md.TargetStatus | None,
-) -> Verdict:
     desired, rollout, now = target.digest, target.rollout, target.now
     record = t.record
     base = Verdict(state=t, wave=wave, record=record)
@@ -318,27 +301,33 @@ def rollout_record(
 def open_wave(
     v: Verdict, *, current: int, halted_wave: int, rollout: md.RolloutStrategy
 ) -> Verdict:
-    """The wave gate: write a pending release if its wave is open, else say what it waits for."""
-    if v.pending is None:
+    """The wave gate: write a pending release if its wave is open, else say what it waits for;
+    any other reachable target gets what it runs re-applied (drift correction). Paused: no
+    write at all."""
+    pending = v.pending
+    if pending is not None:
+        if rollout.paused or halted_wave or v.wave is None or v.wave > current:
+            message = (
+                f"waits for wave {v.wave}; the rollout is paused"
+                if rollout.paused
+                else f"not started: the rollout halted after failures in wave {halted_wave}"
+                if halted_wave
+                else f"waits for wave {v.wave} (wave {current} in progress)"
+            )
+            v = dataclasses.replace(v, message=message)
+        else:
+            record = pending.record
+            return dataclasses.replace(
+                v,
+                write=pending,
+                record=record,
+                digest=record.digest,
+                previous_digest=record.previous_digest,
+                phase="Progressing",
+                up_to_date=True,
+                message=f"{timestamps.short_reference(record.digest)} written in wave {v.wave}",
+                recheck=float(rollout.progress_deadline_seconds),
+            )
+    if rollout.paused or v.write is not None or not v.state.reachable or v.record is None:
         return v
-    if rollout.paused or halted_wave or v.wave is None or v.wave > current:
-        message = (
-            f"waits for wave {v.wave}; the rollout is paused"
-            if rollout.paused
-            else f"not started: the rollout halted after failures in wave {halted_wave}"
-            if halted_wave
-            else f"waits for wave {v.wave} (wave {current} in progress)"
-        )
-        return dataclasses.replace(v, message=message)
-    record = v.pending.record
-    return dataclasses.replace(
-        v,
-        write=v.pending,
-        record=record,
-        digest=record.digest,
-        previous_digest=record.previous_digest,
-        phase="Progressing",
-        up_to_date=True,
-        message=f"{timestamps.short_reference(record.digest)} written in wave {v.wave}",
-        recheck=float(rollout.progress_deadline_seconds),
-    )
+    return dataclasses.replace(v, write=rt.Write(v.name, "maintain", v.record))
