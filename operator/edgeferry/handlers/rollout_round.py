@@ -137,6 +137,22 @@ class Reconciler:
             label=f"{view.name}: {what}",
         )
 
+    async def _ours_at(self, view: runtime.TargetView, call: Any, what: str) -> Any:
+        """`call` (observe, remove) for this ModelDeployment's workload at one target."""
+        spec = view.spec
+        assert spec is not None
+        return await self._at_target(
+            view,
+            lambda api: call(
+                api,
+                namespace=spec.namespace,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                timeout=self.access.timeout,
+            ),
+            what,
+        )
+
     # --- observe ---------------------------------------------------------------------------------
     async def observe(self, view: runtime.TargetView) -> _Seen:
         """The TargetState of one selected target (never raises)."""
@@ -164,16 +180,8 @@ class Reconciler:
                 error=view.status.message or "unreachable at its last probe",
             )
         try:
-            reading: target_workloads.Reading = await self._at_target(
-                view,
-                lambda api: target_workloads.observe(
-                    api,
-                    namespace=spec.namespace,
-                    md_namespace=self.namespace,
-                    md_name=self.name,
-                    timeout=self.access.timeout,
-                ),
-                "observe",
+            reading: target_workloads.Reading = await self._ours_at(
+                view, target_workloads.observe, "observe"
             )
         except clusters.TargetAccessError as exc:
             since = self.memory.first_failure.setdefault(view.name, self.now)
@@ -241,17 +249,7 @@ class Reconciler:
         if spec is None or view.status.reachable is False:
             return
         try:
-            removed: list[str] = await self._at_target(
-                view,
-                lambda api: target_workloads.remove(
-                    api,
-                    namespace=spec.namespace,
-                    md_namespace=self.namespace,
-                    md_name=self.name,
-                    timeout=self.access.timeout,
-                ),
-                "remove",
-            )
+            removed: list[str] = await self._ours_at(view, target_workloads.remove, "remove")
         except clusters.TargetAccessError as exc:
             _LOG.info(
                 "%s/%s: release of %s deferred: %s", self.namespace, self.name, view.name, exc
