@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import rollout_types, workload_health
+from edgeferry.decisions import workload_health
 from edgeferry.models import release, target_objects
 
 IMAGE = "registry.local:5000/models/iris@sha256:" + "1" * 64
@@ -115,25 +114,3 @@ def test_progress_deadline_exceeded_is_failing_even_without_failing_pods() -> No
 def test_many_failures_are_summarised_in_one_line() -> None:
     assert workload_health.summarize_failures(["a", "b", "c"]) == "a (and 2 more failing pods)"
     assert workload_health.summarize_failures([]) is None
-
-
-def test_state_of_a_target_that_answered_carries_what_was_found() -> None:
-    base = rollout_types.TargetState(name="edge-1", architectures=("arm64",))
-    found = assess(deployment(), [pod()])
-    created = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
-    state, problem = workload_health.state_of(
-        base, found, namespace="models", name="iris", unreachable_since=created
-    )
-    assert problem is None
-    assert state.reachable and state.available and state.record == found.record
-    assert state.unreachable_since == created and state.architectures == ("arm64",)
-
-
-def test_a_foreign_deployment_makes_the_target_unusable_and_says_why() -> None:
-    base = rollout_types.TargetState(name="edge-1")
-    found = assess(deployment(labels={}), [])
-    state, problem = workload_health.state_of(
-        base, found, namespace="models", name="iris", unreachable_since=None
-    )
-    assert not state.reachable
-    assert problem is not None and "models/iris" in problem and "did not create" in problem

@@ -11,11 +11,9 @@ target past its deadline means.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import release, target_objects
 
 FAILING_WAITING_REASONS = frozenset(
@@ -170,38 +168,3 @@ def assess(
         failure=failure[:_MAX_FAILURE_TEXT] if failure else None,
         image=image,
     )
-
-
-def state_of(
-    base: rt.TargetState,
-    found: Observation,
-    *,
-    namespace: str,
-    name: str,
-    unreachable_since: datetime.datetime | None,
-) -> tuple[rt.TargetState, str | None]:
-    """The rollout's view of a target that answered, and what is wrong there, if anything.
-
-    `base` carries what the EdgeTarget says (type, architectures, budget); `unreachable_since`
-    is when it was created if it was never probed (the offline grace counts from there). A
-    Deployment of our name that edgeferry did not create makes the target unusable: it is
-    treated as unreachable, never taken over.
-    """
-    if found.foreign:
-        message = (
-            f"a Deployment {namespace}/{target_objects.workload_name(name)} that "
-            "edgeferry did not create exists at the target; edgeferry does not take it "
-            "over: rename the ModelDeployment, or remove that Deployment"
-        )
-        return dataclasses.replace(base, reachable=False), message
-    state = dataclasses.replace(
-        base,
-        unreachable_since=unreachable_since,
-        record=found.record,
-        available=found.available,
-        ready_replicas=found.ready_replicas,
-        replicas=found.replicas,
-        failing=found.failing,
-        failure=found.failure,
-    )
-    return state, None

@@ -26,6 +26,7 @@ from edgeferry.decisions import (
     rollout_events,
     rollout_image,
     rollout_status,
+    target_state,
     waves,
     workload,
     workload_health,
@@ -157,45 +158,27 @@ class Reconciler:
     async def observe(self, view: runtime.TargetView) -> _Seen:
         """The TargetState of one selected target (never raises)."""
         spec = view.spec
-        cluster_type: md.ClusterType = spec.type if spec is not None else "Cloud"
-        base = rt.TargetState(
-            name=view.name,
-            cluster_type=cluster_type,
-            architectures=view.status.architectures,
-            size_budget_bytes=spec.image_size_budget_bytes if spec is not None else None,
-        )
-        if spec is None:
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False),
-                error="the EdgeTarget's spec is invalid; see its status",
-            )
-        if view.status.reachable is False:
-            ready = view.ready or {}
-            since = timestamps.parse_rfc3339(ready.get("lastTransitionTime"))
-            self.memory.first_failure.pop(view.name, None)
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False, unreachable_since=since),
-                error=view.status.message or "unreachable at its last probe",
-            )
+        base = target_state.from_edgetarget(view.name, spec, view.status)
+        skipped = target_state.not_contacted(base, spec, view.status)
+        if skipped is not None or spec is None:
+            if spec is not None:  # unreachable at its last probe: the probe watches it now
+                self.memory.first_failure.pop(view.name, None)
+            state, error = skipped or (base, None)
+            return _Seen(view, state, error=error)
         try:
             reading: target_workloads.Reading = await self._ours_at(
                 view, target_workloads.observe, "observe"
             )
         except clusters.TargetAccessError as exc:
             since = self.memory.first_failure.setdefault(view.name, self.now)
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False, unreachable_since=since),
-                error=exc.message,
-            )
+            state, error = target_state.unanswered(base, since=since, error=exc.message)
+            return _Seen(view, state, error=error)
         self.memory.first_failure.pop(view.name, None)
         found = workload_health.assess(
             reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
         )
         never_probed = view.status.reachable is None
-        state, problem = workload_health.state_of(
+        state, problem = target_state.answered(
             base,
             found,
             namespace=spec.namespace,
