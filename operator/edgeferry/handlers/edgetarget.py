@@ -19,7 +19,6 @@ set `Stalled`; an unreachable site does not, since it may come back on its own.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import time
@@ -30,112 +29,26 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, hub, target_workloads
+from edgeferry.decisions import target_health
+from edgeferry.handlers import runtime
 from edgeferry.models import conditions
 from edgeferry.models import edgetarget as et
 
-GROUP = "edgeferry.io"
-VERSION = "v1alpha1"
 PLURAL = "edgetargets"
 
+# Until `modeldeployment` and `edgetarget_cleanup` import these from `runtime` (branch
+# `rollout`); then these four lines go and the handler-independence contract holds.
+GROUP = runtime.GROUP
+VERSION = runtime.VERSION
+access_for = runtime.access_for
+sleep_or_wake = runtime.sleep_or_wake
+
 _LOG = logging.getLogger("edgeferry.edgetarget")
-_MAX_EVENT_MESSAGE = 1000
-
-_POLL_SECONDS = 1.0
-
-
-def access_for(config: settings.Settings) -> clusters.Access:
-    """The process-wide clients and thread pool for talking to targets."""
-    return clusters.shared(
-        timeout=config.rollout.target_timeout_seconds,
-        max_parallel=config.rollout.max_parallel_targets,
-    )
-
-
-async def sleep_or_wake(
-    seconds: float,
-    *,
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    wake: asyncio.Event | None = None,
-) -> None:
-    """Sleep `seconds`, ending early when the daemon stops, `wake` is set or the spec changes.
-
-    The spec change is seen on the daemon's live body (Kopf keeps it current from its watch),
-    checked every `_POLL_SECONDS`: cheaper and quieter than an event handler per watch event.
-    """
-    generation = body.meta.get("generation")
-    deadline = time.monotonic() + max(0.0, seconds)
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            done, _ = await asyncio.wait(
-                waits, timeout=min(left, _POLL_SECONDS), return_when=asyncio.FIRST_COMPLETED
-            )
-            if done or body.meta.get("generation") != generation:
-                return
-    finally:
-        for waiter in waits:
-            waiter.cancel()
 
 
 # --- one probe -----------------------------------------------------------------------------------
 def _stamp(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _healthy_status(
-    result: target_workloads.ProbeResult, *, spec: et.EdgeTargetSpec
-) -> tuple[list[conditions.Condition], str, bool]:
-    """Conditions, message and up-ness for a probe that reached the target."""
-    arches = ", ".join(result.architectures) or "none"
-    if result.total_nodes == 0:
-        where = (
-            f"matches cloud.nodeSelector {dict(spec.placement.node_selector)} and tolerates "
-            "its taints"
-            if spec.type == "Cloud"
-            else "accepts ordinary Pods (every node is tainted NoSchedule/NoExecute)"
-        )
-        message = (
-            f"reachable (Kubernetes {result.kubernetes_version}) but no node {where}; models "
-            "cannot run here. Check the node labels and taints (`kubectl get nodes "
-            "--show-labels`) or the EdgeTarget's placement."
-        )
-        ready = conditions.Condition("Ready", "False", "NoUsableNodes", message)
-        return (
-            [ready, conditions.Condition("Stalled", "True", "NoUsableNodes", message)],
-            message,
-            False,
-        )
-    if result.ready_nodes == 0:
-        message = (
-            f"reachable (Kubernetes {result.kubernetes_version}) but none of its "
-            f"{result.total_nodes} usable nodes is Ready; models wait until one is. Check the "
-            "nodes there (`kubectl get nodes`)."
-        )
-        ready = conditions.Condition("Ready", "False", "NoReadyNodes", message)
-        return [ready, conditions.Condition("Stalled", "False", "NotStalled", "")], message, False
-    message = (
-        f"{result.ready_nodes}/{result.total_nodes} usable nodes Ready ({arches}), "
-        f"Kubernetes {result.kubernetes_version}"
-    )
-    ready = conditions.Condition("Ready", "True", "TargetReachable", message)
-    return [ready, conditions.Condition("Stalled", "False", "NotStalled", "")], message, True
-
-
-def _failed_status(error: clusters.TargetAccessError) -> tuple[list[conditions.Condition], str]:
-    """Conditions and message for a probe that could not reach (or use) the target."""
-    if isinstance(error, clusters.Unreachable):
-        message = (
-            f"{error.message}. Check the site's network link and the server address in the "
-            "kubeconfig; rollouts defer this target and catch it up when it is back."
-        )
-        stalled = conditions.Condition("Stalled", "False", "NotStalled", "")
-    else:
-        message = f"{error.message}. Rollouts skip this target until it is fixed."
-        stalled = conditions.Condition("Stalled", "True", error.reason, message)
-    return [conditions.Condition("Ready", "False", error.reason, message), stalled], message
 
 
 def _probe_blocking(
@@ -150,6 +63,16 @@ def _probe_blocking(
         ) from exc
 
 
+def _unreached(health: target_health.Health, previous: et.EdgeTargetStatus) -> dict[str, Any]:
+    """Status fields of a probe that got no answer: the last version and architectures stay."""
+    return {
+        "reachable": False,
+        "message": health.message,
+        "readyNodes": 0,
+        "nodes": f"0/{previous.total_nodes or 0}",
+    }
+
+
 async def probe_once(
     *, body: kopf.Body, namespace: str, name: str, access: clusters.Access
 ) -> float:
@@ -160,55 +83,44 @@ async def probe_once(
     status: dict[str, Any] = {"lastProbeTime": _stamp(now), "observedGeneration": generation}
     interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
     target_type = str(body.get("spec", {}).get("type", "unknown"))
-    up = False
     try:
         spec = et.parse_spec(body.get("spec") or {})
     except pydantic.ValidationError as exc:
-        message = (
-            f"the spec is not valid ({exc.error_count()} errors, first: "
-            f"{exc.errors()[0]['msg']}); fix it, `kubectl explain edgetarget.spec` lists the "
-            "fields"
+        health = target_health.invalid_spec(
+            error_count=exc.error_count(), first_error=exc.errors()[0]["msg"]
         )
-        conds = [
-            conditions.Condition("Ready", "False", "InvalidSpec", message),
-            conditions.Condition("Stalled", "True", "InvalidSpec", message),
-        ]
-        status.update(reachable=False, message=message)
+        status.update(reachable=False, message=health.message)
     else:
         interval = float(spec.probe_interval_seconds)
         try:
             result = await access.runner.run(
                 lambda: _probe_blocking(access, namespace, name, spec), deadline=access.deadline
             )
-        except (TimeoutError, clusters.TargetAccessError) as exc:
-            error = (
-                exc
-                if isinstance(exc, clusters.TargetAccessError)
-                else clusters.Unreachable(
-                    f"EdgeTarget {name}: no answer within {access.deadline:.0f}s"
-                )
+        except TimeoutError:
+            health = target_health.unreachable(
+                f"EdgeTarget {name}: no answer within {access.deadline:.0f}s",
+                reason=clusters.Unreachable.reason,
             )
-            conds, message = _failed_status(error)
-            status.update(
-                reachable=False,
-                message=message,
-                readyNodes=0,
-                nodes=f"0/{previous.total_nodes or 0}",
-            )
+            status.update(_unreached(health, previous))
+        except clusters.Unreachable as exc:
+            health = target_health.unreachable(exc.message, reason=exc.reason)
+            status.update(_unreached(health, previous))
+        except clusters.TargetAccessError as exc:
+            health = target_health.unusable(exc.message, reason=exc.reason)
+            status.update(_unreached(health, previous))
         else:
-            conds, message, up = _healthy_status(result, spec=spec)
+            health = target_health.reached(result, spec=spec)
             probed = et.EdgeTargetStatus(
                 reachable=True,
                 kubernetes_version=result.kubernetes_version,
                 ready_nodes=result.ready_nodes,
                 total_nodes=result.total_nodes,
                 architectures=result.architectures,
-                message=message,
+                message=health.message,
             )
             status.update(probed.to_status())
-    conds.append(conditions.Condition("Reconciling", "False", "Probed", "the last probe finished"))
     status["conditions"] = conditions.merge(
-        previous.conditions, conds, generation=generation, now=status["lastProbeTime"]
+        previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]
     )
     await access.runner.run(
         lambda: hub.patch_status_of(
@@ -216,21 +128,22 @@ async def probe_once(
         ),
         deadline=access.deadline,
     )
-    metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if up else 0)
-    was = conditions.find(previous.conditions, "Ready")
-    was_up = was is not None and was.get("status") == "True"
-    if was is None or was_up != up:
-        text = str(status["message"])[:_MAX_EVENT_MESSAGE]
-        if up:
-            kopf.event(body, type="Normal", reason="TargetUp", message=text)
-        else:
-            kopf.event(body, type="Warning", reason="TargetDown", message=text)
-        _LOG.info("EdgeTarget %s/%s %s: %s", namespace, name, "up" if up else "down", text)
+    metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if health.up else 0)
+    event = target_health.event(previous.conditions, health)
+    if event is not None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        _LOG.info(
+            "EdgeTarget %s/%s %s: %s",
+            namespace,
+            name,
+            "up" if health.up else "down",
+            event.message,
+        )
     return interval
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+@kopf.daemon(runtime.GROUP, runtime.VERSION, PLURAL, cancellation_timeout=30.0)
 async def probe_periodically(
     body: kopf.Body,
     namespace: str | None,
@@ -241,7 +154,7 @@ async def probe_periodically(
 ) -> None:
     """Probe now, then every `spec.probeIntervalSeconds`, or at once after a spec change."""
     config: settings.Settings = memo["config"]
-    access = access_for(config)
+    access = runtime.access_for(config)
     key = (namespace or "", name or "")
     try:
         while not stopped:
@@ -255,7 +168,7 @@ async def probe_periodically(
                 interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
             finally:
                 metrics.RECONCILE_DURATION.labels("EdgeTarget").observe(time.monotonic() - started)
-            await sleep_or_wake(interval, stopped=stopped, body=body)
+            await runtime.sleep_or_wake(interval, stopped=stopped, body=body)
     finally:
         if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
             stopped.reason
