@@ -35,13 +35,14 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeAlias
 
 import docker
 import docker.errors
 
 from edgeferry.adapters import docker_build, index_push, registry
+from edgeferry_testbed import apt_sources
 
 CACHE_DIR = pathlib.Path(os.environ.get("EDGEFERRY_CACHE", "~/.cache/edgeferry")).expanduser()
 MARKER_DIR = CACHE_DIR / "images"
@@ -142,6 +143,33 @@ ClientLike: TypeAlias = "docker.DockerClient | docker.APIClient"
 
 
 # -- public recipes -----------------------------------------------------------------------------
+#
+# Every image is made the same way (`_make`): its inputs are hashed first; under a lock per
+# image, the marker of an earlier run is reused when the registry (or at least the daemon) still
+# has that recipe; otherwise the recipe's own `build` runs and the result is pushed and
+# remembered. The OCI index of the multi-arch base has no local image, so it is reused from the
+# registry only and its push is its build.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    """One image this module makes: where it goes, and the hash of what it is made from."""
+
+    key: str
+    """Names its marker and lock under `MARKER_DIR`; unchanged keys reuse cached images."""
+    repository: str
+    tag: str
+    inputs: str
+
+
+def _make(api: docker.APIClient, recipe: _Recipe, build: Callable[[], str]) -> str:
+    """The pinned reference of `recipe`: reused when cached, else built (`build` returns the
+    image id) and pushed."""
+    with _exclusive(recipe.key):
+        cached = _reuse(api, recipe)
+        if cached:
+            return cached
+        return _push_and_remember(api, recipe, build())
 
 
 def ensure_busybox_base(
@@ -160,21 +188,23 @@ def ensure_busybox_base(
         )
     if not BUSYBOX_BINARY.is_file():
         raise ImageRecipeError(f"{BUSYBOX_BINARY} missing: apt-get install busybox-static")
-    version = _busybox_version()
-    repository = f"{registry_host}/base/busybox"
-    inputs = _digest_of("busybox", _RECIPE_VERSION, platform, _file_sha256(BUSYBOX_BINARY))
-    with _exclusive("busybox"):
-        cached = _reuse(api, "busybox", repository, version, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key="busybox",
+        repository=f"{registry_host}/base/busybox",
+        tag=_busybox_version(),
+        inputs=_digest_of("busybox", _RECIPE_VERSION, platform, _file_sha256(BUSYBOX_BINARY)),
+    )
+
+    def build() -> str:
         with _step("busybox rootfs + import"):
             changes = [
                 "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                 'CMD ["sh"]',
-                f"LABEL {RECIPE_LABEL}={inputs}",
+                f"LABEL {RECIPE_LABEL}={recipe.inputs}",
             ]
-            image_id = _import(api, _busybox_rootfs(), repository, version, changes=changes)
-        return _push_and_remember(api, "busybox", image_id, repository, version, inputs=inputs)
+            return _import(api, _busybox_rootfs(), recipe.repository, recipe.tag, changes=changes)
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_base(
@@ -191,24 +221,27 @@ def ensure_python_sklearn_base(
     The first call takes minutes (debootstrap); later calls reuse the registry's copy.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    inputs = _digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages))
-    with _exclusive("python-sklearn"):
-        cached = _reuse(api, "python-sklearn", repository, suite, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key="python-sklearn",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=suite,
+        inputs=_digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages)),
+    )
+
+    def build() -> str:
         if shutil.which("debootstrap") is None:
             raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
         _remove_stale_workdirs("python-sklearn-")
-        image_id = _debootstrap_image(
+        return _debootstrap_image(
             api,
-            repository,
+            recipe.repository,
             suite,
-            inputs=inputs,
+            inputs=recipe.inputs,
             mirror=mirror or host_debian_mirror(),
             packages=packages,
         )
-        return _push_and_remember(api, "python-sklearn", image_id, repository, suite, inputs=inputs)
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_arm64_base(
@@ -230,13 +263,14 @@ def ensure_python_sklearn_arm64_base(
     ``docker import`` on Engine 20.10 cannot record a foreign platform.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    tag = f"{suite}-arm64"
-    inputs = _digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages))
-    with _exclusive("python-sklearn-arm64"):
-        cached = _reuse(api, "python-sklearn-arm64", repository, tag, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key="python-sklearn-arm64",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=f"{suite}-arm64",
+        inputs=_digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages)),
+    )
+
+    def build() -> str:
         if shutil.which("debootstrap") is None or shutil.which("dpkg-deb") is None:
             raise ImageRecipeError("debootstrap/dpkg-deb missing: apt-get install debootstrap")
         _remove_stale_workdirs("python-sklearn-arm64-")
@@ -268,17 +302,17 @@ def ensure_python_sklearn_arm64_base(
                     "ENV LANG=C.UTF-8\nENV PYTHONUNBUFFERED=1\n"
                     'CMD ["python3"]\n',
                     files={"rootfs.tar": _tar_directory(rootfs)},
-                    tag=f"{repository}:{tag}",
-                    labels={RECIPE_LABEL: inputs},
+                    tag=f"{recipe.repository}:{recipe.tag}",
+                    labels={RECIPE_LABEL: recipe.inputs},
                     platform="linux/arm64",
                     timeout_s=900,
                 )
         if result.architecture != "arm64":
             raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
         print(f"[images] python-sklearn arm64 image size: {result.size_bytes / 1e6:.0f} MB")
-        return _push_and_remember(
-            api, "python-sklearn-arm64", result.image_id, repository, tag, inputs=inputs
-        )
+        return result.image_id
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_multiarch_base(
@@ -288,35 +322,29 @@ def ensure_python_sklearn_multiarch_base(
     and arm64 bases, so one ``FROM`` serves a ModelImage built for both platforms (the classic
     builder pulls the child of the platform it builds)."""
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    tag = f"{suite}-multiarch"
     amd64 = ensure_python_sklearn_base(docker_client, registry_host, suite=suite)
     arm64 = ensure_python_sklearn_arm64_base(docker_client, registry_host, suite=suite)
-    inputs = _digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64)
-    key = "python-sklearn-multiarch"
-    with _exclusive(key):
-        marker = _read_marker(key)
-        if (
-            marker is not None
-            and marker.inputs == inputs
-            and registry.manifest_digest(repository, tag) == marker.digest
-        ):
-            print(f"[images] {repository}:{tag} cached: {marker.reference}")
+    recipe = _Recipe(
+        key="python-sklearn-multiarch",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=f"{suite}-multiarch",
+        inputs=_digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64),
+    )
+    with _exclusive(recipe.key):
+        marker = _read_marker(recipe.key)
+        if marker is not None and _served(recipe, marker):
             return marker.reference
-        with _step(f"push the index {repository}:{tag}"):
+        with _step(f"push the index {recipe.repository}:{recipe.tag}"):
             pushed = index_push.push_index(
                 api,
                 [
                     index_push.PlatformBuild("linux/amd64", _local_id(api, amd64)),
                     index_push.PlatformBuild("linux/arm64", _local_id(api, arm64)),
                 ],
-                repository,
-                [tag],
+                recipe.repository,
+                [recipe.tag],
             )
-        reference = f"{repository}@{pushed.digest}"
-        _write_marker(key, _Marker(inputs=inputs, reference=reference, image_id=""))
-        print(f"[images] {reference}")
-        return reference
+        return _remember(recipe, f"{recipe.repository}@{pushed.digest}", image_id="")
 
 
 def ensure_arm64_only_image(
@@ -333,28 +361,33 @@ def ensure_arm64_only_image(
     not). Rollout tests use it to prove an image is refused on targets without arm64 nodes.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/{name}"
-    inputs = _digest_of("arm64-only", _RECIPE_VERSION, name)
-    key = f"arm64-only-{name.replace('/', '-')}-{tag}"
-    with _exclusive(key):
-        cached = _reuse(api, key, repository, tag, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key=f"arm64-only-{name.replace('/', '-')}-{tag}",
+        repository=f"{registry_host}/{name}",
+        tag=tag,
+        inputs=_digest_of("arm64-only", _RECIPE_VERSION, name),
+    )
+
+    def build() -> str:
         with _step("build arm64-only image"):
             result = docker_build.build_image(
                 api,
                 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello"]\n',
                 files={"hello.txt": b"an arm64-only image made by the edgeferry testbed\n"},
-                labels={RECIPE_LABEL: inputs},
+                labels={RECIPE_LABEL: recipe.inputs},
                 platform="linux/arm64",
             )
         if result.architecture != "arm64":
             raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
-        reference = _push_and_remember(api, key, result.image_id, repository, tag, inputs=inputs)
+        return result.image_id
+
+    reference = _make(api, recipe, build)
     with registry.RegistryClient() as client:
-        served = client.platforms(repository, reference.rsplit("@", 1)[1])
+        served = client.platforms(recipe.repository, reference.rsplit("@", 1)[1])
     if served != ("linux/arm64",):
-        raise ImageRecipeError(f"registry says {repository}:{tag} is {served}, not linux/arm64")
+        raise ImageRecipeError(
+            f"registry says {recipe.repository}:{tag} is {served}, not linux/arm64"
+        )
     return reference
 
 
@@ -397,25 +430,11 @@ def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: i
 
 
 def host_debian_mirror(*, sources_dir: pathlib.Path = pathlib.Path("/etc/apt")) -> str:
-    """The plain Debian mirror the host's apt uses (deb822 ``.sources`` or one-line ``.list``).
-
-    Only entries for a plain Debian suite count (not ``-security``/``-updates``, not third-party
-    repositories with their own suite names); HTTP is preferred (no CA bundle needed).
-    """
-    candidates: list[str] = []
-    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*"))]
-    for path in files:
-        if not path.is_file():
-            continue
-        text = path.read_text(errors="replace")
-        if path.suffix == ".sources":
-            candidates += _deb822_debian_uris(text)
-        elif path.suffix == ".list" or path.name == "sources.list":
-            candidates += _one_line_debian_uris(text)
-    if not candidates:
+    """The plain Debian mirror the host's apt uses (see `apt_sources`); HTTP preferred."""
+    mirrors = apt_sources.debian_mirrors(sources_dir)
+    if not mirrors:
         raise ImageRecipeError(f"no Debian mirror found in {sources_dir}/sources.list(.d)")
-    candidates.sort(key=lambda uri: not uri.startswith("http://"))
-    return candidates[0]
+    return mirrors[0]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -751,33 +770,43 @@ def _import_status(result: Any) -> str:
     raise ImageRecipeError(f"import reported no image id: {result!r}"[:300])
 
 
-def _push_and_remember(
-    api: docker.APIClient, key: str, image_id: str, repository: str, tag: str, *, inputs: str
-) -> str:
-    with _step(f"push {repository}:{tag}"):
-        pushed = registry.push_image(api, image_id, repository, tag)
-    _write_marker(key, _Marker(inputs=inputs, reference=pushed.reference, image_id=image_id))
-    print(f"[images] {pushed.reference}")
-    return pushed.reference
+def _push_and_remember(api: docker.APIClient, recipe: _Recipe, image_id: str) -> str:
+    with _step(f"push {recipe.repository}:{recipe.tag}"):
+        pushed = registry.push_image(api, image_id, recipe.repository, recipe.tag)
+    return _remember(recipe, pushed.reference, image_id=image_id)
 
 
-def _reuse(api: docker.APIClient, key: str, repository: str, tag: str, inputs: str) -> str | None:
+def _remember(recipe: _Recipe, reference: str, *, image_id: str) -> str:
+    _write_marker(recipe.key, _Marker(inputs=recipe.inputs, reference=reference, image_id=image_id))
+    print(f"[images] {reference}")
+    return reference
+
+
+def _served(recipe: _Recipe, marker: _Marker) -> bool:
+    """Whether the marker is of this recipe and the registry still serves it under the tag."""
+    if marker.inputs != recipe.inputs:
+        return False
+    if registry.manifest_digest(recipe.repository, recipe.tag) != marker.digest:
+        return False
+    print(f"[images] {recipe.repository}:{recipe.tag} cached: {marker.reference}")
+    return True
+
+
+def _reuse(api: docker.APIClient, recipe: _Recipe) -> str | None:
     """The pinned reference if the registry (or at least the daemon) still has this recipe."""
-    marker = _read_marker(key)
-    if marker is None or marker.inputs != inputs:
+    marker = _read_marker(recipe.key)
+    if marker is None or marker.inputs != recipe.inputs:
         return None
-    served = registry.manifest_digest(repository, tag)
-    if served == marker.digest:
-        print(f"[images] {repository}:{tag} cached: {marker.reference}")
+    if _served(recipe, marker):
         return marker.reference
     try:
         labels = (api.inspect_image(marker.image_id).get("Config") or {}).get("Labels") or {}
     except docker.errors.ImageNotFound:
         return None
-    if labels.get(RECIPE_LABEL) != inputs:
+    if labels.get(RECIPE_LABEL) != recipe.inputs:
         return None
-    print(f"[images] registry lost {repository}:{tag}; pushing the local image again")
-    return _push_and_remember(api, key, marker.image_id, repository, tag, inputs=inputs)
+    print(f"[images] registry lost {recipe.repository}:{recipe.tag}; pushing the local image again")
+    return _push_and_remember(api, recipe, marker.image_id)
 
 
 def _marker_path(key: str) -> pathlib.Path:
@@ -812,42 +841,3 @@ def _ensure_local(api: docker.APIClient, reference: str) -> None:
     except docker.errors.ImageNotFound:
         repository, _, digest = reference.partition("@")
         api.pull(repository, tag=digest or None)
-
-
-_DEBIAN_SUITES = frozenset(
-    {"bullseye", "bookworm", "trixie", "forky", "sid", "oldstable", "stable", "testing", "unstable"}
-)
-
-
-def _deb822_debian_uris(text: str) -> list[str]:
-    uris = []
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line:
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
-        if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", ""):
-            continue
-        if _DEBIAN_SUITES & set(fields.get("suites", "").split()):
-            uris += [
-                uri
-                for uri in fields.get("uris", "").split()
-                if uri.startswith(("http://", "https://"))
-            ]
-    return uris
-
-
-def _one_line_debian_uris(text: str) -> list[str]:
-    uris = []
-    for line in text.splitlines():
-        words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if (
-            len(words) >= 3
-            and words[0] == "deb"
-            and words[2] in _DEBIAN_SUITES
-            and words[1].startswith(("http://", "https://"))
-        ):
-            uris.append(words[1])
-    return uris
