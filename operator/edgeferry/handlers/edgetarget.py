@@ -7,14 +7,10 @@ up in the status at once, not an interval later. Creation and operator restarts 
 daemon, which probes first and sleeps after.
 
 A probe is two reads at the target (`/version`, nodes) with the rollout's per-request timeout, so
-a dead site costs at most that. What it finds goes to `.status` (reachable, version, ready/total
-nodes, their architectures, last probe time, a message and the `Ready`/`Reconciling`/`Stalled`
-conditions), to the `edgeferry_target_up` metric, and, when `Ready` flips, to a `TargetUp` or
-`TargetDown` event. An unreachable target keeps its last known version and architectures: the
-rollout needs them to decide compatibility the moment the site is back.
-
-Problems a person must fix (a missing Secret, a refused kubeconfig, credentials the site rejects)
-set `Stalled`; an unreachable site does not, since it may come back on its own.
+a dead site costs at most that. What the result means (conditions, message, up or down, which
+status fields change, whether `Ready` flipped) is decided in `decisions/target_health.py`; this
+module writes it to `.status`, to the `edgeferry_target_up` metric and as a `TargetUp` or
+`TargetDown` event.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, hub, target_workloads
 from edgeferry.decisions import target_health
 from edgeferry.handlers import runtime
-from edgeferry.models import conditions
+from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
 
 PLURAL = "edgetargets"
@@ -47,10 +43,6 @@ _LOG = logging.getLogger("edgeferry.edgetarget")
 
 
 # --- one probe -----------------------------------------------------------------------------------
-def _stamp(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _probe_blocking(
     access: clusters.Access, namespace: str, name: str, spec: et.EdgeTargetSpec
 ) -> target_workloads.ProbeResult:
@@ -63,16 +55,6 @@ def _probe_blocking(
         ) from exc
 
 
-def _unreached(health: target_health.Health, previous: et.EdgeTargetStatus) -> dict[str, Any]:
-    """Status fields of a probe that got no answer: the last version and architectures stay."""
-    return {
-        "reachable": False,
-        "message": health.message,
-        "readyNodes": 0,
-        "nodes": f"0/{previous.total_nodes or 0}",
-    }
-
-
 async def probe_once(
     *, body: kopf.Body, namespace: str, name: str, access: clusters.Access
 ) -> float:
@@ -80,7 +62,10 @@ async def probe_once(
     now = datetime.datetime.now(datetime.UTC)
     previous = et.parse_status(body.get("status"))
     generation = body.meta.get("generation")
-    status: dict[str, Any] = {"lastProbeTime": _stamp(now), "observedGeneration": generation}
+    status: dict[str, Any] = {
+        "lastProbeTime": timestamps.format_rfc3339(now),
+        "observedGeneration": generation,
+    }
     interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
     target_type = str(body.get("spec", {}).get("type", "unknown"))
     try:
@@ -89,7 +74,6 @@ async def probe_once(
         health = target_health.invalid_spec(
             error_count=exc.error_count(), first_error=exc.errors()[0]["msg"]
         )
-        status.update(reachable=False, message=health.message)
     else:
         interval = float(spec.probe_interval_seconds)
         try:
@@ -100,25 +84,15 @@ async def probe_once(
             health = target_health.unreachable(
                 f"EdgeTarget {name}: no answer within {access.deadline:.0f}s",
                 reason=clusters.Unreachable.reason,
+                previous=previous,
             )
-            status.update(_unreached(health, previous))
         except clusters.Unreachable as exc:
-            health = target_health.unreachable(exc.message, reason=exc.reason)
-            status.update(_unreached(health, previous))
+            health = target_health.unreachable(exc.message, reason=exc.reason, previous=previous)
         except clusters.TargetAccessError as exc:
-            health = target_health.unusable(exc.message, reason=exc.reason)
-            status.update(_unreached(health, previous))
+            health = target_health.unusable(exc.message, reason=exc.reason, previous=previous)
         else:
             health = target_health.reached(result, spec=spec)
-            probed = et.EdgeTargetStatus(
-                reachable=True,
-                kubernetes_version=result.kubernetes_version,
-                ready_nodes=result.ready_nodes,
-                total_nodes=result.total_nodes,
-                architectures=result.architectures,
-                message=health.message,
-            )
-            status.update(probed.to_status())
+    status.update(health.fields)
     status["conditions"] = conditions.merge(
         previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]
     )
@@ -175,6 +149,4 @@ async def probe_periodically(
         ):
             # The cached client stays: the deletion's cleanup (`edgetarget_cleanup`) may need it
             # once the kubeconfig Secret is gone, and forgets it when done.
-            for labels in list(metrics.TARGET_UP._metrics):
-                if labels[:2] == key:
-                    metrics.TARGET_UP.remove(*labels)
+            metrics.forget(*key, metrics.TARGET_UP)
