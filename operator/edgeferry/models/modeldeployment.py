@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, Self
 import pydantic
 from pydantic import alias_generators
 
-from edgeferry.models import wire
+from edgeferry.models import timestamps, wire
 
 TargetPhase = Literal[
     "Pending", "Progressing", "Ready", "Failed", "RolledBack", "Deferred", "Incompatible"
@@ -60,16 +60,12 @@ DEFAULT_MAX_FAILURES = 0
 DEFAULT_OFFLINE_GRACE_SECONDS = 60
 
 
-def _rfc3339(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 Timestamp = Annotated[
     datetime.datetime,
     pydantic.AfterValidator(
         lambda v: v if v.tzinfo is not None else v.replace(tzinfo=datetime.UTC)
     ),
-    pydantic.PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+    pydantic.PlainSerializer(timestamps.format_rfc3339, return_type=str, when_used="json"),
 ]
 """A point in time; naive values are read as UTC; written as Kubernetes writes them."""
 

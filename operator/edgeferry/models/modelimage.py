@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from edgeferry.models import conditions as status_conditions
-from edgeferry.models import timestamps, wire
+from edgeferry.models import reasons, timestamps, wire
 
 Severity = Literal["negligible", "low", "medium", "high", "critical"]
 """Vulnerability severities a policy can name, least severe first."""
@@ -50,10 +50,17 @@ Phase = Literal[
 ]
 SmokeTestResult = Literal["Passed", "Failed", "Skipped"]
 
-STAGE_CONDITIONS = ("Linted", "Built", "SmokeTested", "Scanned", "Admitted", "Pushed")
+STAGE_CONDITIONS = (
+    reasons.LINTED,
+    reasons.BUILT,
+    reasons.SMOKE_TESTED,
+    reasons.SCANNED,
+    reasons.ADMITTED,
+    reasons.PUSHED,
+)
 """Condition types that describe one run of the pipeline (cleared when the inputs change)."""
 
-SUMMARY_CONDITIONS = ("Ready", "Reconciling", "Stalled")
+SUMMARY_CONDITIONS = (reasons.READY, reasons.RECONCILING, reasons.STALLED)
 """kstatus-style conditions that summarise the resource as a whole."""
 
 # The same patterns the CRD's CEL rules use (RE2 there, Python re here; both plain subsets).
