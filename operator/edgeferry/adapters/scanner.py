@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from edgeferry.adapters import grype_env, toolpaths
-from edgeferry.decisions import gate
+from edgeferry.models import vulnerabilities
 
 Severity = Literal["Critical", "High", "Medium", "Low", "Negligible", "Unknown"]
 #: grype's severities, most severe first.
@@ -340,10 +340,10 @@ def grype_version(*, config: ScannerConfig) -> str:
     return str(_loads("grype", done.stdout).get("version", ""))
 
 
-def gate_findings(findings: Iterable[Finding]) -> tuple[gate.Finding, ...]:
+def gate_findings(findings: Iterable[Finding]) -> tuple[vulnerabilities.Finding, ...]:
     """The findings as the admission gate (`edgeferry.decisions.gate`) reads them."""
     return tuple(
-        gate.Finding(
+        vulnerabilities.Finding(
             id=f.id,
             severity=f.severity.lower(),
             package=f.package.name,
