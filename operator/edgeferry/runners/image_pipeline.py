@@ -1,9 +1,14 @@
 """One ModelImage reconcile: gather inputs, ask `pipeline.next_step`, run the step, record it.
 
-Synchronous on purpose: every step is a blocking call to Docker, hadolint, syft/grype or the
-registry, and the Kopf daemon runs this in a worker thread. Status is written after every step,
-so a restarted operator (or a crash mid-build) resumes from the last finished step, and a
-converged image costs a few cheap reads: no build, no scan, no push.
+A runner, between the Kopf handler and the adapters: it does the I/O a step needs (hadolint,
+Docker, syft/grype, the registry) and leaves every judgement to `decisions`: which step
+(`pipeline`), and what the step's result means for status and events (`image_steps`). So the
+branches here choose an adapter call, never a condition, a phase or a message.
+
+Synchronous on purpose: every step is a blocking call, and the Kopf daemon runs this in a
+worker thread. Status is written after every step, so a restarted operator (or a crash
+mid-build) resumes from the last finished step, and a converged image costs a few cheap reads:
+no build, no scan, no push.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +35,23 @@ from edgeferry.adapters import (
     scanner,
     smoke,
 )
-from edgeferry.decisions import base_images, dockerfile, gate, inputs, lint_verdict, pipeline
-from edgeferry.models import conditions, modelimage
+from edgeferry.decisions import (
+    base_images,
+    dockerfile,
+    image_steps,
+    inputs,
+    lint_verdict,
+    pipeline,
+)
+from edgeferry.models import modelimage
 
 PLURAL = "modelimages"
 LOCAL_REPOSITORY = "edgeferry-local"
 """Local tags live here: never a registry host, so a local tag is never a deployable reference."""
+RETRY_SECONDS = 30.0
+"""How soon to look again after a reconcile that raised."""
+_PIPELINES = threading.BoundedSemaphore(2)
+"""At most two pipelines (builds, scans) at a time per operator."""
 _LOG = logging.getLogger("edgeferry.modelimage")
 
 EventSink = Callable[[str, str, str], None]
@@ -106,6 +124,35 @@ def local_tag(namespace: str, name: str, inputs_digest: str) -> str:
     return f"{LOCAL_REPOSITORY}/{namespace}/{name}:{inputs_digest.removeprefix('sha256:')[:16]}"
 
 
+def reconcile_once(config: settings.Settings, body: dict[str, Any], post_event: EventSink) -> float:
+    """Run the pipeline until it rests (at most two at a time); seconds until the next look.
+
+    Trouble that may pass (`TransientError`) is retried soon with a `Retrying` event; anything
+    else is logged and retried as well, with a `ReconcileError` event naming the exception.
+    """
+    started = time.monotonic()
+    name = body["metadata"]["name"]
+    reconciler = Reconciler(config=config, body=body, post_event=post_event)
+    with _PIPELINES:
+        try:
+            outcome = reconciler.run()
+            metrics.RECONCILES.labels("ModelImage", "succeeded").inc()
+            return outcome.recheck_after.total_seconds()
+        except TransientError as exc:
+            metrics.RECONCILES.labels("ModelImage", "retried").inc()
+            _LOG.warning("%s: %s; retrying in %.0fs", name, exc, RETRY_SECONDS)
+            post_event("Warning", "Retrying", f"{exc}; retrying in {RETRY_SECONDS:.0f}s")
+            return RETRY_SECONDS
+        except Exception as exc:
+            metrics.RECONCILES.labels("ModelImage", "failed").inc()
+            _LOG.exception("%s: reconcile failed", name)
+            post_event("Warning", "ReconcileError", f"{type(exc).__name__}: {exc}"[:900])
+            return RETRY_SECONDS
+        finally:
+            reconciler.close()
+            metrics.RECONCILE_DURATION.labels("ModelImage").observe(time.monotonic() - started)
+
+
 class Reconciler:
     """Runs one ModelImage's pipeline until it rests; one instance per reconcile."""
 
@@ -151,9 +198,12 @@ class Reconciler:
                 scan_db_checksum=db,
                 image_present=self._image_present(),
             )
-            if plan.new_run:
-                self.status = pipeline.begin_run(self.status, inputs_digest=materials.inputs_digest)
-            self._set(pipeline.progress_conditions(plan), phase=plan.phase)
+            self.status = image_steps.starting(
+                plan,
+                self.status,
+                inputs_digest=materials.inputs_digest,
+                generation=self.generation,
+            )
             self._write()
             if plan.step is pipeline.Step.NONE:
                 _LOG.info("%s/%s: at rest: %s", self.namespace, self.name, plan.reason)
@@ -181,15 +231,11 @@ class Reconciler:
         elif step is pipeline.Step.SMOKE_TEST:
             self._smoke_test(spec)
         elif step in (pipeline.Step.SCAN, pipeline.Step.RESCAN):
-            self._scan(spec, fresh=step is pipeline.Step.RESCAN, trigger=plan.reason)
+            self._scan(spec, plan)
         elif step is pipeline.Step.PUSH:
             self._push(spec)
 
     # --- steps ----------------------------------------------------------------------------------
-    def _keys(self, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
-        image_ids = self.status.image.image_ids if self.status.image else ()
-        return pipeline.stage_keys(spec, image_ids=image_ids)
-
     def _lint(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
         findings = hadolint.lint(materials.dockerfile, ignore=spec.lint.ignore)
         verdict = lint_verdict.decide(
@@ -199,10 +245,7 @@ class Reconciler:
             metrics.LINT_FINDINGS.labels(self.namespace, self.name, level).set(
                 getattr(verdict.status, f"{level}s")
             )
-        self._record(lint=verdict.status, stage_inputs=self._stage("lint", spec))
-        self._set([verdict.condition])
-        if not verdict.passed:
-            self.post_event("Warning", "LintFailed", verdict.condition.message)
+        self._apply(image_steps.linted(self.status, spec, verdict, generation=self.generation))
 
     def _build(self, spec: modelimage.ModelImageSpec, materials: Materials) -> None:
         """One Docker build per platform; the first failure fails the stage, naming its platform."""
@@ -216,7 +259,6 @@ class Reconciler:
         }
         results: list[docker_build.BuildResult] = []
         for platform in platforms:
-            platform_tag = tag if len(platforms) == 1 else f"{tag}-{platform.replace('/', '-')}"
             try:
                 text = self._dockerfile_for(materials.dockerfile, platform)
                 with metrics.BUILD_DURATION.labels(self.namespace, self.name).time():
@@ -225,7 +267,7 @@ class Reconciler:
                             self._docker(),
                             text,
                             files=materials.files,
-                            tag=platform_tag,
+                            tag=image_steps.build_tag(tag, platform, platforms=len(platforms)),
                             build_args=spec.build.args,
                             labels=labels,
                             platform=platform,
@@ -235,13 +277,16 @@ class Reconciler:
             except (docker_build.BuildError, registry.NoSuchPlatformError) as exc:
                 metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
                 log_tail = exc.log_tail if isinstance(exc, docker_build.BuildError) else ()
-                tail = "\n".join(log_tail[-15:])
-                what = exc.args[0] if exc.args else exc
-                message = f"{platform}: {what}; log tail:\n{tail}"[-1500:]
-                if len(message) == 1500:  # keep the platform in view when the tail is cut
-                    message = f"{platform}: ...{message[len(platform) + 5 :]}"
-                self._set([conditions.Condition("Built", "False", "BuildFailed", message)])
-                self.post_event("Warning", "BuildFailed", message[-900:])
+                error = str(exc.args[0] if exc.args else exc)
+                self._apply(
+                    image_steps.build_failed(
+                        self.status,
+                        platform=platform,
+                        error=error,
+                        log_tail=log_tail,
+                        generation=self.generation,
+                    )
+                )
                 return
         metrics.BUILDS.labels(self.namespace, self.name, "succeeded").inc()
         images = [
@@ -250,25 +295,12 @@ class Reconciler:
             )
             for r in results
         ]
-        first = images[0]
-        self._record(
-            image=modelimage.ImageStatus(
-                id=first.id,
-                size=first.size,
-                layers=first.layers,
-                platform=first.platform,
-                platforms=images,
+        seconds = sum(r.duration_s for r in results)
+        self._apply(
+            image_steps.built(
+                self.status, images, seconds=seconds, tag=tag, generation=self.generation
             )
         )
-        built = ", ".join(
-            f"{r.platform} {r.image_id[:19]} ({r.layers} layers, {r.size_bytes / 1e6:.1f} MB)"
-            for r in results
-        )
-        seconds = sum(r.duration_s for r in results)
-        self._set(
-            [conditions.Condition("Built", "True", "Built", f"built {built} in {seconds:.1f}s")]
-        )
-        self.post_event("Normal", "Built", f"built {built}; local tag {tag}"[:900])
 
     def _dockerfile_for(self, dockerfile_text: str, platform: str) -> str:
         """The Dockerfile for one platform's build: bases pinned as an image index replaced by
@@ -287,15 +319,9 @@ class Reconciler:
         return base_images.for_platform(dockerfile_text, resolved)
 
     def _pull(self) -> None:
-        """Pull every platform's image back by its manifest digest (an index gives the daemon
-        only its own platform); a single image by its reference, as before."""
-        image = self.status.image
-        assert image is not None and image.reference and image.repository
-        platforms = image.platform_images
-        wanted = [(image.reference, platforms[0].platform if platforms else None)]
-        if len(platforms) > 1:
-            wanted = [(f"{image.repository}@{p.digest}", p.platform) for p in platforms]
-        for reference, platform in wanted:
+        """Pull every platform's image back from the registry (`image_steps.pull_references`)."""
+        assert self.status.image is not None
+        for reference, platform in image_steps.pull_references(self.status.image):
             try:
                 self._docker().pull(reference, platform=platform)
             except docker.errors.APIError as exc:
@@ -304,26 +330,18 @@ class Reconciler:
     def _smoke_test(self, spec: modelimage.ModelImageSpec) -> None:
         image = self.status.image
         assert image is not None and image.id
-        keys = self._stage("smoke_test", spec)
-        host_platform = modelimage.HOST_PLATFORM
-        runnable = [p for p in image.platform_images if p.platform == host_platform]
-        others = [p.platform for p in image.platform_images if p.platform != host_platform]
-        if not spec.smoke_test.enabled or not runnable:
-            why = (
-                "spec.smokeTest.enabled is false"
-                if not spec.smoke_test.enabled
-                else f"image platform {', '.join(others)} cannot run on this {host_platform} host"
+        skip = image_steps.smoke_test_skip(spec, image)
+        if skip is not None:
+            self._apply(
+                image_steps.smoke_test_skipped(self.status, spec, skip, generation=self.generation)
             )
-            self._record(
-                smoke_test=modelimage.SmokeTestStatus(result="Skipped", message=why),
-                stage_inputs=keys,
-            )
-            self._set([conditions.Condition("SmokeTested", "True", "Skipped", why)])
             return
+        target = image_steps.smoke_test_target(image)
+        assert target is not None
         predict = spec.smoke_test.predict
         result = smoke.smoke_test(
             self._docker(),
-            runnable[0].id,
+            target.id,
             port=spec.smoke_test.port,
             health_path=spec.smoke_test.health_path,
             prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
@@ -333,116 +351,63 @@ class Reconciler:
             labels={"edgeferry.io/smoke-test": f"{self.namespace}.{self.name}"},
         )
         prediction = result.prediction
-        if result.passed:
-            message = f"healthy after {result.startup_ms or 0:.0f} ms" + (
-                f"; prediction answered in {prediction.latency_ms:.0f} ms" if prediction else ""
-            )
-        else:
-            tail = "\n".join(result.log_tail[-10:])
-            message = f"{result.message}; container log tail:\n{tail}"[-1200:]
-        if others:
-            verb = "is" if len(others) == 1 else "are"
-            message = (
-                f"smoke-tested {host_platform} only; {', '.join(others)} cannot run on this "
-                f"{host_platform} host and {verb} not smoke-tested; {message}"
-            )
-        self._record(
-            smoke_test=modelimage.SmokeTestStatus(
-                result="Passed" if result.passed else "Failed",
-                health_latency_ms=result.health_latency_ms,
-                prediction_latency_ms=prediction.latency_ms if prediction else None,
-                prediction=prediction.body[:512] if prediction else None,
-                message=message,
-            ),
-            stage_inputs=keys,
+        outcome = image_steps.SmokeOutcome(
+            passed=result.passed,
+            reason=result.reason,
+            message=result.message,
+            log_tail=result.log_tail,
+            startup_ms=result.startup_ms,
+            health_latency_ms=result.health_latency_ms,
+            prediction_latency_ms=prediction.latency_ms if prediction else None,
+            prediction=prediction.body if prediction else None,
         )
-        if result.passed:
-            self._set([conditions.Condition("SmokeTested", "True", "Passed", message)])
-            return
-        self._set(
-            [
-                conditions.Condition("SmokeTested", "False", result.reason, message),
-                conditions.Condition(
-                    "Admitted",
-                    "False",
-                    "SmokeTestFailed",
-                    f"not admitted: the smoke test failed: {message}",
-                ),
-            ]
-        )
-        metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(1)
-        self.post_event("Warning", "SmokeTestFailed", message[-900:])
+        recorded = image_steps.smoke_tested(self.status, spec, outcome, generation=self.generation)
+        self._apply(recorded)
+        if not result.passed:
+            metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(1)
 
     def _scan_one(self, image_id: str, *, trigger: str) -> scanner.ScanResult:
-        """Scan one platform's image, re-matching its cached SBOM unless a fresh scan is due."""
+        """Scan one platform's image, re-matching its cached SBOM when `image_steps` allows."""
         sbom_path = self.config.build.workdir / "sboms" / f"{image_id.replace(':', '-')}.json"
         sbom_path.parent.mkdir(parents=True, exist_ok=True)
-        if sbom_path.exists() and trigger != "RescanDue":
+        if image_steps.reuses_sbom(trigger, cached=sbom_path.exists()):
             return scanner.match(sbom_path, config=self.scan_config, source=f"docker:{image_id}")
         return scanner.scan(f"docker:{image_id}", config=self.scan_config, sbom_path=sbom_path)
 
-    def _scan(self, spec: modelimage.ModelImageSpec, *, fresh: bool, trigger: str) -> None:
-        """Scan every platform's image and gate on the union of their findings."""
+    def _scan(self, spec: modelimage.ModelImageSpec, plan: pipeline.Plan) -> None:
+        """Scan every platform's image; `image_steps.scanned` gates on their findings."""
         image = self.status.image
         assert image is not None and image.id
-        platforms = image.platform_images
-        kind = (
-            "dbchange" if trigger == "ScanDatabaseChanged" else ("interval" if fresh else "build")
-        )
+        kind = image_steps.scan_kind(plan)
         results: list[scanner.ScanResult] = []
-        for platform_image in platforms:
+        for platform_image in image.platform_images:
             try:
-                results.append(self._scan_one(platform_image.id, trigger=trigger))
+                results.append(self._scan_one(platform_image.id, trigger=plan.reason))
             except scanner.ScanError as exc:
                 metrics.SCANS.labels("failed", kind).inc()
-                message = f"{platform_image.platform}: {exc}"[-1200:]
-                self._set([conditions.Condition("Scanned", "False", "ScanFailed", message)])
-                self.post_event("Warning", "ScanFailed", message[-900:])
+                self._apply(
+                    image_steps.scan_failed(
+                        self.status,
+                        platform=platform_image.platform,
+                        error=str(exc),
+                        generation=self.generation,
+                    )
+                )
                 return
         metrics.SCANS.labels("succeeded", kind).inc()
-        result = results[0]
-        findings = gate.union(scanner.gate_findings(r.findings) for r in results)
-        today = self.now().date()
-        decision = gate.decide(
-            findings,
-            today=today,
-            fail_on=spec.scan.fail_on,
-            only_fixed=spec.scan.only_fixed,
-            exceptions=spec.scan.exceptions,
-        )
-        db = result.descriptor.db
-        scan_status = modelimage.ScanStatus(
-            syft_version=result.descriptor.syft_version or None,
-            grype_version=result.descriptor.grype_version or None,
+        descriptor = results[0].descriptor
+        db = descriptor.db
+        facts = image_steps.ScanFacts(
+            findings_per_image=tuple(scanner.gate_findings(r.findings) for r in results),
+            syft_version=descriptor.syft_version,
+            grype_version=descriptor.grype_version,
             db_built=db.built if db else None,
-            db_checksum=db.identity if db else None,
-            scanned_at=self.now().replace(microsecond=0),
-            image_id=image.id,
-            image_ids=[p.id for p in platforms],
-            platforms=[p.platform for p in platforms],
-            counts=decision.counts,
-            blocking=list(decision.blocking),
-            blocking_total=decision.blocking_total,
-            excepted=list(decision.applied_exceptions),
-            expired_exceptions=list(decision.expired_exceptions),
+            db_identity=db.identity if db else None,
         )
-        self._record(scan=scan_status, stage_inputs=self._stage("scan", spec))
-        counts = decision.counts
-        self._set(
-            [
-                conditions.Condition(
-                    "Scanned",
-                    "True",
-                    "Scanned",
-                    f"{len(findings)} findings: {counts.critical} critical, "
-                    f"{counts.high} high, {counts.medium} medium, {counts.low} low "
-                    f"(grype {scan_status.grype_version}; scanned "
-                    f"{', '.join(p.platform for p in platforms)})",
-                ),
-                decision.condition,
-            ]
+        recorded, decision = image_steps.scanned(
+            self.status, spec, facts, now=self.now(), generation=self.generation
         )
-        for severity, count in counts.model_dump().items():
+        for severity, count in decision.counts.model_dump().items():
             metrics.VULNERABILITIES.labels(self.namespace, self.name, severity).set(count)
         if db is not None and db.built is not None:
             metrics.SCAN_DB_AGE.set((self.now() - db.built).total_seconds())
@@ -452,10 +417,7 @@ class Reconciler:
             0 if decision.admitted else 1
         )
         metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(0)
-        if decision.admitted:
-            self.post_event("Normal", "Admitted", decision.condition.message[:900])
-        else:
-            self.post_event("Warning", "Blocked", decision.condition.message[:900])
+        self._apply(recorded)
 
     def _push(self, spec: modelimage.ModelImageSpec) -> None:
         image = self.status.image
@@ -470,10 +432,7 @@ class Reconciler:
             credentials = registry.Credentials(username=user, password=password)
         platforms = image.platform_images
         try:
-            if len(platforms) == 1:
-                digest = self._push_single(platforms[0].id, spec, credentials)
-                children = [digest]
-            else:
+            if image_steps.pushes_index(image):
                 pushed = index_push.push_index(
                     self._docker(),
                     [index_push.PlatformBuild(p.platform, p.id) for p in platforms],
@@ -484,36 +443,18 @@ class Reconciler:
                 )
                 digest = pushed.digest
                 children = [child.digest for child in pushed.children]
+            else:
+                digest = self._push_single(platforms[0].id, spec, credentials)
+                children = [digest]
         except registry.RegistryError as exc:
-            self._set([conditions.Condition("Pushed", "False", "PushFailed", str(exc)[-1200:])])
-            self._record(stage_inputs=self._stage("push", spec))
-            self.post_event("Warning", "PushFailed", str(exc)[-900:])
+            self._apply(
+                image_steps.push_failed(self.status, spec, str(exc), generation=self.generation)
+            )
             return
-        self._record(
-            image=image.model_copy(
-                update={
-                    "repository": repository,
-                    "tags": list(spec.push.tags),
-                    "digest": digest,
-                    "platforms": [
-                        p.model_copy(update={"digest": d})
-                        for p, d in zip(platforms, children, strict=True)
-                    ],
-                }
-            ),
-            stage_inputs=self._stage("push", spec),
-        )
-        reference = f"{repository}@{digest}"
-        what = (
-            f"an image index of {', '.join(p.platform for p in platforms)}"
-            if len(platforms) > 1
-            else platforms[0].platform
-        )
-        self._set(
-            [conditions.Condition("Pushed", "True", "Pushed", f"pushed {what} as {reference}")]
-        )
-        self.post_event(
-            "Normal", "Pushed", f"pushed {what} as {reference} (tags {', '.join(spec.push.tags)})"
+        self._apply(
+            image_steps.pushed(
+                self.status, spec, digest=digest, children=children, generation=self.generation
+            )
         )
 
     def _push_single(
@@ -541,8 +482,7 @@ class Reconciler:
         """Gauges from status, so a restarted operator exports the same verdicts (and alerts
         keep firing) without rescanning anything."""
         status, ns, name = self.status, self.namespace, self.name
-        admitted = status.condition("Admitted")
-        blocked_by = admitted.reason if admitted is not None and admitted.status == "False" else ""
+        blocked_by = image_steps.blocked_by(status)
         for reason in ("VulnerabilitiesFound", "SmokeTestFailed"):
             metrics.IMAGE_BLOCKED.labels(ns, name, reason).set(1 if blocked_by == reason else 0)
         if status.scan is not None:
@@ -555,34 +495,21 @@ class Reconciler:
             for level in ("error", "warning", "info", "style"):
                 metrics.LINT_FINDINGS.labels(ns, name, level).set(getattr(status.lint, f"{level}s"))
 
-    def _stage(self, stage: str, spec: modelimage.ModelImageSpec) -> modelimage.StageInputs:
-        """`status.stageInputs` with one stage's key updated to what it just ran with."""
-        keys = self._keys(spec)
-        return self.status.stage_inputs.model_copy(update={stage: getattr(keys, stage)})
-
-    def _record(self, **fields: Any) -> None:
-        self.status = self.status.model_copy(update=fields)
-
-    def _set(self, updates: Any, *, phase: modelimage.Phase | None = None) -> None:
-        self.status = self.status.with_conditions(updates, generation=self.generation)
-        self.status = self.status.model_copy(update={"observed_generation": self.generation})
-        if phase is not None:
-            self.status = self.status.model_copy(update={"phase": phase})
+    def _apply(self, recorded: image_steps.Recorded) -> None:
+        """Keep the step's status (written after the step) and post its event now."""
+        self.status = recorded.status
+        if recorded.event is not None:
+            event = recorded.event
+            self.post_event(event.type, event.reason, event.message)
 
     def _write(self) -> None:
         hub.patch_status(PLURAL, self.namespace, self.name, self.status.to_patch())
 
     def _stall(self, reason: str, message: str, *, retry_s: int = 300) -> Outcome:
-        self._set(
-            [
-                conditions.Condition("Ready", "False", reason, message),
-                conditions.Condition("Reconciling", "False", reason, ""),
-                conditions.Condition("Stalled", "True", reason, message),
-            ],
-            phase="Failed",
-        )
+        recorded = image_steps.stalled(self.status, reason, message, generation=self.generation)
+        self.status = recorded.status
         self._write()
-        self.post_event("Warning", reason, message[:900])
+        self._apply(recorded)
         return Outcome(None, datetime.timedelta(seconds=retry_s))
 
     def _docker(self) -> docker.APIClient:

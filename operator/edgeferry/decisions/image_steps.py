@@ -1,0 +1,460 @@
+"""What a finished ModelImage step means: the status it records and the event it posts.
+
+`pipeline.next_step` decides which step runs; the runner (`edgeferry.runners.image_pipeline`)
+runs it against hadolint, Docker, syft/grype or the registry and hands the tool's result here.
+These functions decide everything the user sees from that result: which conditions flip and
+why, what the messages say, which event is posted, whether the smoke test is skipped, whether
+a scan may re-match the cached SBOM. Pure, so the unit tests drive a ModelImage's whole life
+through the very code the operator runs, with made-up tool results instead of tools.
+
+Every function records the stage's key (`status.stageInputs`) whether the stage passed or
+failed, as `pipeline` requires; conditions carry the generation they were observed at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from edgeferry.decisions import gate, lint_verdict, pipeline
+from edgeferry.models import conditions, modelimage, vulnerabilities
+
+Stage = Literal["lint", "smoke_test", "scan", "push"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to post on the ModelImage."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """The status after a step, and the event that tells the user about it (None: no event)."""
+
+    status: modelimage.ModelImageStatus
+    event: Event | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeOutcome:
+    """What the smoke test container did, as the smoke-test adapter observed it."""
+
+    passed: bool
+    reason: str
+    """`Passed`, or why not (`ContainerExited`, `HealthTimeout`, ...): the condition's reason."""
+    message: str
+    log_tail: tuple[str, ...] = ()
+    startup_ms: float | None = None
+    health_latency_ms: float | None = None
+    prediction_latency_ms: float | None = None
+    """None when no prediction was asked for or none was answered."""
+    prediction: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanFacts:
+    """One scan of every platform's image: the findings per platform and what produced them."""
+
+    findings_per_image: tuple[tuple[vulnerabilities.Finding, ...], ...]
+    syft_version: str = ""
+    grype_version: str = ""
+    db_built: datetime.datetime | None = None
+    db_identity: str | None = None
+
+
+# --- every step ---------------------------------------------------------------------------------
+
+
+def starting(
+    plan: pipeline.Plan,
+    status: modelimage.ModelImageStatus,
+    *,
+    inputs_digest: str,
+    generation: int,
+) -> modelimage.ModelImageStatus:
+    """The status to write before running the plan's step (or at rest): new run, kstatus, phase."""
+    if plan.new_run:
+        status = pipeline.begin_run(status, inputs_digest=inputs_digest)
+    return _with(
+        status, pipeline.progress_conditions(plan), generation=generation, phase=plan.phase
+    )
+
+
+def stalled(
+    status: modelimage.ModelImageStatus, reason: str, message: str, *, generation: int
+) -> Recorded:
+    """The spec or its inputs cannot be used: say so in Ready/Stalled and rest as `Failed`."""
+    updates = [
+        conditions.Condition("Ready", "False", reason, message),
+        conditions.Condition("Reconciling", "False", reason, ""),
+        conditions.Condition("Stalled", "True", reason, message),
+    ]
+    return Recorded(
+        _with(status, updates, generation=generation, phase="Failed"),
+        Event("Warning", reason, message[:900]),
+    )
+
+
+# --- lint ---------------------------------------------------------------------------------------
+
+
+def linted(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    verdict: lint_verdict.Verdict,
+    *,
+    generation: int,
+) -> Recorded:
+    fields = {"lint": verdict.status, "stage_inputs": _stage(status, spec, "lint")}
+    recorded = _with(status, [verdict.condition], generation=generation, fields=fields)
+    event = None if verdict.passed else Event("Warning", "LintFailed", verdict.condition.message)
+    return Recorded(recorded, event)
+
+
+# --- build --------------------------------------------------------------------------------------
+
+
+def built(
+    status: modelimage.ModelImageStatus,
+    images: Sequence[modelimage.PlatformImage],
+    *,
+    seconds: float,
+    tag: str,
+    generation: int,
+) -> Recorded:
+    """Every platform built: the first platform's image also fills the single-image fields."""
+    first = images[0]
+    image = modelimage.ImageStatus(
+        id=first.id,
+        size=first.size,
+        layers=first.layers,
+        platform=first.platform,
+        platforms=list(images),
+    )
+    what = ", ".join(
+        f"{p.platform} {p.id[:19]} ({p.layers} layers, {(p.size or 0) / 1e6:.1f} MB)"
+        for p in images
+    )
+    condition = conditions.Condition("Built", "True", "Built", f"built {what} in {seconds:.1f}s")
+    return Recorded(
+        _with(status, [condition], generation=generation, fields={"image": image}),
+        Event("Normal", "Built", f"built {what}; local tag {tag}"[:900]),
+    )
+
+
+def build_failed(
+    status: modelimage.ModelImageStatus,
+    *,
+    platform: str,
+    error: str,
+    log_tail: Sequence[str],
+    generation: int,
+) -> Recorded:
+    """One platform's build failed, which fails the stage; the message names the platform."""
+    tail = "\n".join(log_tail[-15:])
+    message = f"{platform}: {error}; log tail:\n{tail}"[-1500:]
+    if len(message) == 1500:  # keep the platform in view when the tail is cut
+        message = f"{platform}: ...{message[len(platform) + 5 :]}"
+    condition = conditions.Condition("Built", "False", "BuildFailed", message)
+    return Recorded(
+        _with(status, [condition], generation=generation),
+        Event("Warning", "BuildFailed", message[-900:]),
+    )
+
+
+def build_tag(tag: str, platform: str, *, platforms: int) -> str:
+    """One platform's local tag: the run's tag itself when it is the only platform."""
+    return tag if platforms == 1 else f"{tag}-{platform.replace('/', '-')}"
+
+
+def pull_references(image: modelimage.ImageStatus) -> list[tuple[str, str | None]]:
+    """(reference, platform) to pull an image back: every platform by its manifest digest (an
+    index gives the daemon only its own platform); a single image by its reference."""
+    assert image.reference and image.repository
+    platforms = image.platform_images
+    if len(platforms) > 1:
+        return [(f"{image.repository}@{p.digest}", p.platform) for p in platforms]
+    return [(image.reference, platforms[0].platform if platforms else None)]
+
+
+# --- smoke test ---------------------------------------------------------------------------------
+
+
+def smoke_test_target(image: modelimage.ImageStatus) -> modelimage.PlatformImage | None:
+    """The platform image the smoke test runs: the host's (there is no emulation), if built."""
+    runnable = [p for p in image.platform_images if p.platform == modelimage.HOST_PLATFORM]
+    return runnable[0] if runnable else None
+
+
+def smoke_test_skip(spec: modelimage.ModelImageSpec, image: modelimage.ImageStatus) -> str | None:
+    """Why the smoke test is skipped (disabled, or no platform runs on this host); None: run it."""
+    if not spec.smoke_test.enabled:
+        return "spec.smokeTest.enabled is false"
+    if smoke_test_target(image) is None:
+        others = ", ".join(_other_platforms(image))
+        return f"image platform {others} cannot run on this {modelimage.HOST_PLATFORM} host"
+    return None
+
+
+def smoke_test_skipped(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    why: str,
+    *,
+    generation: int,
+) -> Recorded:
+    """A skipped smoke test counts as passed (`SmokeTested=True`, reason `Skipped`)."""
+    fields = {
+        "smoke_test": modelimage.SmokeTestStatus(result="Skipped", message=why),
+        "stage_inputs": _stage(status, spec, "smoke_test"),
+    }
+    condition = conditions.Condition("SmokeTested", "True", "Skipped", why)
+    return Recorded(_with(status, [condition], generation=generation, fields=fields))
+
+
+def smoke_tested(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    outcome: SmokeOutcome,
+    *,
+    generation: int,
+) -> Recorded:
+    """The smoke test ran on the host platform; a failure also withdraws admission."""
+    assert status.image is not None
+    if outcome.passed:
+        message = f"healthy after {outcome.startup_ms or 0:.0f} ms" + (
+            f"; prediction answered in {outcome.prediction_latency_ms:.0f} ms"
+            if outcome.prediction_latency_ms is not None
+            else ""
+        )
+    else:
+        tail = "\n".join(outcome.log_tail[-10:])
+        message = f"{outcome.message}; container log tail:\n{tail}"[-1200:]
+    others = _other_platforms(status.image)
+    if others:
+        host = modelimage.HOST_PLATFORM
+        verb = "is" if len(others) == 1 else "are"
+        message = (
+            f"smoke-tested {host} only; {', '.join(others)} cannot run on this "
+            f"{host} host and {verb} not smoke-tested; {message}"
+        )
+    fields = {
+        "smoke_test": modelimage.SmokeTestStatus(
+            result="Passed" if outcome.passed else "Failed",
+            health_latency_ms=outcome.health_latency_ms,
+            prediction_latency_ms=outcome.prediction_latency_ms,
+            prediction=outcome.prediction[:512] if outcome.prediction is not None else None,
+            message=message,
+        ),
+        "stage_inputs": _stage(status, spec, "smoke_test"),
+    }
+    if outcome.passed:
+        passed = conditions.Condition("SmokeTested", "True", "Passed", message)
+        return Recorded(_with(status, [passed], generation=generation, fields=fields))
+    updates = [
+        conditions.Condition("SmokeTested", "False", outcome.reason, message),
+        conditions.Condition(
+            "Admitted",
+            "False",
+            "SmokeTestFailed",
+            f"not admitted: the smoke test failed: {message}",
+        ),
+    ]
+    return Recorded(
+        _with(status, updates, generation=generation, fields=fields),
+        Event("Warning", "SmokeTestFailed", message[-900:]),
+    )
+
+
+# --- scan and gate ------------------------------------------------------------------------------
+
+
+def reuses_sbom(trigger: str, *, cached: bool) -> bool:
+    """Whether a scan may re-match the cached SBOM: yes, unless the rescan interval passed (a
+    periodic rescan catalogues the image afresh, so syft's own fixes reach the verdict too)."""
+    return cached and trigger != "RescanDue"
+
+
+def scan_kind(plan: pipeline.Plan) -> str:
+    """The `kind` label of the scans metric: `build`, `interval` or `dbchange`."""
+    if plan.reason == "ScanDatabaseChanged":
+        return "dbchange"
+    return "interval" if plan.step is pipeline.Step.RESCAN else "build"
+
+
+def scan_failed(
+    status: modelimage.ModelImageStatus, *, platform: str, error: str, generation: int
+) -> Recorded:
+    message = f"{platform}: {error}"[-1200:]
+    condition = conditions.Condition("Scanned", "False", "ScanFailed", message)
+    return Recorded(
+        _with(status, [condition], generation=generation),
+        Event("Warning", "ScanFailed", message[-900:]),
+    )
+
+
+def scanned(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    facts: ScanFacts,
+    *,
+    now: datetime.datetime,
+    generation: int,
+) -> tuple[Recorded, gate.Decision]:
+    """Gate the union of every platform's findings: the image is admitted or blocked whole."""
+    image = status.image
+    assert image is not None and image.id
+    platforms = image.platform_images
+    findings = gate.union(facts.findings_per_image)
+    decision = gate.decide(
+        findings,
+        today=now.date(),
+        fail_on=spec.scan.fail_on,
+        only_fixed=spec.scan.only_fixed,
+        exceptions=spec.scan.exceptions,
+    )
+    scan = modelimage.ScanStatus(
+        syft_version=facts.syft_version or None,
+        grype_version=facts.grype_version or None,
+        db_built=facts.db_built,
+        db_checksum=facts.db_identity,
+        scanned_at=now.replace(microsecond=0),
+        image_id=image.id,
+        image_ids=[p.id for p in platforms],
+        platforms=[p.platform for p in platforms],
+        counts=decision.counts,
+        blocking=list(decision.blocking),
+        blocking_total=decision.blocking_total,
+        excepted=list(decision.applied_exceptions),
+        expired_exceptions=list(decision.expired_exceptions),
+    )
+    counts = decision.counts
+    summary = conditions.Condition(
+        "Scanned",
+        "True",
+        "Scanned",
+        f"{len(findings)} findings: {counts.critical} critical, "
+        f"{counts.high} high, {counts.medium} medium, {counts.low} low "
+        f"(grype {scan.grype_version}; scanned "
+        f"{', '.join(p.platform for p in platforms)})",
+    )
+    fields = {"scan": scan, "stage_inputs": _stage(status, spec, "scan")}
+    recorded = _with(status, [summary, decision.condition], generation=generation, fields=fields)
+    if decision.admitted:
+        event = Event("Normal", "Admitted", decision.condition.message[:900])
+    else:
+        event = Event("Warning", "Blocked", decision.condition.message[:900])
+    return Recorded(recorded, event), decision
+
+
+def blocked_by(status: modelimage.ModelImageStatus) -> str:
+    """The reason `Admitted` is False (`VulnerabilitiesFound`, `SmokeTestFailed`), else ""."""
+    admitted = status.condition("Admitted")
+    return admitted.reason if admitted is not None and admitted.status == "False" else ""
+
+
+# --- push ---------------------------------------------------------------------------------------
+
+
+def pushes_index(image: modelimage.ImageStatus) -> bool:
+    """Several platforms are pushed as one OCI image index; one stays a plain manifest."""
+    return len(image.platform_images) > 1
+
+
+def pushed(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    *,
+    digest: str,
+    children: Sequence[str],
+    generation: int,
+) -> Recorded:
+    """The image is in the registry: `digest` is what deployments use, `children` the manifest
+    digest of each platform (the same digest for a single platform)."""
+    image = status.image
+    assert image is not None
+    platforms = image.platform_images
+    repository = spec.push.repository
+    fields = {
+        "image": image.model_copy(
+            update={
+                "repository": repository,
+                "tags": list(spec.push.tags),
+                "digest": digest,
+                "platforms": [
+                    p.model_copy(update={"digest": d})
+                    for p, d in zip(platforms, children, strict=True)
+                ],
+            }
+        ),
+        "stage_inputs": _stage(status, spec, "push"),
+    }
+    reference = f"{repository}@{digest}"
+    what = (
+        f"an image index of {', '.join(p.platform for p in platforms)}"
+        if len(platforms) > 1
+        else platforms[0].platform
+    )
+    condition = conditions.Condition("Pushed", "True", "Pushed", f"pushed {what} as {reference}")
+    return Recorded(
+        _with(status, [condition], generation=generation, fields=fields),
+        Event(
+            "Normal", "Pushed", f"pushed {what} as {reference} (tags {', '.join(spec.push.tags)})"
+        ),
+    )
+
+
+def push_failed(
+    status: modelimage.ModelImageStatus,
+    spec: modelimage.ModelImageSpec,
+    error: str,
+    *,
+    generation: int,
+) -> Recorded:
+    condition = conditions.Condition("Pushed", "False", "PushFailed", error[-1200:])
+    fields = {"stage_inputs": _stage(status, spec, "push")}
+    return Recorded(
+        _with(status, [condition], generation=generation, fields=fields),
+        Event("Warning", "PushFailed", error[-900:]),
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _other_platforms(image: modelimage.ImageStatus) -> list[str]:
+    """Platforms of the image that cannot run (and so are not smoke-tested) on this host."""
+    return [p.platform for p in image.platform_images if p.platform != modelimage.HOST_PLATFORM]
+
+
+def _stage(
+    status: modelimage.ModelImageStatus, spec: modelimage.ModelImageSpec, stage: Stage
+) -> modelimage.StageInputs:
+    """`status.stageInputs` with one stage's key updated to what it just ran with."""
+    image_ids = status.image.image_ids if status.image else ()
+    keys = pipeline.stage_keys(spec, image_ids=image_ids)
+    return status.stage_inputs.model_copy(update={stage: getattr(keys, stage)})
+
+
+def _with(
+    status: modelimage.ModelImageStatus,
+    updates: Iterable[conditions.Condition],
+    *,
+    generation: int,
+    phase: modelimage.Phase | None = None,
+    fields: Mapping[str, Any] | None = None,
+) -> modelimage.ModelImageStatus:
+    """Status fields replaced, then conditions merged and the generation observed."""
+    status = status.model_copy(update=dict(fields or {})).with_conditions(
+        updates, generation=generation
+    )
+    update: dict[str, Any] = {"observed_generation": generation}
+    if phase is not None:
+        update["phase"] = phase
+    return status.model_copy(update=update)
