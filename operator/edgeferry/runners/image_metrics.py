@@ -1,0 +1,61 @@
+"""The per-ModelImage gauges: set after each step, and re-exported from status at rest.
+
+Re-exporting from status means a restarted operator exports the same verdicts (and alerts
+keep firing) without rescanning anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from edgeferry import metrics
+from edgeferry.decisions import gate, image_steps
+from edgeferry.models import modelimage
+
+
+def as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """Timestamps read back from status without a zone are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+
+
+def linted(lint: modelimage.LintStatus, *, namespace: str, name: str) -> None:
+    for level in ("error", "warning", "info", "style"):
+        metrics.LINT_FINDINGS.labels(namespace, name, level).set(getattr(lint, f"{level}s"))
+
+
+def gated(
+    decision: gate.Decision,
+    *,
+    db_built: datetime.datetime | None,
+    namespace: str,
+    name: str,
+    now: datetime.datetime,
+) -> None:
+    """After a scan: its counts, the DB's age, the verdict; a smoke test no longer blocks."""
+    for severity, count in decision.counts.model_dump().items():
+        metrics.VULNERABILITIES.labels(namespace, name, severity).set(count)
+    if db_built is not None:
+        metrics.SCAN_DB_AGE.set((now - db_built).total_seconds())
+    verdict = "admitted" if decision.admitted else "blocked"
+    metrics.GATE_DECISIONS.labels(namespace, name, verdict).inc()
+    metrics.IMAGE_BLOCKED.labels(namespace, name, "VulnerabilitiesFound").set(
+        0 if decision.admitted else 1
+    )
+    metrics.IMAGE_BLOCKED.labels(namespace, name, "SmokeTestFailed").set(0)
+
+
+def from_status(
+    status: modelimage.ModelImageStatus, *, namespace: str, name: str, now: datetime.datetime
+) -> None:
+    """Every gauge of one ModelImage as its status says, at rest."""
+    blocked_by = image_steps.blocked_by(status)
+    for reason in ("VulnerabilitiesFound", "SmokeTestFailed"):
+        metrics.IMAGE_BLOCKED.labels(namespace, name, reason).set(1 if blocked_by == reason else 0)
+    if status.scan is not None:
+        for severity, count in status.scan.counts.model_dump().items():
+            metrics.VULNERABILITIES.labels(namespace, name, severity).set(count)
+        if status.scan.db_built is not None:
+            age = now - as_utc(status.scan.db_built)
+            metrics.SCAN_DB_AGE.set(age.total_seconds())
+    if status.lint is not None:
+        linted(status.lint, namespace=namespace, name=name)
