@@ -28,7 +28,7 @@ import datetime
 import itertools
 from collections.abc import Iterable, Sequence
 
-from edgeferry.models import conditions, modelimage, vulnerabilities
+from edgeferry.models import conditions, modelimage, reasons, vulnerabilities
 
 MAX_BLOCKING = 20
 """Blocking findings kept in status (worst first); `Decision.blocking_total` has the rest."""
@@ -217,9 +217,9 @@ def _condition(
         listed = "; ".join(_describe(f) for f in shown[:5])
         more = f"; and {total - 5} more in status.scan.blocking" if total > 5 else ""
         return conditions.Condition(
-            type="Admitted",
+            type=reasons.ADMITTED,
             status="False",
-            reason="VulnerabilitiesFound",
+            reason=reasons.VULNERABILITIES_FOUND,
             message=(
                 f"{total} finding{'s' if total != 1 else ''} block admission under {policy}: "
                 f"{listed}{more}. Upgrade the packages, or add an exception with id, reason "
@@ -228,8 +228,8 @@ def _condition(
         )
     found = ", ".join(f"{n} {severity}" for severity, n in counts.model_dump().items() if n)
     return conditions.Condition(
-        type="Admitted",
+        type=reasons.ADMITTED,
         status="True",
-        reason="NoBlockingVulnerabilities",
+        reason=reasons.NO_BLOCKING_VULNERABILITIES,
         message=f"nothing blocks under {policy} (found: {found or 'none'}){tail}",
     )

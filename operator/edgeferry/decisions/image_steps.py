@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from edgeferry.decisions import gate, lint_verdict, pipeline
-from edgeferry.models import conditions, modelimage, vulnerabilities
+from edgeferry.models import conditions, modelimage, reasons, vulnerabilities
 
 Stage = Literal["lint", "smoke_test", "scan", "push"]
 
@@ -90,11 +90,7 @@ def stalled(
     status: modelimage.ModelImageStatus, reason: str, message: str, *, generation: int
 ) -> Recorded:
     """The spec or its inputs cannot be used: say so in Ready/Stalled and rest as `Failed`."""
-    updates = [
-        conditions.Condition("Ready", "False", reason, message),
-        conditions.Condition("Reconciling", "False", reason, ""),
-        conditions.Condition("Stalled", "True", reason, message),
-    ]
+    updates = conditions.kstatus(ready=False, reason=reason, message=message, stalled=True)
     return Recorded(
         _with(status, updates, generation=generation, phase="Failed"),
         Event("Warning", reason, message[:900]),
@@ -113,7 +109,9 @@ def linted(
 ) -> Recorded:
     fields = {"lint": verdict.status, "stage_inputs": _stage(status, spec, "lint")}
     recorded = _with(status, [verdict.condition], generation=generation, fields=fields)
-    event = None if verdict.passed else Event("Warning", "LintFailed", verdict.condition.message)
+    event = (
+        None if verdict.passed else Event("Warning", reasons.LINT_FAILED, verdict.condition.message)
+    )
     return Recorded(recorded, event)
 
 
@@ -141,10 +139,12 @@ def built(
         f"{p.platform} {p.id[:19]} ({p.layers} layers, {(p.size or 0) / 1e6:.1f} MB)"
         for p in images
     )
-    condition = conditions.Condition("Built", "True", "Built", f"built {what} in {seconds:.1f}s")
+    condition = conditions.Condition(
+        reasons.BUILT, "True", reasons.BUILD_SUCCEEDED, f"built {what} in {seconds:.1f}s"
+    )
     return Recorded(
         _with(status, [condition], generation=generation, fields={"image": image}),
-        Event("Normal", "Built", f"built {what}; local tag {tag}"[:900]),
+        Event("Normal", reasons.BUILD_SUCCEEDED, f"built {what}; local tag {tag}"[:900]),
     )
 
 
@@ -161,10 +161,10 @@ def build_failed(
     message = f"{platform}: {error}; log tail:\n{tail}"[-1500:]
     if len(message) == 1500:  # keep the platform in view when the tail is cut
         message = f"{platform}: ...{message[len(platform) + 5 :]}"
-    condition = conditions.Condition("Built", "False", "BuildFailed", message)
+    condition = conditions.Condition(reasons.BUILT, "False", reasons.BUILD_FAILED, message)
     return Recorded(
         _with(status, [condition], generation=generation),
-        Event("Warning", "BuildFailed", message[-900:]),
+        Event("Warning", reasons.BUILD_FAILED, message[-900:]),
     )
 
 
@@ -214,7 +214,7 @@ def smoke_test_skipped(
         "smoke_test": modelimage.SmokeTestStatus(result="Skipped", message=why),
         "stage_inputs": _stage(status, spec, "smoke_test"),
     }
-    condition = conditions.Condition("SmokeTested", "True", "Skipped", why)
+    condition = conditions.Condition(reasons.SMOKE_TESTED, "True", reasons.SMOKE_TEST_SKIPPED, why)
     return Recorded(_with(status, [condition], generation=generation, fields=fields))
 
 
@@ -255,20 +255,22 @@ def smoke_tested(
         "stage_inputs": _stage(status, spec, "smoke_test"),
     }
     if outcome.passed:
-        passed = conditions.Condition("SmokeTested", "True", "Passed", message)
+        passed = conditions.Condition(
+            reasons.SMOKE_TESTED, "True", reasons.SMOKE_TEST_PASSED, message
+        )
         return Recorded(_with(status, [passed], generation=generation, fields=fields))
     updates = [
-        conditions.Condition("SmokeTested", "False", outcome.reason, message),
+        conditions.Condition(reasons.SMOKE_TESTED, "False", outcome.reason, message),
         conditions.Condition(
-            "Admitted",
+            reasons.ADMITTED,
             "False",
-            "SmokeTestFailed",
+            reasons.SMOKE_TEST_FAILED,
             f"not admitted: the smoke test failed: {message}",
         ),
     ]
     return Recorded(
         _with(status, updates, generation=generation, fields=fields),
-        Event("Warning", "SmokeTestFailed", message[-900:]),
+        Event("Warning", reasons.SMOKE_TEST_FAILED, message[-900:]),
     )
 
 
@@ -278,12 +280,12 @@ def smoke_tested(
 def reuses_sbom(trigger: str, *, cached: bool) -> bool:
     """Whether a scan may re-match the cached SBOM: yes, unless the rescan interval passed (a
     periodic rescan catalogues the image afresh, so syft's own fixes reach the verdict too)."""
-    return cached and trigger != "RescanDue"
+    return cached and trigger != reasons.RESCAN_DUE
 
 
 def scan_kind(plan: pipeline.Plan) -> str:
     """The `kind` label of the scans metric: `build`, `interval` or `dbchange`."""
-    if plan.reason == "ScanDatabaseChanged":
+    if plan.reason == reasons.SCAN_DATABASE_CHANGED:
         return "dbchange"
     return "interval" if plan.step is pipeline.Step.RESCAN else "build"
 
@@ -292,10 +294,10 @@ def scan_failed(
     status: modelimage.ModelImageStatus, *, platform: str, error: str, generation: int
 ) -> Recorded:
     message = f"{platform}: {error}"[-1200:]
-    condition = conditions.Condition("Scanned", "False", "ScanFailed", message)
+    condition = conditions.Condition(reasons.SCANNED, "False", reasons.SCAN_FAILED, message)
     return Recorded(
         _with(status, [condition], generation=generation),
-        Event("Warning", "ScanFailed", message[-900:]),
+        Event("Warning", reasons.SCAN_FAILED, message[-900:]),
     )
 
 
@@ -336,9 +338,9 @@ def scanned(
     )
     counts = decision.counts
     summary = conditions.Condition(
-        "Scanned",
+        reasons.SCANNED,
         "True",
-        "Scanned",
+        reasons.SCANNED,
         f"{len(findings)} findings: {counts.critical} critical, "
         f"{counts.high} high, {counts.medium} medium, {counts.low} low "
         f"(grype {scan.grype_version}; scanned "
@@ -355,7 +357,7 @@ def scanned(
 
 def blocked_by(status: modelimage.ModelImageStatus) -> str:
     """The reason `Admitted` is False (`VulnerabilitiesFound`, `SmokeTestFailed`), else ""."""
-    admitted = status.condition("Admitted")
+    admitted = status.condition(reasons.ADMITTED)
     return admitted.reason if admitted is not None and admitted.status == "False" else ""
 
 
@@ -401,11 +403,15 @@ def pushed(
         if len(platforms) > 1
         else platforms[0].platform
     )
-    condition = conditions.Condition("Pushed", "True", "Pushed", f"pushed {what} as {reference}")
+    condition = conditions.Condition(
+        reasons.PUSHED, "True", reasons.PUSH_SUCCEEDED, f"pushed {what} as {reference}"
+    )
     return Recorded(
         _with(status, [condition], generation=generation, fields=fields),
         Event(
-            "Normal", "Pushed", f"pushed {what} as {reference} (tags {', '.join(spec.push.tags)})"
+            "Normal",
+            reasons.PUSH_SUCCEEDED,
+            f"pushed {what} as {reference} (tags {', '.join(spec.push.tags)})",
         ),
     )
 
@@ -417,11 +423,11 @@ def push_failed(
     *,
     generation: int,
 ) -> Recorded:
-    condition = conditions.Condition("Pushed", "False", "PushFailed", error[-1200:])
+    condition = conditions.Condition(reasons.PUSHED, "False", reasons.PUSH_FAILED, error[-1200:])
     fields = {"stage_inputs": _stage(status, spec, "push")}
     return Recorded(
         _with(status, [condition], generation=generation, fields=fields),
-        Event("Warning", "PushFailed", error[-900:]),
+        Event("Warning", reasons.PUSH_FAILED, error[-900:]),
     )
 
 

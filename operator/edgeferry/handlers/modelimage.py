@@ -59,7 +59,5 @@ async def run_pipeline(
 @kopf.on.delete(hub.GROUP, hub.VERSION, "modelimages", optional=True)
 def forget(name: str, namespace: str | None, **_: Any) -> None:
     """Drop the per-image metric series of a deleted ModelImage (images in registries stay)."""
-    for gauge in (metrics.IMAGE_BLOCKED, metrics.VULNERABILITIES, metrics.LINT_FINDINGS):
-        for labels in list(gauge._metrics):
-            if labels[:2] == (namespace, name):
-                gauge.remove(*labels)
+    gauges = (metrics.IMAGE_BLOCKED, metrics.VULNERABILITIES, metrics.LINT_FINDINGS)
+    metrics.forget(namespace or "", name, *gauges)

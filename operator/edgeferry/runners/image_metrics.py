@@ -10,12 +10,7 @@ import datetime
 
 from edgeferry import metrics
 from edgeferry.decisions import gate, image_steps
-from edgeferry.models import modelimage
-
-
-def as_utc(moment: datetime.datetime) -> datetime.datetime:
-    """Timestamps read back from status without a zone are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+from edgeferry.models import modelimage, reasons, timestamps
 
 
 def linted(lint: modelimage.LintStatus, *, namespace: str, name: str) -> None:
@@ -38,10 +33,10 @@ def gated(
         metrics.SCAN_DB_AGE.set((now - db_built).total_seconds())
     verdict = "admitted" if decision.admitted else "blocked"
     metrics.GATE_DECISIONS.labels(namespace, name, verdict).inc()
-    metrics.IMAGE_BLOCKED.labels(namespace, name, "VulnerabilitiesFound").set(
+    metrics.IMAGE_BLOCKED.labels(namespace, name, reasons.VULNERABILITIES_FOUND).set(
         0 if decision.admitted else 1
     )
-    metrics.IMAGE_BLOCKED.labels(namespace, name, "SmokeTestFailed").set(0)
+    metrics.IMAGE_BLOCKED.labels(namespace, name, reasons.SMOKE_TEST_FAILED).set(0)
 
 
 def from_status(
@@ -49,13 +44,13 @@ def from_status(
 ) -> None:
     """Every gauge of one ModelImage as its status says, at rest."""
     blocked_by = image_steps.blocked_by(status)
-    for reason in ("VulnerabilitiesFound", "SmokeTestFailed"):
+    for reason in (reasons.VULNERABILITIES_FOUND, reasons.SMOKE_TEST_FAILED):
         metrics.IMAGE_BLOCKED.labels(namespace, name, reason).set(1 if blocked_by == reason else 0)
     if status.scan is not None:
         for severity, count in status.scan.counts.model_dump().items():
             metrics.VULNERABILITIES.labels(namespace, name, severity).set(count)
-        if status.scan.db_built is not None:
-            age = now - as_utc(status.scan.db_built)
-            metrics.SCAN_DB_AGE.set(age.total_seconds())
+        built = timestamps.parse_rfc3339(status.scan.db_built)
+        if built is not None:
+            metrics.SCAN_DB_AGE.set((now - built).total_seconds())
     if status.lint is not None:
         linted(status.lint, namespace=namespace, name=name)

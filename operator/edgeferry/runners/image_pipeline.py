@@ -27,7 +27,7 @@ import pydantic
 from edgeferry import metrics, settings
 from edgeferry.adapters import docker_build, hadolint, hub, registry, scanner, smoke
 from edgeferry.decisions import image_steps, lint_verdict, pipeline
-from edgeferry.models import modelimage
+from edgeferry.models import modelimage, reasons
 from edgeferry.runners import (
     errors,
     image_build,
@@ -78,7 +78,7 @@ def reconcile_once(config: settings.Settings, body: dict[str, Any], post_event: 
         except Exception as exc:
             metrics.RECONCILES.labels("ModelImage", "failed").inc()
             _LOG.exception("%s: reconcile failed", name)
-            post_event("Warning", "ReconcileError", f"{type(exc).__name__}: {exc}"[:900])
+            post_event("Warning", reasons.RECONCILE_ERROR, f"{type(exc).__name__}: {exc}"[:900])
             return RETRY_SECONDS
         finally:
             reconciler.close()
@@ -112,11 +112,13 @@ class Reconciler:
         try:
             spec = modelimage.parse_spec(self.raw_spec)
         except pydantic.ValidationError as exc:
-            return self._stall("InvalidSpec", f"spec does not parse: {exc.errors()[0]['msg']}")
+            return self._stall(
+                reasons.INVALID_SPEC, f"spec does not parse: {exc.errors()[0]['msg']}"
+            )
         try:
             materials = image_inputs.gather(spec, namespace=self.namespace, name=self.name)
         except hub.MissingInputError as exc:
-            return self._stall("InputMissing", f"{exc}; waiting for it", retry_s=30)
+            return self._stall(reasons.INPUT_MISSING, f"{exc}; waiting for it", retry_s=30)
         except image_inputs.ModelDigestMismatchError as exc:
             return self._stall("ModelDigestMismatchError", str(exc), retry_s=60)
         db = image_scan.db_identity(self.scan_config)
@@ -274,7 +276,9 @@ class Reconciler:
         recorded = image_steps.smoke_tested(self.status, spec, outcome, generation=self.generation)
         self._apply(recorded)
         if not result.passed:
-            metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, "SmokeTestFailed").set(1)
+            metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, reasons.SMOKE_TEST_FAILED).set(
+                1
+            )
 
     def _scan(self, spec: modelimage.ModelImageSpec, plan: pipeline.Plan) -> None:
         """Scan every platform's image; `image_steps.scanned` gates on their findings."""
