@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import image_steps, lint_verdict, pipeline
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, scan_step
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import conditions, modelimage, vulnerabilities
 
@@ -147,11 +147,11 @@ class World:
             )
             return image_steps.smoke_tested(status, spec, outcome, generation=generation).status
         if plan.step in (Step.SCAN, Step.RESCAN):
-            facts = image_steps.ScanFacts(
+            facts = scan_step.ScanFacts(
                 findings_per_image=tuple(tuple(self.findings) for _ in image.platform_images),
                 db_identity=self.db,
             )
-            recorded, _ = image_steps.scanned(
+            recorded, _ = scan_step.scanned(
                 status, spec, facts, now=self.now, generation=generation
             )
             return recorded.status

@@ -7,7 +7,7 @@ test withdraws admission, when a scan may re-match the cached SBOM.
 
 from __future__ import annotations
 
-from edgeferry.decisions import image_steps, pipeline
+from edgeferry.decisions import image_steps, pipeline, scan_step
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import modelimage, vulnerabilities
 from tests.unit.test_modelimage_pipeline import DIGEST, IMAGE_ID, NOW, make_spec
@@ -104,35 +104,35 @@ def test_a_passed_smoke_test_names_the_platforms_it_could_not_run() -> None:
 
 
 def test_a_cached_sbom_is_rematched_unless_the_rescan_interval_passed() -> None:
-    assert image_steps.reuses_sbom("ScanDatabaseChanged", cached=True)
-    assert image_steps.reuses_sbom("ScanPolicyChanged", cached=True)
-    assert not image_steps.reuses_sbom("RescanDue", cached=True)
+    assert scan_step.reuses_sbom("ScanDatabaseChanged", cached=True)
+    assert scan_step.reuses_sbom("ScanPolicyChanged", cached=True)
+    assert not scan_step.reuses_sbom("RescanDue", cached=True)
 
 
 def test_without_a_cached_sbom_the_image_is_catalogued() -> None:
-    assert not image_steps.reuses_sbom("NotScanned", cached=False)
+    assert not scan_step.reuses_sbom("NotScanned", cached=False)
 
 
 def test_scan_kind_says_why_the_scan_ran() -> None:
-    assert image_steps.scan_kind(pipeline.Plan(Step.SCAN, "NotScanned", "")) == "build"
-    assert image_steps.scan_kind(pipeline.Plan(Step.RESCAN, "RescanDue", "")) == "interval"
+    assert scan_step.scan_kind(pipeline.Plan(Step.SCAN, "NotScanned", "")) == "build"
+    assert scan_step.scan_kind(pipeline.Plan(Step.RESCAN, "RescanDue", "")) == "interval"
     changed = pipeline.Plan(Step.RESCAN, "ScanDatabaseChanged", "")
-    assert image_steps.scan_kind(changed) == "dbchange"
+    assert scan_step.scan_kind(changed) == "dbchange"
 
 
 def test_a_finding_in_any_platform_blocks_the_whole_image() -> None:
-    facts = image_steps.ScanFacts(findings_per_image=((), (FINDING,)), grype_version="0.1")
+    facts = scan_step.ScanFacts(findings_per_image=((), (FINDING,)), grype_version="0.1")
     status = built("linux/amd64", "linux/arm64")
-    recorded, decision = image_steps.scanned(status, make_spec(), facts, now=NOW, generation=1)
+    recorded, decision = scan_step.scanned(status, make_spec(), facts, now=NOW, generation=1)
     assert not decision.admitted
-    assert image_steps.blocked_by(recorded.status) == "VulnerabilitiesFound"
+    assert scan_step.blocked_by(recorded.status) == "VulnerabilitiesFound"
     assert recorded.event is not None and recorded.event.reason == "Blocked"
     assert recorded.status.scan is not None
     assert recorded.status.scan.image_ids == [IMAGE_ID, ARM_ID]
 
 
 def test_a_failed_scan_names_the_platform() -> None:
-    recorded = image_steps.scan_failed(
+    recorded = scan_step.scan_failed(
         built("linux/amd64"), platform="linux/arm64", error="grype: no DB", generation=1
     )
     scanned = recorded.status.condition("Scanned")

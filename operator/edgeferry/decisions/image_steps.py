@@ -3,8 +3,8 @@
 `pipeline.next_step` decides which step runs; the runner (`edgeferry.runners.image_pipeline`)
 runs it against hadolint, Docker, syft/grype or the registry and hands the tool's result here.
 These functions decide everything the user sees from that result: which conditions flip and
-why, what the messages say, which event is posted, whether the smoke test is skipped, whether
-a scan may re-match the cached SBOM. Pure, so the unit tests drive a ModelImage's whole life
+why, what the messages say, which event is posted, whether the smoke test is skipped (a
+scan's result is `scan_step`'s). Pure, so the unit tests drive a ModelImage's whole life
 through the very code the operator runs, with made-up tool results instead of tools.
 
 Every function records the stage's key (`status.stageInputs`) whether the stage passed or
@@ -14,12 +14,11 @@ failed, as `pipeline` requires; conditions carry the generation they were observ
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from edgeferry.decisions import gate, lint_verdict, pipeline
-from edgeferry.models import conditions, modelimage, reasons, vulnerabilities
+from edgeferry.decisions import lint_verdict, pipeline
+from edgeferry.models import conditions, modelimage, reasons
 
 Stage = Literal["lint", "smoke_test", "scan", "push"]
 
@@ -57,17 +56,6 @@ class SmokeOutcome:
     prediction: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class ScanFacts:
-    """One scan of every platform's image: the findings per platform and what produced them."""
-
-    findings_per_image: tuple[tuple[vulnerabilities.Finding, ...], ...]
-    syft_version: str = ""
-    grype_version: str = ""
-    db_built: datetime.datetime | None = None
-    db_identity: str | None = None
-
-
 # --- every step ---------------------------------------------------------------------------------
 
 
@@ -81,7 +69,7 @@ def starting(
     """The status to write before running the plan's step (or at rest): new run, kstatus, phase."""
     if plan.new_run:
         status = pipeline.begin_run(status, inputs_digest=inputs_digest)
-    return _with(
+    return record(
         status, pipeline.progress_conditions(plan), generation=generation, phase=plan.phase
     )
 
@@ -92,7 +80,7 @@ def stalled(
     """The spec or its inputs cannot be used: say so in Ready/Stalled and rest as `Failed`."""
     updates = conditions.kstatus(ready=False, reason=reason, message=message, stalled=True)
     return Recorded(
-        _with(status, updates, generation=generation, phase="Failed"),
+        record(status, updates, generation=generation, phase="Failed"),
         Event("Warning", reason, message[:900]),
     )
 
@@ -107,8 +95,8 @@ def linted(
     *,
     generation: int,
 ) -> Recorded:
-    fields = {"lint": verdict.status, "stage_inputs": _stage(status, spec, "lint")}
-    recorded = _with(status, [verdict.condition], generation=generation, fields=fields)
+    fields = {"lint": verdict.status, "stage_inputs": stage_inputs(status, spec, "lint")}
+    recorded = record(status, [verdict.condition], generation=generation, fields=fields)
     event = (
         None if verdict.passed else Event("Warning", reasons.LINT_FAILED, verdict.condition.message)
     )
@@ -143,7 +131,7 @@ def built(
         reasons.BUILT, "True", reasons.BUILD_SUCCEEDED, f"built {what} in {seconds:.1f}s"
     )
     return Recorded(
-        _with(status, [condition], generation=generation, fields={"image": image}),
+        record(status, [condition], generation=generation, fields={"image": image}),
         Event("Normal", reasons.BUILD_SUCCEEDED, f"built {what}; local tag {tag}"[:900]),
     )
 
@@ -163,7 +151,7 @@ def build_failed(
         message = f"{platform}: ...{message[len(platform) + 5 :]}"
     condition = conditions.Condition(reasons.BUILT, "False", reasons.BUILD_FAILED, message)
     return Recorded(
-        _with(status, [condition], generation=generation),
+        record(status, [condition], generation=generation),
         Event("Warning", reasons.BUILD_FAILED, message[-900:]),
     )
 
@@ -212,10 +200,10 @@ def smoke_test_skipped(
     """A skipped smoke test counts as passed (`SmokeTested=True`, reason `Skipped`)."""
     fields = {
         "smoke_test": modelimage.SmokeTestStatus(result="Skipped", message=why),
-        "stage_inputs": _stage(status, spec, "smoke_test"),
+        "stage_inputs": stage_inputs(status, spec, "smoke_test"),
     }
     condition = conditions.Condition(reasons.SMOKE_TESTED, "True", reasons.SMOKE_TEST_SKIPPED, why)
-    return Recorded(_with(status, [condition], generation=generation, fields=fields))
+    return Recorded(record(status, [condition], generation=generation, fields=fields))
 
 
 def smoke_tested(
@@ -252,13 +240,13 @@ def smoke_tested(
             prediction=outcome.prediction[:512] if outcome.prediction is not None else None,
             message=message,
         ),
-        "stage_inputs": _stage(status, spec, "smoke_test"),
+        "stage_inputs": stage_inputs(status, spec, "smoke_test"),
     }
     if outcome.passed:
         passed = conditions.Condition(
             reasons.SMOKE_TESTED, "True", reasons.SMOKE_TEST_PASSED, message
         )
-        return Recorded(_with(status, [passed], generation=generation, fields=fields))
+        return Recorded(record(status, [passed], generation=generation, fields=fields))
     updates = [
         conditions.Condition(reasons.SMOKE_TESTED, "False", outcome.reason, message),
         conditions.Condition(
@@ -269,96 +257,9 @@ def smoke_tested(
         ),
     ]
     return Recorded(
-        _with(status, updates, generation=generation, fields=fields),
+        record(status, updates, generation=generation, fields=fields),
         Event("Warning", reasons.SMOKE_TEST_FAILED, message[-900:]),
     )
-
-
-# --- scan and gate ------------------------------------------------------------------------------
-
-
-def reuses_sbom(trigger: str, *, cached: bool) -> bool:
-    """Whether a scan may re-match the cached SBOM: yes, unless the rescan interval passed (a
-    periodic rescan catalogues the image afresh, so syft's own fixes reach the verdict too)."""
-    return cached and trigger != reasons.RESCAN_DUE
-
-
-def scan_kind(plan: pipeline.Plan) -> str:
-    """The `kind` label of the scans metric: `build`, `interval` or `dbchange`."""
-    if plan.reason == reasons.SCAN_DATABASE_CHANGED:
-        return "dbchange"
-    return "interval" if plan.step is pipeline.Step.RESCAN else "build"
-
-
-def scan_failed(
-    status: modelimage.ModelImageStatus, *, platform: str, error: str, generation: int
-) -> Recorded:
-    message = f"{platform}: {error}"[-1200:]
-    condition = conditions.Condition(reasons.SCANNED, "False", reasons.SCAN_FAILED, message)
-    return Recorded(
-        _with(status, [condition], generation=generation),
-        Event("Warning", reasons.SCAN_FAILED, message[-900:]),
-    )
-
-
-def scanned(
-    status: modelimage.ModelImageStatus,
-    spec: modelimage.ModelImageSpec,
-    facts: ScanFacts,
-    *,
-    now: datetime.datetime,
-    generation: int,
-) -> tuple[Recorded, gate.Decision]:
-    """Gate the union of every platform's findings: the image is admitted or blocked whole."""
-    image = status.image
-    assert image is not None and image.id
-    platforms = image.platform_images
-    findings = gate.union(facts.findings_per_image)
-    decision = gate.decide(
-        findings,
-        today=now.date(),
-        fail_on=spec.scan.fail_on,
-        only_fixed=spec.scan.only_fixed,
-        exceptions=spec.scan.exceptions,
-    )
-    scan = modelimage.ScanStatus(
-        syft_version=facts.syft_version or None,
-        grype_version=facts.grype_version or None,
-        db_built=facts.db_built,
-        db_checksum=facts.db_identity,
-        scanned_at=now.replace(microsecond=0),
-        image_id=image.id,
-        image_ids=[p.id for p in platforms],
-        platforms=[p.platform for p in platforms],
-        counts=decision.counts,
-        blocking=list(decision.blocking),
-        blocking_total=decision.blocking_total,
-        excepted=list(decision.applied_exceptions),
-        expired_exceptions=list(decision.expired_exceptions),
-    )
-    counts = decision.counts
-    summary = conditions.Condition(
-        reasons.SCANNED,
-        "True",
-        reasons.SCANNED,
-        f"{len(findings)} findings: {counts.critical} critical, "
-        f"{counts.high} high, {counts.medium} medium, {counts.low} low "
-        f"(grype {scan.grype_version}; scanned "
-        f"{', '.join(p.platform for p in platforms)})",
-    )
-    fields = {"scan": scan, "stage_inputs": _stage(status, spec, "scan")}
-    recorded = _with(status, [summary, decision.condition], generation=generation, fields=fields)
-    if decision.admitted:
-        event = Event("Normal", "Admitted", decision.condition.message[:900])
-    else:
-        event = Event("Warning", "Blocked", decision.condition.message[:900])
-    return Recorded(recorded, event), decision
-
-
-def blocked_by(status: modelimage.ModelImageStatus) -> str:
-    """The reason `Admitted` is False (`VulnerabilitiesFound`, `SmokeTestFailed`), else ""."""
-    admitted = status.condition(reasons.ADMITTED)
-    return admitted.reason if admitted is not None and admitted.status == "False" else ""
 
 
 # --- push ---------------------------------------------------------------------------------------
@@ -395,7 +296,7 @@ def pushed(
                 ],
             }
         ),
-        "stage_inputs": _stage(status, spec, "push"),
+        "stage_inputs": stage_inputs(status, spec, "push"),
     }
     reference = f"{repository}@{digest}"
     what = (
@@ -407,7 +308,7 @@ def pushed(
         reasons.PUSHED, "True", reasons.PUSH_SUCCEEDED, f"pushed {what} as {reference}"
     )
     return Recorded(
-        _with(status, [condition], generation=generation, fields=fields),
+        record(status, [condition], generation=generation, fields=fields),
         Event(
             "Normal",
             reasons.PUSH_SUCCEEDED,
@@ -424,9 +325,9 @@ def push_failed(
     generation: int,
 ) -> Recorded:
     condition = conditions.Condition(reasons.PUSHED, "False", reasons.PUSH_FAILED, error[-1200:])
-    fields = {"stage_inputs": _stage(status, spec, "push")}
+    fields = {"stage_inputs": stage_inputs(status, spec, "push")}
     return Recorded(
-        _with(status, [condition], generation=generation, fields=fields),
+        record(status, [condition], generation=generation, fields=fields),
         Event("Warning", reasons.PUSH_FAILED, error[-900:]),
     )
 
@@ -439,7 +340,7 @@ def _other_platforms(image: modelimage.ImageStatus) -> list[str]:
     return [p.platform for p in image.platform_images if p.platform != modelimage.HOST_PLATFORM]
 
 
-def _stage(
+def stage_inputs(
     status: modelimage.ModelImageStatus, spec: modelimage.ModelImageSpec, stage: Stage
 ) -> modelimage.StageInputs:
     """`status.stageInputs` with one stage's key updated to what it just ran with."""
@@ -448,7 +349,7 @@ def _stage(
     return status.stage_inputs.model_copy(update={stage: getattr(keys, stage)})
 
 
-def _with(
+def record(
     status: modelimage.ModelImageStatus,
     updates: Iterable[conditions.Condition],
     *,

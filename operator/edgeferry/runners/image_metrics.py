@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 
 from edgeferry import metrics
-from edgeferry.decisions import gate, image_steps
+from edgeferry.decisions import gate, scan_step
 from edgeferry.models import modelimage, reasons, timestamps
 
 
@@ -43,7 +43,7 @@ def from_status(
     status: modelimage.ModelImageStatus, *, namespace: str, name: str, now: datetime.datetime
 ) -> None:
     """Every gauge of one ModelImage as its status says, at rest."""
-    blocked_by = image_steps.blocked_by(status)
+    blocked_by = scan_step.blocked_by(status)
     for reason in (reasons.VULNERABILITIES_FOUND, reasons.SMOKE_TEST_FAILED):
         metrics.IMAGE_BLOCKED.labels(namespace, name, reason).set(1 if blocked_by == reason else 0)
     if status.scan is not None:

@@ -2,8 +2,9 @@
 
 A runner, between the Kopf handler and the adapters: it does the I/O a step needs (hadolint,
 Docker, syft/grype, the registry) and leaves every judgement to `decisions`: which step
-(`pipeline`), and what the step's result means for status and events (`image_steps`). So the
-branches here choose an adapter call, never a condition, a phase or a message.
+(`pipeline`), and what the step's result means for status and events (`image_steps`,
+`scan_step`). So the branches here choose an adapter call, never a condition, a phase or a
+message.
 
 Synchronous on purpose: every step is a blocking call, and the Kopf daemon runs this in a
 worker thread. Status is written after every step, so a restarted operator (or a crash
@@ -26,7 +27,7 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import docker_build, hadolint, hub, registry, scanner, smoke
-from edgeferry.decisions import image_steps, lint_verdict, pipeline
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, scan_step
 from edgeferry.models import modelimage, reasons
 from edgeferry.runners import (
     errors,
@@ -281,10 +282,10 @@ class Reconciler:
             )
 
     def _scan(self, spec: modelimage.ModelImageSpec, plan: pipeline.Plan) -> None:
-        """Scan every platform's image; `image_steps.scanned` gates on their findings."""
+        """Scan every platform's image; `scan_step.scanned` gates on their findings."""
         image = self.status.image
         assert image is not None and image.id
-        kind = image_steps.scan_kind(plan)
+        kind = scan_step.scan_kind(plan)
         results: list[scanner.ScanResult] = []
         for platform_image in image.platform_images:
             try:
@@ -299,7 +300,7 @@ class Reconciler:
             except scanner.ScanError as exc:
                 metrics.SCANS.labels("failed", kind).inc()
                 self._apply(
-                    image_steps.scan_failed(
+                    scan_step.scan_failed(
                         self.status,
                         platform=platform_image.platform,
                         error=str(exc),
@@ -309,7 +310,7 @@ class Reconciler:
                 return
         metrics.SCANS.labels("succeeded", kind).inc()
         facts = image_scan.facts(results)
-        recorded, decision = image_steps.scanned(
+        recorded, decision = scan_step.scanned(
             self.status, spec, facts, now=self.now(), generation=self.generation
         )
         image_metrics.gated(

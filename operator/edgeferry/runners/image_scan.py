@@ -2,7 +2,7 @@
 
 The SBOM of each local image is kept under the build workdir, so a rescan for a new
 vulnerability database re-matches it with grype in a fraction of a second instead of
-cataloguing the image again (`image_steps.reuses_sbom` says when that is allowed).
+cataloguing the image again (`scan_step.reuses_sbom` says when that is allowed).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from edgeferry import settings
 from edgeferry.adapters import grype_env, scanner
-from edgeferry.decisions import image_steps
+from edgeferry.decisions import scan_step
 
 _LOG = logging.getLogger("edgeferry.modelimage")
 
@@ -34,7 +34,7 @@ def scan_one(
     """Scan one platform's image, re-matching its cached SBOM when `image_steps` allows."""
     sbom_path = workdir / "sboms" / f"{image_id.replace(':', '-')}.json"
     sbom_path.parent.mkdir(parents=True, exist_ok=True)
-    if image_steps.reuses_sbom(trigger, cached=sbom_path.exists()):
+    if scan_step.reuses_sbom(trigger, cached=sbom_path.exists()):
         return scanner.match(sbom_path, config=config, source=f"docker:{image_id}")
     return scanner.scan(f"docker:{image_id}", config=config, sbom_path=sbom_path)
 
@@ -49,11 +49,11 @@ def db_identity(config: scanner.ScannerConfig) -> str | None:
     return status.identity if status.valid else None
 
 
-def facts(results: Sequence[scanner.ScanResult]) -> image_steps.ScanFacts:
+def facts(results: Sequence[scanner.ScanResult]) -> scan_step.ScanFacts:
     """Every platform's findings, and the tools and DB of the first scan, for the gate."""
     descriptor = results[0].descriptor
     db = descriptor.db
-    return image_steps.ScanFacts(
+    return scan_step.ScanFacts(
         findings_per_image=tuple(scanner.gate_findings(r.findings) for r in results),
         syft_version=descriptor.syft_version,
         grype_version=descriptor.grype_version,
