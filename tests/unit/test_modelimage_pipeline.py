@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import image_steps, lint_verdict, pipeline, scan_step
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import conditions, modelimage, vulnerabilities
 
@@ -87,6 +87,8 @@ class World:
     now: datetime.datetime = NOW
     image_present: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
+    unavailable: dict[Step, str] = dataclasses.field(default_factory=dict)
+    """Steps whose tool is down, with the passing reason the runner records for them."""
 
     def built(self, platforms: tuple[str, ...]) -> list[modelimage.PlatformImage]:
         """The images a build for these platforms produces."""
@@ -109,6 +111,25 @@ class World:
     ) -> modelimage.ModelImageStatus:
         """The tools' answer to the plan's step, recorded by `image_steps` as the runner does."""
         self.steps.append(plan.step)
+        if plan.step in self.unavailable:
+            return retries.retry_later(
+                status,
+                plan.step,
+                reason=self.unavailable[plan.step],
+                error=f"{plan.step.value}: connection refused",
+                now=self.now,
+                generation=generation,
+            ).status
+        return retries.finished(self._answer(plan, spec, status, generation=generation))
+
+    def _answer(
+        self,
+        plan: pipeline.Plan,
+        spec: modelimage.ModelImageSpec,
+        status: modelimage.ModelImageStatus,
+        *,
+        generation: int,
+    ) -> modelimage.ModelImageStatus:
         image = status.image
         if plan.step is Step.LINT:
             verdict = lint_verdict.decide(

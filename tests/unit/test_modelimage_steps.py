@@ -131,14 +131,6 @@ def test_a_finding_in_any_platform_blocks_the_whole_image() -> None:
     assert recorded.status.scan.image_ids == [IMAGE_ID, ARM_ID]
 
 
-def test_a_failed_scan_names_the_platform() -> None:
-    recorded = scan_step.scan_failed(
-        built("linux/amd64"), platform="linux/arm64", error="grype: no DB", generation=1
-    )
-    scanned = recorded.status.condition("Scanned")
-    assert scanned is not None and scanned.message == "linux/arm64: grype: no DB"
-
-
 # --- build, pull, push --------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ RegistryError = registry_api.RegistryError
 Credentials = registry_api.Credentials
 ImageName = registry_api.ImageName
 RegistryClient = registry_api.RegistryClient
+is_transient_text = registry_api.is_transient_text
 parse_repository = registry_api.parse_repository
 is_loopback = registry_api.is_loopback
 parse_bearer_challenge = registry_api.parse_bearer_challenge
@@ -62,7 +63,8 @@ def digest_from_push_stream(chunks: Iterable[Mapping[str, Any]]) -> tuple[str, i
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = detail.get("message") if isinstance(detail, Mapping) else None
-            raise RegistryError(f"push failed: {message or chunk.get('error')}")
+            text = str(message or chunk.get("error"))
+            raise RegistryError(f"push failed: {text}", transient=is_transient_text(text))
         aux = chunk.get("aux")
         if isinstance(aux, Mapping) and isinstance(aux.get("Digest"), str):
             digest = aux["Digest"]
@@ -108,9 +110,15 @@ def push_image(
             _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}")
         )
     except docker.errors.APIError as error:
-        raise RegistryError(f"push of {repository}:{tag} failed: {error.explanation}") from error
+        explanation = str(error.explanation)
+        raise RegistryError(
+            f"push of {repository}:{tag} failed: {explanation}",
+            transient=error.is_server_error() or is_transient_text(explanation),
+        ) from error
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        raise RegistryError(f"push of {repository}:{tag} broke off: {error}") from error
+        raise RegistryError(
+            f"push of {repository}:{tag} broke off: {error}", transient=True
+        ) from error
     with RegistryClient(credentials=credentials, insecure=insecure) as client:
         served = client.manifest_digest(repository, tag)
     if served != pushed_digest:
@@ -189,4 +197,4 @@ def _with_deadline(
     for chunk in chunks:
         yield chunk
         if time.monotonic() > deadline:
-            raise RegistryError(f"{what} did not finish in time")
+            raise RegistryError(f"{what} did not finish in time", transient=True)

@@ -36,7 +36,35 @@ _NO_PROXY = {"http": "", "https": ""}
 
 
 class RegistryError(RuntimeError):
-    """A push or a registry request failed; the message says what the registry answered."""
+    """A push or a registry request failed; the message says what the registry answered.
+
+    `transient` is True for trouble that passes by itself (connection refused or reset,
+    timeouts, 5xx, 429): the pipeline retries those with backoff instead of waiting for a spec
+    edit. Refusals (401, 403, 404, a bad manifest) are not transient: retrying changes nothing.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_TRANSIENT_TEXT = re.compile(
+    r"connection refused|connection reset|broken pipe|i/o timeout|timeout|timed out|"
+    r"\bEOF\b|no route to host|network is unreachable|service unavailable|bad gateway|"
+    r"gateway timeout|too many requests|toomanyrequests|internal server error|"
+    r"HTTP (5\d\d|429)\b|\b(50[0234])\b",
+    re.IGNORECASE,
+)
+
+
+def is_transient_text(message: str) -> bool:
+    """Whether an error the Docker daemon relayed (text only) says the registry was unavailable.
+
+    The daemon reports push failures as text inside its progress stream ("dial tcp ...:
+    connect: connection refused", "received unexpected HTTP status: 503"), so text is all
+    there is to judge by.
+    """
+    return bool(_TRANSIENT_TEXT.search(message))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +331,7 @@ class RegistryClient:
                 proxies=proxies,
             )
         except requests.RequestException as error:
-            raise RegistryError(f"{method} {url}: {error}") from error
+            raise RegistryError(f"{method} {url}: {error}", transient=True) from error
 
     def _fetch_token(self, challenge: str, *, default_scope: str) -> str:
         params = parse_bearer_challenge(challenge)
@@ -317,7 +345,7 @@ class RegistryClient:
         try:
             response = self._session.get(realm, params=params, auth=auth, timeout=self._timeout_s)
         except requests.RequestException as error:
-            raise RegistryError(f"token request to {realm}: {error}") from error
+            raise RegistryError(f"token request to {realm}: {error}", transient=True) from error
         self._raise_for(response, f"token request to {realm}")
         body = response.json()
         token = body.get("token") or body.get("access_token")
@@ -328,7 +356,11 @@ class RegistryClient:
     @staticmethod
     def _raise_for(response: requests.Response, what: str) -> None:
         if response.status_code >= 400:
-            raise RegistryError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+            code = response.status_code
+            raise RegistryError(
+                f"{what}: HTTP {code} {response.text[:300]}",
+                transient=code >= 500 or code == 429,
+            )
 
 
 def parse_bearer_challenge(challenge: str) -> dict[str, str]:

@@ -38,17 +38,6 @@ def scan_kind(plan: pipeline.Plan) -> str:
     return "interval" if plan.step is pipeline.Step.RESCAN else "build"
 
 
-def scan_failed(
-    status: modelimage.ModelImageStatus, *, platform: str, error: str, generation: int
-) -> image_steps.Recorded:
-    message = f"{platform}: {error}"[-1200:]
-    condition = conditions.Condition(reasons.SCANNED, "False", reasons.SCAN_FAILED, message)
-    return image_steps.Recorded(
-        image_steps.record(status, [condition], generation=generation),
-        image_steps.Event("Warning", reasons.SCAN_FAILED, message[-900:]),
-    )
-
-
 def scanned(
     status: modelimage.ModelImageStatus,
     spec: modelimage.ModelImageSpec,
@@ -99,9 +88,13 @@ def scanned(
         status, [summary, decision.condition], generation=generation, fields=fields
     )
     if decision.admitted:
-        event = image_steps.Event("Normal", "Admitted", decision.condition.message[:900])
+        event = image_steps.Event(
+            "Normal", reasons.ADMITTED_BY_GATE, decision.condition.message[:900]
+        )
     else:
-        event = image_steps.Event("Warning", "Blocked", decision.condition.message[:900])
+        event = image_steps.Event(
+            "Warning", reasons.BLOCKED_BY_GATE, decision.condition.message[:900]
+        )
     return image_steps.Recorded(recorded, event), decision
 
 

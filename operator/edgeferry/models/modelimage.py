@@ -447,6 +447,23 @@ class StageInputs(wire.Model):
     push: str | None = None
 
 
+class RetryStatus(wire.Model):
+    """A stage that failed for a reason that passes (registry, Docker or scanner trouble).
+
+    Kept in status, not in memory, so the backoff survives an operator restart and a person
+    sees when the next attempt comes (`kubectl get mi -o yaml`).
+    """
+
+    stage: str
+    """The pipeline step to run again (`Build`, `Pull`, `SmokeTest`, `Scan`, `Rescan`, `Push`)."""
+    attempt: int = pydantic.Field(ge=1)
+    """Failed attempts so far, in a row."""
+    not_before: datetime.datetime
+    """The next attempt runs at or after this time."""
+    generation: int
+    """The spec generation it failed for; a spec edit retries at once."""
+
+
 class ModelImageStatus(wire.Model):
     """Everything the operator knows about a ModelImage; the only state that survives restarts."""
 
@@ -459,6 +476,7 @@ class ModelImageStatus(wire.Model):
     smoke_test: SmokeTestStatus | None = None
     scan: ScanStatus | None = None
     stage_inputs: StageInputs = StageInputs()
+    retry: RetryStatus | None = None
 
     def condition(self, type_: str) -> StatusCondition | None:
         """The condition of that type, if any."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import docker
+import requests
+import urllib3.exceptions
 
 from edgeferry import metrics
 from edgeferry.adapters import docker_build, registry
 from edgeferry.decisions import base_images, image_steps
-from edgeferry.models import modelimage
+from edgeferry.models import modelimage, reasons
 from edgeferry.runners import errors, image_inputs
 
 
@@ -57,10 +59,18 @@ def build(
                         timeout_s=spec.build.timeout_seconds,
                     )
                 )
-        except (docker_build.BuildError, registry.NoSuchPlatformError) as exc:
-            log_tail = exc.log_tail if isinstance(exc, docker_build.BuildError) else ()
-            error = str(exc.args[0] if exc.args else exc)
-            raise PlatformBuildError(platform, error, log_tail) from exc
+        except docker_build.BuildError as exc:
+            if exc.transient:
+                raise errors.TransientError(
+                    f"{platform}: {exc.message}", reason=reasons.DOCKER_UNAVAILABLE
+                ) from exc
+            raise PlatformBuildError(platform, exc.message, exc.log_tail) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise errors.TransientError(
+                f"{platform}: the Docker daemon went away: {exc}", reason=reasons.DOCKER_UNAVAILABLE
+            ) from exc
+        except registry.NoSuchPlatformError as exc:
+            raise PlatformBuildError(platform, str(exc.args[0] if exc.args else exc), ()) from exc
     return results
 
 
@@ -76,6 +86,7 @@ def dockerfile_for(dockerfile_text: str, platform: str, *, insecure: Collection[
         raise
     except registry.RegistryError as exc:
         raise errors.TransientError(
-            f"cannot resolve the base images for {platform}: {exc}"
+            f"cannot resolve the base images for {platform}: {exc}",
+            reason=reasons.REGISTRY_UNAVAILABLE,
         ) from exc
     return base_images.for_platform(dockerfile_text, resolved)

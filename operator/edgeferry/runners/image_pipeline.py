@@ -27,7 +27,7 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import docker_build, hadolint, hub, registry, scanner, smoke
-from edgeferry.decisions import image_steps, lint_verdict, pipeline, scan_step
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step
 from edgeferry.models import modelimage, reasons
 from edgeferry.runners import (
     errors,
@@ -74,7 +74,7 @@ def reconcile_once(config: settings.Settings, body: dict[str, Any], post_event: 
         except errors.TransientError as exc:
             metrics.RECONCILES.labels("ModelImage", "retried").inc()
             _LOG.warning("%s: %s; retrying in %.0fs", name, exc, RETRY_SECONDS)
-            post_event("Warning", "Retrying", f"{exc}; retrying in {RETRY_SECONDS:.0f}s")
+            post_event("Warning", reasons.RETRYING, f"{exc}; retrying in {RETRY_SECONDS:.0f}s")
             return RETRY_SECONDS
         except Exception as exc:
             metrics.RECONCILES.labels("ModelImage", "failed").inc()
@@ -121,7 +121,7 @@ class Reconciler:
         except hub.MissingInputError as exc:
             return self._stall(reasons.INPUT_MISSING, f"{exc}; waiting for it", retry_s=30)
         except image_inputs.ModelDigestMismatchError as exc:
-            return self._stall("ModelDigestMismatchError", str(exc), retry_s=60)
+            return self._stall(reasons.MODEL_DIGEST_MISMATCH, str(exc), retry_s=60)
         db = image_scan.db_identity(self.scan_config)
         while True:
             plan = pipeline.next_step(
@@ -149,7 +149,23 @@ class Reconciler:
                 return Outcome(plan, min(recheck, datetime.timedelta(minutes=10)))
             _LOG.info("%s/%s: %s (%s)", self.namespace, self.name, plan.step.value, plan.message)
             started = self.now()
-            self._run_step(plan, spec, materials)
+            try:
+                self._run_step(plan, spec, materials)
+            except errors.TransientError as exc:
+                _LOG.warning("%s/%s: %s: %s", self.namespace, self.name, plan.step.value, exc)
+                metrics.STAGE_RETRIES.labels(plan.step.value.lower(), exc.reason).inc()
+                self._apply(
+                    retries.retry_later(
+                        self.status,
+                        plan.step,
+                        reason=exc.reason,
+                        error=str(exc),
+                        now=self.now(),
+                        generation=self.generation,
+                    )
+                )
+            else:
+                self.status = retries.finished(self.status)
             metrics.STAGE_DURATION.labels(plan.step.value.lower()).observe(
                 (self.now() - started).total_seconds()
             )
@@ -237,7 +253,8 @@ class Reconciler:
                 self._docker().pull(reference, platform=platform)
             except docker.errors.APIError as exc:
                 raise errors.TransientError(
-                    f"pull of {reference} failed: {exc.explanation}"
+                    f"pull of {reference} failed: {exc.explanation}",
+                    reason=reasons.REGISTRY_UNAVAILABLE,
                 ) from exc
 
     def _smoke_test(self, spec: modelimage.ModelImageSpec) -> None:
@@ -299,15 +316,9 @@ class Reconciler:
                 )
             except scanner.ScanError as exc:
                 metrics.SCANS.labels("failed", kind).inc()
-                self._apply(
-                    scan_step.scan_failed(
-                        self.status,
-                        platform=platform_image.platform,
-                        error=str(exc),
-                        generation=self.generation,
-                    )
-                )
-                return
+                raise errors.TransientError(
+                    f"{platform_image.platform}: {exc}", reason=reasons.SCAN_FAILED
+                ) from exc
         metrics.SCANS.labels("succeeded", kind).inc()
         facts = image_scan.facts(results)
         recorded, decision = scan_step.scanned(
@@ -334,6 +345,8 @@ class Reconciler:
                 insecure=self.config.build.insecure_registries,
             )
         except registry.RegistryError as exc:
+            if exc.transient:
+                raise errors.TransientError(str(exc), reason=reasons.REGISTRY_UNAVAILABLE) from exc
             self._apply(
                 image_steps.push_failed(self.status, spec, str(exc), generation=self.generation)
             )
