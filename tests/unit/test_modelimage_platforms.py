@@ -1,7 +1,7 @@
 """Multi-platform ModelImages: `spec.build.platforms`, one image per platform, one index.
 
-The pipeline tests' miniature handler (`World`, `converge`) builds one image per platform the
-spec names, so these read as the story of an amd64 + arm64 image.
+The pipeline tests' `World` and `converge` build one image per platform the spec names, so
+these read as the story of an amd64 + arm64 image.
 """
 
 from __future__ import annotations
