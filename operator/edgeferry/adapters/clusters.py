@@ -12,6 +12,12 @@ A kubeconfig from a Secret is user input that the operator executes, so only inl
 are accepted (`token`, `client-certificate-data`/`client-key-data`, `certificate-authority-data`).
 `exec` and `auth-provider` plugins would run a command on the operator's host, and file paths would
 read the operator's own files; both are refused with a message that says what to put instead.
+`insecure-skip-tls-verify: true` is refused too (reason `InsecureTLSRefused`) unless the operator
+is started with `EDGEFERRY_ALLOW_INSECURE_TARGET_TLS=true`: without verification, whoever can
+answer at the server's address receives the kubeconfig's credentials and decides what the
+operator believes about the site. `proxy-url` is accepted for HTTP(S) proxies: it reaches no
+place that `server` could not already name, and with TLS verified the proxy only sees a tunnel.
+SOCKS proxies are refused (the client would need a library the operator does not ship).
 
 A dead site must cost a bounded time, never a whole reconcile: every client here has urllib3
 retries switched off (one attempt, so a timeout is a timeout, not four), and callers pass
@@ -161,8 +167,11 @@ def hub_client() -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration=cfg)
 
 
-def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
-    """Refuse kubeconfigs that would run commands or read files on the operator's host."""
+def check_kubeconfig(
+    document: Mapping[str, Any], *, source: str, allow_insecure_tls: bool = False
+) -> None:
+    """Refuse kubeconfigs that would run commands or read files on the operator's host, skip
+    TLS verification (unless `allow_insecure_tls`), or use a proxy the client cannot speak."""
     for entry in document.get("users") or []:
         user = (entry or {}).get("user") or {}
         refused = sorted(set(user) - _ALLOWED_USER_KEYS)
@@ -184,9 +193,43 @@ def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
                 "(`kubectl config view --raw --flatten` writes such a file)",
                 reason="KubeconfigRefused",
             )
+        _check_tls_and_proxy(
+            cluster, name=entry.get("name"), source=source, allow_insecure_tls=allow_insecure_tls
+        )
 
 
-def client_from_kubeconfig(text: str, *, source: str) -> k8s_client.ApiClient:
+def _check_tls_and_proxy(
+    cluster: Mapping[str, Any], *, name: object, source: str, allow_insecure_tls: bool
+) -> None:
+    skip = cluster.get("insecure-skip-tls-verify", False)
+    if not isinstance(skip, bool):
+        # The client reads any non-empty string, "false" included, as "skip verification".
+        raise CredentialsError(
+            f"kubeconfig in {source} sets insecure-skip-tls-verify to {skip!r} for cluster "
+            f"{name!r}; it must be a YAML boolean (true or false), or left out",
+            reason="KubeconfigInvalid",
+        )
+    if skip and not allow_insecure_tls:
+        raise CredentialsError(
+            f"kubeconfig in {source} sets insecure-skip-tls-verify for cluster {name!r}; "
+            "edgeferry verifies target API servers: put the server's CA inline as "
+            "certificate-authority-data and remove insecure-skip-tls-verify (or, for a lab "
+            "only, start the operator with EDGEFERRY_ALLOW_INSECURE_TARGET_TLS=true, Helm "
+            "targets.allowInsecureSkipTLSVerify)",
+            reason="InsecureTLSRefused",
+        )
+    proxy = cluster.get("proxy-url")
+    if proxy is not None and not str(proxy).lower().startswith(("http://", "https://")):
+        raise CredentialsError(
+            f"kubeconfig in {source} sets proxy-url {str(proxy)[:100]!r} for cluster {name!r}; "
+            "edgeferry reaches targets through HTTP(S) proxies only (http:// or https://)",
+            reason="KubeconfigRefused",
+        )
+
+
+def client_from_kubeconfig(
+    text: str, *, source: str, allow_insecure_tls: bool = False
+) -> k8s_client.ApiClient:
     """A client for the cluster a kubeconfig (YAML text) describes, after `check_kubeconfig`."""
     try:
         document = yaml.safe_load(text)
@@ -201,7 +244,7 @@ def client_from_kubeconfig(text: str, *, source: str) -> k8s_client.ApiClient:
             "`kubectl create secret generic <name> --from-file=kubeconfig=<file>`",
             reason="KubeconfigInvalid",
         )
-    check_kubeconfig(document, source=source)
+    check_kubeconfig(document, source=source, allow_insecure_tls=allow_insecure_tls)
     cfg = _configuration()
     try:
         return k8s_config.new_client_from_config_dict(
@@ -233,10 +276,17 @@ class Clients:
     """
 
     def __init__(
-        self, *, hub: k8s_client.ApiClient, timeout: float, secret_ttl_seconds: float = 30.0
+        self,
+        *,
+        hub: k8s_client.ApiClient,
+        timeout: float,
+        secret_ttl_seconds: float = 30.0,
+        allow_insecure_tls: bool = False,
     ) -> None:
         self.hub = hub
         self.timeout = timeout
+        self.allow_insecure_tls = allow_insecure_tls
+        """Accept `insecure-skip-tls-verify: true` (`EDGEFERRY_ALLOW_INSECURE_TARGET_TLS`)."""
         self.secret_ttl_seconds = secret_ttl_seconds
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._lock = threading.Lock()
@@ -285,7 +335,9 @@ class Clients:
             raise CredentialsError(
                 f"{source} is not a UTF-8 kubeconfig", reason="KubeconfigInvalid"
             ) from exc
-        fresh = client_from_kubeconfig(text, source=source)
+        fresh = client_from_kubeconfig(
+            text, source=source, allow_insecure_tls=self.allow_insecure_tls
+        )
         with self._lock:
             old = self._cache.get(key)
             self._cache[key] = _Cached(fresh, version, now)
@@ -368,18 +420,20 @@ class Access:
         return self.timeout * 3
 
 
-_SHARED: dict[tuple[float, int], Access] = {}
+_SHARED: dict[tuple[float, int, bool], Access] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared(*, timeout: float, max_parallel: int) -> Access:
+def shared(*, timeout: float, max_parallel: int, allow_insecure_tls: bool = False) -> Access:
     """The process-wide Access for these settings (one hub client, one thread pool)."""
-    key = (timeout, max_parallel)
+    key = (timeout, max_parallel, allow_insecure_tls)
     with _SHARED_LOCK:
         found = _SHARED.get(key)
         if found is None:
             found = Access(
-                clients=Clients(hub=hub_client(), timeout=timeout),
+                clients=Clients(
+                    hub=hub_client(), timeout=timeout, allow_insecure_tls=allow_insecure_tls
+                ),
                 runner=Runner(max_workers=max_parallel * 2 + 2),
                 timeout=timeout,
             )
