@@ -9,6 +9,7 @@ finding ids.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """Our own registry, so tests and the metrics server see only edgeferry's series."""
@@ -135,3 +136,13 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+
+
+def forget(namespace: str, name: str, *families: MetricWrapperBase) -> None:
+    """Drop every series of one resource from these families (after its deletion).
+
+    Dashboards and alerts would otherwise show a deleted object forever. Goes through
+    prometheus_client's public `remove_by_labels`, never its private `_metrics` map.
+    """
+    for family in families:
+        family.remove_by_labels({"namespace": namespace, "name": name})

@@ -110,6 +110,23 @@ class Supervisor:
         (self.pids / f"{name}.json").unlink(missing_ok=True)
         return True
 
+    def kill(self, name: str) -> bool:
+        """SIGKILL the process group at once, as a node failure or an OOM kill would.
+
+        No SIGTERM first: reliability tests use it to crash the process mid-step. True if a
+        process was killed.
+        """
+        managed = self.find(name)
+        if managed is None:
+            return False
+        _signal_group(managed.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _is_same_process(managed.pid, managed.exe):
+            _reap(managed.pid)
+            time.sleep(0.05)
+        (self.pids / f"{name}.json").unlink(missing_ok=True)
+        return True
+
     def log_tail(self, name: str, lines: int = 20) -> str:
         """The last lines of a process' log, for error messages."""
         log = self.logs / f"{name}.log"

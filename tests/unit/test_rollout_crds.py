@@ -259,3 +259,14 @@ def test_edgetarget_arch_column_reads_a_comma_separated_status_string() -> None:
     assert "arch" not in et.EdgeTargetStatus().to_status(), "never probed: no column value"
     nothing_ready = et.EdgeTargetStatus(reachable=True, architectures=()).to_status()
     assert nothing_ready["arch"] == "", "an emptied list must overwrite an old value"
+
+
+def test_zero_replicas_is_refused_by_the_crd_and_the_model_alike() -> None:
+    replicas = schema("modeldeployment")["properties"]["spec"]["properties"]["template"][
+        "properties"
+    ]["replicas"]
+    assert [r["rule"] for r in replicas["x-kubernetes-validations"]] == ["self >= 1"]
+    spec = {"imageRef": {"name": "iris"}, "targets": {"selector": {"matchLabels": {"a": "b"}}}}
+    assert md.parse_spec({**spec, "template": {"replicas": 1}}).template.replicas == 1
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
+        md.parse_spec({**spec, "template": {"replicas": 0}})

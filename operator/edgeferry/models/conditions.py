@@ -3,6 +3,10 @@
 Every resource reports a list of conditions with a type, status, reason and a message a person
 can act on. Keeping the merge logic here (pure, no I/O) means each reconcile rewrites the list
 deterministically and `lastTransitionTime` only moves when the status really flips.
+
+kstatus reads `Reconciling` and `Stalled` as "abnormal-true": their presence is the signal. So
+`merge` writes them only while True, and an update that sets one of them False removes it. Code
+computes the trio with `kstatus`, the one place that decides which of them a state shows.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
+
+from edgeferry.models import reasons, timestamps
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -26,8 +32,25 @@ class Condition:
 
 
 def now_rfc3339() -> str:
-    """Kubernetes' timestamp format (seconds, UTC, `Z`)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Kubernetes' timestamp format (seconds, UTC, `Z`), for now."""
+    return timestamps.format_rfc3339(datetime.datetime.now(datetime.UTC))
+
+
+def kstatus(
+    *, ready: bool, reason: str, message: str, reconciling: bool = False, stalled: bool = False
+) -> tuple[Condition, Condition, Condition]:
+    """`Ready`, `Reconciling` and `Stalled` for one state, with one reason and message.
+
+    Reconciling/Stalled come back with status False when they do not hold; `merge` then removes
+    them (abnormal-true), so callers never decide presence themselves.
+    """
+    if ready and (reconciling or stalled):
+        raise ValueError("a Ready resource is neither Reconciling nor Stalled")
+    return (
+        Condition(reasons.READY, "True" if ready else "False", reason, message),
+        Condition(reasons.RECONCILING, "True" if reconciling else "False", reason, message),
+        Condition(reasons.STALLED, "True" if stalled else "False", reason, message),
+    )
 
 
 def merge(
@@ -40,11 +63,15 @@ def merge(
     """Return the new condition list: `updates` replace same-typed entries, others are kept.
 
     `lastTransitionTime` is kept when the status did not change, so alerts and humans see when
-    a condition really flipped, not when the operator last looked.
+    a condition really flipped, not when the operator last looked. An update that sets an
+    abnormal-true type (`Reconciling`, `Stalled`) to anything but True removes it.
     """
     stamp = now or now_rfc3339()
     by_type: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in existing or []}
     for cond in updates:
+        if cond.type in reasons.ABNORMAL_TRUE and cond.status != "True":
+            by_type.pop(cond.type, None)
+            continue
         previous = by_type.get(cond.type)
         transition = stamp
         if previous is not None and previous.get("status") == cond.status:

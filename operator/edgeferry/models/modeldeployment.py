@@ -229,7 +229,7 @@ class Probe(_Model):
 class PodTemplate(_Model):
     """What runs at each target."""
 
-    replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=0, le=1000)
+    replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=1, le=1000)
     port: int = pydantic.Field(default=DEFAULT_PORT, ge=1, le=65535)
     resources: Resources = pydantic.Field(default_factory=Resources)
     env: tuple[EnvVar, ...] = ()

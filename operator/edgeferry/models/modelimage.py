@@ -22,6 +22,7 @@ import pydantic
 from pydantic import alias_generators
 
 from edgeferry.models import conditions as status_conditions
+from edgeferry.models import timestamps
 
 Severity = Literal["negligible", "low", "medium", "high", "critical"]
 """Vulnerability severities a policy can name, least severe first."""
@@ -80,11 +81,8 @@ def parse_duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-def short_digest(digest: str | None) -> str | None:
-    """The first 12 hex characters of a `sha256:...` digest, the way Docker shortens ids."""
-    if not digest:
-        return None
-    return digest.split(":", 1)[-1][:12]
+short_digest = timestamps.short_digest
+"""Kept as a name of this module: status printer columns and messages use it."""
 
 
 class _Model(pydantic.BaseModel):

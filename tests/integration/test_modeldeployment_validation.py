@@ -1,0 +1,89 @@
+"""A ModelDeployment that cannot work is refused by the API server, with a message that says why.
+
+Each case breaks one field of a valid ModelDeployment and sends it with a server-side dry run to
+the hub's real kube-apiserver, which evaluates the CRD's schema and CEL rules; the control case
+shows that the valid document is accepted, so each refusal is that field's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeferry_testbed import handles, procs
+from tests.integration import _resources
+
+pytestmark = pytest.mark.integration
+
+
+def valid() -> dict[str, Any]:
+    return _resources.model_deployment(
+        "validation", image="iris", selector={"matchLabels": {"tier": "edge"}}
+    )
+
+
+def dry_run(hub: handles.Cluster, doc: dict[str, Any]) -> tuple[int, str]:
+    result = hub.kubectl(
+        "-n",
+        "default",
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(doc),
+        check=False,
+    )
+    return result.returncode, result.stderr
+
+
+INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "zero replicas",
+        lambda s: s["template"].update(replicas=0),
+        "template.replicas must be at least 1",
+    ),
+    (
+        "an empty selector",
+        lambda s: s["targets"].update(selector={}),
+        "targets.selector must not be empty",
+    ),
+    (
+        "In without values",
+        lambda s: s["targets"].update(
+            selector={"matchExpressions": [{"key": "region", "operator": "In"}]}
+        ),
+        "operators In and NotIn need at least one value",
+    ),
+    (
+        "requests above limits",
+        lambda s: s["template"].update(
+            resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}
+        ),
+        "template.resources.requests must not exceed template.resources.limits",
+    ),
+]
+
+
+def test_the_valid_model_deployment_is_accepted(
+    hub: handles.Cluster, operator: procs.Managed | None
+) -> None:
+    code, stderr = dry_run(hub, valid())
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize(("what", "break_spec", "message"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_model_deployment_is_refused_at_apply_time_with_a_clear_message(
+    hub: handles.Cluster,
+    operator: procs.Managed | None,
+    what: str,
+    break_spec: Callable[[dict[str, Any]], None],
+    message: str,
+) -> None:
+    doc = valid()
+    break_spec(doc["spec"])
+    code, stderr = dry_run(hub, doc)
+    assert code != 0, what
+    assert message in stderr, stderr
