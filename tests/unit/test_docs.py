@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeferry.models import reasons
 from tests.unit import _binaries
 from tests.unit.test_monitoring import markdown_anchors
 
@@ -76,13 +77,20 @@ def test_the_docs_agree_on_who_creates_target_namespaces() -> None:
     assert comments and not [c for c in comments if "must exist" in c], comments
 
 
+def _reason_words(found: list[tuple[str, str]]) -> set[str]:
+    """Reasons written as a literal (`"HealthTimeout"`) or a constant (`reasons.HEALTH_TIMEOUT`)."""
+    return {literal or getattr(reasons, constant) for literal, constant in found}
+
+
 def _written_smoke_test_reasons() -> set[str]:
     """The reasons the smoke-test adapter and the pipeline write into SmokeTested."""
+    reason = r'(?:"([A-Z]\w+)"|reasons\.([A-Z_]+))'
     smoke = (OPERATOR / "adapters" / "smoke.py").read_text()
-    failed = set(re.findall(r'(?:_failed\(|_Unhealthy\()\s*"([A-Z]\w+)"', smoke))
-    assert failed, "no failure reasons found in adapters/smoke.py"
+    failed = _reason_words(re.findall(rf"(?:_failed|_Unhealthy)\(\s*{reason}", smoke))
     pipeline = (OPERATOR / "handlers" / "image_pipeline.py").read_text()
-    passed = set(re.findall(r'Condition\("SmokeTested", "True", "(\w+)"', pipeline))
+    smoke_tested = r'(?:"SmokeTested"|reasons\.SMOKE_TESTED)'
+    passed = _reason_words(re.findall(rf'Condition\({smoke_tested}, "True", {reason}', pipeline))
+    assert reasons.HEALTH_TIMEOUT in failed and reasons.SMOKE_TEST_PASSED in passed
     return failed | passed
 
 
