@@ -100,8 +100,27 @@ def service_account_kubeconfig(lay: layout.Layout, described: env.TestbedEnv) ->
     """A kubeconfig holding a TokenRequest token of the operator's own ServiceAccount.
 
     The ServiceAccount and its cluster-wide RBAC come from `manifests/` exactly as users apply
-    them, so a test run with this identity proves the shipped RBAC is sufficient.
+    them, so a test run with this identity proves the shipped RBAC is sufficient. An install
+    test that just deleted `edgeferry-system` leaves it terminating for a while: wait for it to
+    go rather than fail to create the ServiceAccount in it.
     """
+    procs.wait_until(
+        lambda: (
+            "Terminating"
+            not in _kubectl(
+                described,
+                "get",
+                "namespace",
+                OPERATOR_NAMESPACE,
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.status.phase}",
+            )
+        ),
+        timeout=120,
+        what=f"namespace {OPERATOR_NAMESPACE} to finish terminating",
+        interval=1.0,
+    )
     _kubectl(
         described,
         "apply",
