@@ -28,6 +28,13 @@ BUILD_DURATION = Histogram(
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
     registry=REGISTRY,
 )
+STAGE_RETRIES = Counter(
+    "edgeferry_image_stage_retries_total",
+    "Pipeline stages that failed for a reason that passes and wait for their next attempt, by "
+    "stage and reason (DockerUnavailable, RegistryUnavailable, ScanFailed).",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
 STAGE_DURATION = Histogram(
     "edgeferry_image_stage_duration_seconds",
     "Wall time of one pipeline stage (lint, build, smoketest, scan, push).",

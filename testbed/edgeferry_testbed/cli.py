@@ -1,4 +1,4 @@
-"""`edgeferry-testbed up|down|status|env`: the testbed's CLI (what `make testbed-*` runs)."""
+"""`edgeferry-testbed up|base-images|down|status|env`: the testbed CLI (`make testbed-*`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-base-images",
         action="store_true",
         help="skip building and pushing the local base images",
+    )
+    sub.add_parser(
+        "base-images",
+        help="start Docker and the registry and make the base images (no Go tools needed)",
     )
     sub.add_parser("down", help="stop every process the testbed started")
     sub.add_parser("status", help="show what runs")
@@ -40,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  docker     {described.docker_host}")
             print(f"  prometheus {described.prometheus_url}")
             for name, ref in described.base_images.items():
+                print(f"  base image {name}: {ref}")
+        elif args.command == "base-images":
+            for name, ref in bed.base_images().items():
                 print(f"  base image {name}: {ref}")
         elif args.command == "down":
             stopped = bed.down()

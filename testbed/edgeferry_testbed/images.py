@@ -6,12 +6,6 @@ python3 and scikit-learn (minutes, for real model servers), and an arm64-only im
 can be refused on nodes of the wrong architecture). Each is referred to by the registry's manifest
 digest, never by tag, exactly as a user's Dockerfile should pin its base.
 
-Debian's python3-scipy depends on the pythran compiler, which drags in gcc, g++ and Boost headers
-(about 500 MB). Those are purged with ``dpkg --force-depends`` after debootstrap: the image
-shrinks to about a third, and dpkg's database still says exactly what is installed, so syft and
-grype see the truth. The trade-off: apt in a derived image reports the missing dependency, and
-``apt-get -f install`` would bring the toolchain back; model images add files, not packages.
-
 Making the sklearn base is slow, so each image records a marker under
 ``~/.cache/edgeferry/images/``: a hash of the recipe and the digest the registry served. When the
 registry still serves that digest under the tag, nothing is rebuilt; when the registry was wiped
@@ -25,106 +19,30 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
-import io
 import json
 import os
 import pathlib
-import re
 import shutil
-import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeAlias
 
 import docker
 import docker.errors
 
 from edgeferry.adapters import docker_build, index_push, registry
+from edgeferry_testbed import apt_sources, rootfs
 
 CACHE_DIR = pathlib.Path(os.environ.get("EDGEFERRY_CACHE", "~/.cache/edgeferry")).expanduser()
 MARKER_DIR = CACHE_DIR / "images"
-BUSYBOX_BINARY = pathlib.Path("/bin/busybox")
-APP_UID = 10001
 SKLEARN_PACKAGES = ("python3-minimal", "python3-sklearn", "ca-certificates")
 RECIPE_LABEL = "edgeferry.io/base-recipe"
 # Bump when a recipe below changes in a way that changes the image.
 _RECIPE_VERSION = "2"
-#: Emptied after debootstrap: package indexes, caches, logs and documentation. Under
-#: /usr/share/doc the copyright files stay: SBOM tools read licenses from them.
-_STRIP = (
-    "var/lib/apt/lists",
-    "var/cache/apt",
-    "var/log",
-    "usr/share/man",
-    "usr/share/info",
-    "usr/share/lintian",
-    "usr/share/locale",
-    "usr/share/bug",
-)
-#: Build-time packages that python3-scipy drags in through its dependency on the pythran compiler
-#: (a C++ toolchain, Boost headers, BLAS headers): about 500 MB nothing at run time needs.
-#: OpenBLAS goes too; the reference BLAS/LAPACK that stay are plenty for small models.
-_PRUNE = (
-    "python3-pythran",
-    "python3-gast",
-    "python3-beniget",
-    "libboost1.74-dev",
-    "libxsimd-dev",
-    "g++",
-    "g++-12",
-    "gcc",
-    "gcc-12",
-    "cpp",
-    "cpp-12",
-    "libgcc-12-dev",
-    "libstdc++-12-dev",
-    "libc6-dev",
-    "libc-dev-bin",
-    "linux-libc-dev",
-    "libcrypt-dev",
-    "libnsl-dev",
-    "libtirpc-dev",
-    "rpcsvc-proto",
-    "binutils",
-    "binutils-common",
-    "binutils-x86-64-linux-gnu",
-    "libbinutils",
-    "libctf0",
-    "libctf-nobfd0",
-    "libgprofng0",
-    "libasan8",
-    "libtsan2",
-    "liblsan0",
-    "libubsan1",
-    "libcc1-0",
-    "libisl23",
-    "libmpc3",
-    "libmpfr6",
-    "libitm1",
-    "libpython3.11-dev",
-    "libpython3-dev",
-    "python3.11-dev",
-    "python3-dev",
-    "libexpat1-dev",
-    "zlib1g-dev",
-    "libopenblas-pthread-dev",
-    "libopenblas-dev",
-    "libopenblas0-pthread",
-    "libopenblas0",
-    "libblas-dev",
-    "liblapack-dev",
-    "libjs-jquery",
-    "libjs-underscore",
-    "libjs-sphinxdoc",
-)
-#: Test suites shipped inside these packages; never imported by a model server.
-_TEST_SUITES = ("sklearn", "scipy", "numpy", "joblib", "threadpoolctl")
 
-
-class ImageRecipeError(RuntimeError):
-    """A base image could not be made (debootstrap, import or push failed)."""
+ImageRecipeError = rootfs.ImageRecipeError
+"""A base image could not be made (debootstrap, import or push failed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +60,33 @@ ClientLike: TypeAlias = "docker.DockerClient | docker.APIClient"
 
 
 # -- public recipes -----------------------------------------------------------------------------
+#
+# Every image is made the same way (`_make`): its inputs are hashed first; under a lock per
+# image, the marker of an earlier run is reused when the registry (or at least the daemon) still
+# has that recipe; otherwise the recipe's own `build` runs and the result is pushed and
+# remembered. The OCI index of the multi-arch base has no local image, so it is reused from the
+# registry only and its push is its build.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    """One image this module makes: where it goes, and the hash of what it is made from."""
+
+    key: str
+    """Names its marker and lock under `MARKER_DIR`; unchanged keys reuse cached images."""
+    repository: str
+    tag: str
+    inputs: str
+
+
+def _make(api: docker.APIClient, recipe: _Recipe, build: Callable[[], str]) -> str:
+    """The pinned reference of `recipe`: reused when cached, else built (`build` returns the
+    image id) and pushed."""
+    with _exclusive(recipe.key):
+        cached = _reuse(api, recipe)
+        if cached:
+            return cached
+        return _push_and_remember(api, recipe, build())
 
 
 def ensure_busybox_base(
@@ -158,23 +103,29 @@ def ensure_busybox_base(
             f"busybox base can only be made for {host_platform} (the host's "
             f"busybox-static), not {platform}"
         )
-    if not BUSYBOX_BINARY.is_file():
-        raise ImageRecipeError(f"{BUSYBOX_BINARY} missing: apt-get install busybox-static")
-    version = _busybox_version()
-    repository = f"{registry_host}/base/busybox"
-    inputs = _digest_of("busybox", _RECIPE_VERSION, platform, _file_sha256(BUSYBOX_BINARY))
-    with _exclusive("busybox"):
-        cached = _reuse(api, "busybox", repository, version, inputs)
-        if cached:
-            return cached
+    if not rootfs.BUSYBOX_BINARY.is_file():
+        raise ImageRecipeError(f"{rootfs.BUSYBOX_BINARY} missing: apt-get install busybox-static")
+    recipe = _Recipe(
+        key="busybox",
+        repository=f"{registry_host}/base/busybox",
+        tag=rootfs.busybox_version(),
+        inputs=_digest_of(
+            "busybox", _RECIPE_VERSION, platform, _file_sha256(rootfs.BUSYBOX_BINARY)
+        ),
+    )
+
+    def build() -> str:
         with _step("busybox rootfs + import"):
             changes = [
                 "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                 'CMD ["sh"]',
-                f"LABEL {RECIPE_LABEL}={inputs}",
+                f"LABEL {RECIPE_LABEL}={recipe.inputs}",
             ]
-            image_id = _import(api, _busybox_rootfs(), repository, version, changes=changes)
-        return _push_and_remember(api, "busybox", image_id, repository, version, inputs=inputs)
+            return _import(
+                api, rootfs.busybox_rootfs(), recipe.repository, recipe.tag, changes=changes
+            )
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_base(
@@ -191,24 +142,27 @@ def ensure_python_sklearn_base(
     The first call takes minutes (debootstrap); later calls reuse the registry's copy.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    inputs = _digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages))
-    with _exclusive("python-sklearn"):
-        cached = _reuse(api, "python-sklearn", repository, suite, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key="python-sklearn",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=suite,
+        inputs=_digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages)),
+    )
+
+    def build() -> str:
         if shutil.which("debootstrap") is None:
             raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
         _remove_stale_workdirs("python-sklearn-")
-        image_id = _debootstrap_image(
+        return _debootstrap_image(
             api,
-            repository,
+            recipe.repository,
             suite,
-            inputs=inputs,
+            inputs=recipe.inputs,
             mirror=mirror or host_debian_mirror(),
             packages=packages,
         )
-        return _push_and_remember(api, "python-sklearn", image_id, repository, suite, inputs=inputs)
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_arm64_base(
@@ -230,18 +184,19 @@ def ensure_python_sklearn_arm64_base(
     ``docker import`` on Engine 20.10 cannot record a foreign platform.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    tag = f"{suite}-arm64"
-    inputs = _digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages))
-    with _exclusive("python-sklearn-arm64"):
-        cached = _reuse(api, "python-sklearn-arm64", repository, tag, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key="python-sklearn-arm64",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=f"{suite}-arm64",
+        inputs=_digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages)),
+    )
+
+    def build() -> str:
         if shutil.which("debootstrap") is None or shutil.which("dpkg-deb") is None:
             raise ImageRecipeError("debootstrap/dpkg-deb missing: apt-get install debootstrap")
         _remove_stale_workdirs("python-sklearn-arm64-")
         with tempfile.TemporaryDirectory(prefix="python-sklearn-arm64-", dir=MARKER_DIR) as work:
-            rootfs = pathlib.Path(work) / "rootfs"
+            tree = pathlib.Path(work) / "rootfs"
             with _step(f"debootstrap --foreign --arch=arm64 {suite}"):
                 command = [
                     "debootstrap",
@@ -250,16 +205,16 @@ def ensure_python_sklearn_arm64_base(
                     "--variant=minbase",
                     f"--include={','.join(packages)}",
                     suite,
-                    str(rootfs),
+                    str(tree),
                     mirror or host_debian_mirror(),
                 ]
-                _run(command, what="debootstrap --foreign")
+                rootfs.run(command, what="debootstrap --foreign")
             with _step("unpack the arm64 packages without running them"):
-                count = _unpack_foreign(rootfs)
+                count = rootfs.unpack_foreign(tree)
             print(f"[images] {count} arm64 packages unpacked")
             with _step("strip caches, docs, apt lists, test suites; add user app"):
-                _strip(rootfs)
-                _add_user(rootfs, "app", APP_UID)
+                rootfs.strip(tree)
+                rootfs.add_user(tree, "app", rootfs.APP_UID)
             with _step("build FROM scratch + rootfs for linux/arm64"):
                 result = docker_build.build_image(
                     api,
@@ -267,18 +222,18 @@ def ensure_python_sklearn_arm64_base(
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
                     "ENV LANG=C.UTF-8\nENV PYTHONUNBUFFERED=1\n"
                     'CMD ["python3"]\n',
-                    files={"rootfs.tar": _tar_directory(rootfs)},
-                    tag=f"{repository}:{tag}",
-                    labels={RECIPE_LABEL: inputs},
+                    files={"rootfs.tar": rootfs.tar_directory(tree)},
+                    tag=f"{recipe.repository}:{recipe.tag}",
+                    labels={RECIPE_LABEL: recipe.inputs},
                     platform="linux/arm64",
                     timeout_s=900,
                 )
         if result.architecture != "arm64":
             raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
         print(f"[images] python-sklearn arm64 image size: {result.size_bytes / 1e6:.0f} MB")
-        return _push_and_remember(
-            api, "python-sklearn-arm64", result.image_id, repository, tag, inputs=inputs
-        )
+        return result.image_id
+
+    return _make(api, recipe, build)
 
 
 def ensure_python_sklearn_multiarch_base(
@@ -288,35 +243,29 @@ def ensure_python_sklearn_multiarch_base(
     and arm64 bases, so one ``FROM`` serves a ModelImage built for both platforms (the classic
     builder pulls the child of the platform it builds)."""
     api = _api(docker_client)
-    repository = f"{registry_host}/base/python-sklearn"
-    tag = f"{suite}-multiarch"
     amd64 = ensure_python_sklearn_base(docker_client, registry_host, suite=suite)
     arm64 = ensure_python_sklearn_arm64_base(docker_client, registry_host, suite=suite)
-    inputs = _digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64)
-    key = "python-sklearn-multiarch"
-    with _exclusive(key):
-        marker = _read_marker(key)
-        if (
-            marker is not None
-            and marker.inputs == inputs
-            and registry.manifest_digest(repository, tag) == marker.digest
-        ):
-            print(f"[images] {repository}:{tag} cached: {marker.reference}")
+    recipe = _Recipe(
+        key="python-sklearn-multiarch",
+        repository=f"{registry_host}/base/python-sklearn",
+        tag=f"{suite}-multiarch",
+        inputs=_digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64),
+    )
+    with _exclusive(recipe.key):
+        marker = _read_marker(recipe.key)
+        if marker is not None and _served(recipe, marker):
             return marker.reference
-        with _step(f"push the index {repository}:{tag}"):
+        with _step(f"push the index {recipe.repository}:{recipe.tag}"):
             pushed = index_push.push_index(
                 api,
                 [
                     index_push.PlatformBuild("linux/amd64", _local_id(api, amd64)),
                     index_push.PlatformBuild("linux/arm64", _local_id(api, arm64)),
                 ],
-                repository,
-                [tag],
+                recipe.repository,
+                [recipe.tag],
             )
-        reference = f"{repository}@{pushed.digest}"
-        _write_marker(key, _Marker(inputs=inputs, reference=reference, image_id=""))
-        print(f"[images] {reference}")
-        return reference
+        return _remember(recipe, f"{recipe.repository}@{pushed.digest}", image_id="")
 
 
 def ensure_arm64_only_image(
@@ -333,28 +282,33 @@ def ensure_arm64_only_image(
     not). Rollout tests use it to prove an image is refused on targets without arm64 nodes.
     """
     api = _api(docker_client)
-    repository = f"{registry_host}/{name}"
-    inputs = _digest_of("arm64-only", _RECIPE_VERSION, name)
-    key = f"arm64-only-{name.replace('/', '-')}-{tag}"
-    with _exclusive(key):
-        cached = _reuse(api, key, repository, tag, inputs)
-        if cached:
-            return cached
+    recipe = _Recipe(
+        key=f"arm64-only-{name.replace('/', '-')}-{tag}",
+        repository=f"{registry_host}/{name}",
+        tag=tag,
+        inputs=_digest_of("arm64-only", _RECIPE_VERSION, name),
+    )
+
+    def build() -> str:
         with _step("build arm64-only image"):
             result = docker_build.build_image(
                 api,
                 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/hello"]\n',
                 files={"hello.txt": b"an arm64-only image made by the edgeferry testbed\n"},
-                labels={RECIPE_LABEL: inputs},
+                labels={RECIPE_LABEL: recipe.inputs},
                 platform="linux/arm64",
             )
         if result.architecture != "arm64":
             raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
-        reference = _push_and_remember(api, key, result.image_id, repository, tag, inputs=inputs)
+        return result.image_id
+
+    reference = _make(api, recipe, build)
     with registry.RegistryClient() as client:
-        served = client.platforms(repository, reference.rsplit("@", 1)[1])
+        served = client.platforms(recipe.repository, reference.rsplit("@", 1)[1])
     if served != ("linux/arm64",):
-        raise ImageRecipeError(f"registry says {repository}:{tag} is {served}, not linux/arm64")
+        raise ImageRecipeError(
+            f"registry says {recipe.repository}:{tag} is {served}, not linux/arm64"
+        )
     return reference
 
 
@@ -378,7 +332,7 @@ def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: i
     container = api.create_container(
         base_ref,
         command=["python3", "-c", _TRAIN_SCRIPT],
-        user=str(APP_UID),
+        user=str(rootfs.APP_UID),
         network_disabled=True,
         labels={"edgeferry.io/testbed": "train-model"},
     )
@@ -397,25 +351,11 @@ def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: i
 
 
 def host_debian_mirror(*, sources_dir: pathlib.Path = pathlib.Path("/etc/apt")) -> str:
-    """The plain Debian mirror the host's apt uses (deb822 ``.sources`` or one-line ``.list``).
-
-    Only entries for a plain Debian suite count (not ``-security``/``-updates``, not third-party
-    repositories with their own suite names); HTTP is preferred (no CA bundle needed).
-    """
-    candidates: list[str] = []
-    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*"))]
-    for path in files:
-        if not path.is_file():
-            continue
-        text = path.read_text(errors="replace")
-        if path.suffix == ".sources":
-            candidates += _deb822_debian_uris(text)
-        elif path.suffix == ".list" or path.name == "sources.list":
-            candidates += _one_line_debian_uris(text)
-    if not candidates:
+    """The plain Debian mirror the host's apt uses (see `apt_sources`); HTTP preferred."""
+    mirrors = apt_sources.debian_mirrors(sources_dir)
+    if not mirrors:
         raise ImageRecipeError(f"no Debian mirror found in {sources_dir}/sources.list(.d)")
-    candidates.sort(key=lambda uri: not uri.startswith("http://"))
-    return candidates[0]
+    return mirrors[0]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -432,21 +372,21 @@ def _debootstrap_image(
 ) -> str:
     """debootstrap, strip, add the app user, tar, import; returns the local image id."""
     with tempfile.TemporaryDirectory(prefix="python-sklearn-", dir=MARKER_DIR) as work:
-        rootfs = pathlib.Path(work) / "rootfs"
+        tree = pathlib.Path(work) / "rootfs"
         tarball = pathlib.Path(work) / "rootfs.tar"
         try:
             with _step(f"debootstrap {suite} from {mirror}"):
                 include = f"--include={','.join(packages)}"
-                command = ["debootstrap", "--variant=minbase", include, suite, str(rootfs), mirror]
-                _run(command, what="debootstrap")
+                command = ["debootstrap", "--variant=minbase", include, suite, str(tree), mirror]
+                rootfs.run(command, what="debootstrap")
             with _step("purge build-only packages"):
-                _prune_packages(rootfs)
+                rootfs.prune_packages(tree)
             with _step("strip caches, docs, apt lists, test suites; add user app"):
-                _strip(rootfs)
-                _add_user(rootfs, "app", APP_UID)
+                rootfs.strip(tree)
+                rootfs.add_user(tree, "app", rootfs.APP_UID)
             with _step("tar rootfs"):
-                command = ["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(rootfs)]
-                _run([*command, "-cf", str(tarball), "."], what="tar")
+                command = ["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(tree)]
+                rootfs.run([*command, "-cf", str(tarball), "."], what="tar")
             print(f"[images] rootfs tar: {tarball.stat().st_size / 1e6:.0f} MB")
             with _step("docker import"), tarball.open("rb") as data:
                 changes = [
@@ -458,7 +398,7 @@ def _debootstrap_image(
                 ]
                 image_id = _import(api, data, repository, suite, changes=changes)
         finally:
-            _unmount_below(rootfs)
+            rootfs.unmount_below(tree)
     size = api.inspect_image(image_id).get("Size", 0)
     print(f"[images] python-sklearn image size: {size / 1e6:.0f} MB")
     return image_id
@@ -481,7 +421,7 @@ def _remove_stale_workdirs(prefix: str) -> None:
     for stale in MARKER_DIR.glob(f"{prefix}*"):
         if stale.is_dir():
             print(f"[images] removing stale work directory {stale}")
-            _unmount_below(stale)
+            rootfs.unmount_below(stale)
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -511,206 +451,6 @@ def _digest_of(*parts: str) -> str:
 
 def _file_sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _run(command: list[str], *, what: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        raise ImageRecipeError(f"{what} failed ({done.returncode}):\n{tail}")
-
-
-def _busybox_version() -> str:
-    done = subprocess.run([str(BUSYBOX_BINARY)], capture_output=True, text=True, check=False)
-    found = re.search(r"BusyBox v(\d+(?:\.\d+)+)", done.stdout + done.stderr)
-    if not found:
-        raise ImageRecipeError("cannot read the busybox version")
-    return found.group(1)
-
-
-def _busybox_rootfs() -> bytes:
-    """A tar of /bin/busybox, a symlink per applet, /etc/passwd with an ``app`` user, /tmp."""
-    done = subprocess.run(
-        [str(BUSYBOX_BINARY), "--list-full"], capture_output=True, text=True, check=True
-    )
-    applets = sorted(
-        {line.strip() for line in done.stdout.splitlines() if line.strip()} - {"bin/busybox"}
-    )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for directory, mode in (
-            ("bin", 0o755),
-            ("sbin", 0o755),
-            ("usr", 0o755),
-            ("usr/bin", 0o755),
-            ("usr/sbin", 0o755),
-            ("etc", 0o755),
-            ("root", 0o700),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("var/www", 0o755),
-            ("home", 0o755),
-        ):
-            _add(archive, directory, tarfile.DIRTYPE, mode=mode)
-        _add(archive, "home/app", tarfile.DIRTYPE, mode=0o755, owner=APP_UID)
-        _add(archive, "bin/busybox", tarfile.REGTYPE, mode=0o755, data=BUSYBOX_BINARY.read_bytes())
-        for applet in applets:
-            _add(archive, applet, tarfile.SYMTYPE, link="/bin/busybox")
-        _add(
-            archive,
-            "etc/passwd",
-            tarfile.REGTYPE,
-            data=(
-                "root:x:0:0:root:/root:/bin/sh\n"
-                f"app:x:{APP_UID}:{APP_UID}:app:/home/app:/bin/sh\n"
-                "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-            ).encode(),
-        )
-        _add(
-            archive,
-            "etc/group",
-            tarfile.REGTYPE,
-            data=(f"root:x:0:\napp:x:{APP_UID}:\nnogroup:x:65534:\n").encode(),
-        )
-    return buffer.getvalue()
-
-
-def _add(
-    archive: tarfile.TarFile,
-    name: str,
-    kind: bytes,
-    *,
-    mode: int = 0o644,
-    data: bytes = b"",
-    link: str = "",
-    owner: int = 0,
-) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode if kind != tarfile.SYMTYPE else 0o777
-    info.uid = info.gid = owner
-    info.mtime = 0
-    info.linkname = link
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def _prune_packages(rootfs: pathlib.Path) -> None:
-    """Purge the build-only packages in `_PRUNE` that debootstrap installed."""
-    listed = subprocess.run(
-        ["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    installed = {line.split()[0] for line in listed if line.endswith(" installed")}
-    present = sorted(installed & set(_PRUNE))
-    if present:
-        command = ["chroot", str(rootfs), "dpkg", "--purge", "--force-depends", *present]
-        _run(command, what="dpkg --purge")
-    _run(
-        ["chroot", str(rootfs), "python3", "-c", "import sklearn.linear_model, scipy.optimize"],
-        what="sklearn import check after pruning",
-    )
-
-
-def _unpack_foreign(rootfs: pathlib.Path) -> int:
-    """Unpack every package debootstrap --foreign downloaded (but `_PRUNE`) and record them in
-    the dpkg database; returns how many. Runs `dpkg-deb` on the host, never the packages."""
-    entries = []
-    debpaths = (rootfs / "debootstrap" / "debpaths").read_text().splitlines()
-    for line in sorted(debpaths):
-        package, path = line.split()
-        if package in _PRUNE:
-            continue
-        deb = rootfs / path.lstrip("/")
-        _run(["dpkg-deb", "-x", str(deb), str(rootfs)], what=f"dpkg-deb -x {deb.name}")
-        control = subprocess.run(
-            ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
-        ).stdout.rstrip("\n")
-        first, _, rest = control.partition("\n")
-        entries.append(f"{first}\nStatus: install ok installed\n{rest}")
-    (rootfs / "var/lib/dpkg/status").write_text("\n\n".join(entries) + "\n")
-    for name in ("passwd", "group"):  # base-passwd's postinst would have made them
-        target = rootfs / "etc" / name
-        if not target.exists():
-            shutil.copyfile(rootfs / "usr/share/base-passwd" / f"{name}.master", target)
-    shutil.rmtree(rootfs / "debootstrap")
-    return len(entries)
-
-
-def _tar_directory(directory: pathlib.Path) -> bytes:
-    """The directory as an uncompressed tar with numeric owners, as `docker import` wants."""
-    done = subprocess.run(
-        [
-            "tar",
-            "--numeric-owner",
-            "--sort=name",
-            "--xattrs",
-            "-C",
-            str(directory),
-            "-cf",
-            "-",
-            ".",
-        ],
-        capture_output=True,
-        check=True,
-    )
-    return done.stdout
-
-
-def _strip(rootfs: pathlib.Path) -> None:
-    for relative in _STRIP:
-        _empty(rootfs / relative)
-    for directory, subdirectories, files in os.walk(rootfs / "usr/share/doc", topdown=False):
-        here = pathlib.Path(directory)
-        for name in files:
-            if name != "copyright" or (here / name).is_symlink():
-                (here / name).unlink()
-        for name in subdirectories:
-            if (here / name).is_symlink():
-                (here / name).unlink()
-            elif not any((here / name).iterdir()):
-                (here / name).rmdir()
-    dist_packages = rootfs / "usr/lib/python3/dist-packages"
-    for package in _TEST_SUITES:
-        for tests in sorted((dist_packages / package).glob("**/tests"), reverse=True):
-            if tests.is_dir():
-                shutil.rmtree(tests)
-    for cache in rootfs.glob("var/cache/debconf/*-old"):
-        cache.unlink()
-    _empty(rootfs / "dev")  # the runtime mounts its own /dev
-
-
-def _empty(directory: pathlib.Path) -> None:
-    if not directory.is_dir():
-        return
-    for child in directory.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
-def _add_user(rootfs: pathlib.Path, name: str, uid: int) -> None:
-    passwd = rootfs / "etc/passwd"
-    if f":{uid}:" not in passwd.read_text():
-        with passwd.open("a") as handle:
-            handle.write(f"{name}:x:{uid}:{uid}:{name}:/home/{name}:/usr/sbin/nologin\n")
-        with (rootfs / "etc/group").open("a") as handle:
-            handle.write(f"{name}:x:{uid}:\n")
-    home = rootfs / "home" / name
-    home.mkdir(parents=True, exist_ok=True)
-    os.chown(home, uid, uid)
-
-
-def _unmount_below(rootfs: pathlib.Path) -> None:
-    """Unmount anything debootstrap left mounted, before the directory is deleted."""
-    prefix = str(rootfs.resolve()) + "/"
-    mounts = pathlib.Path("/proc/mounts").read_text().splitlines()
-    targets = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
-    for target in sorted(targets, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False)
 
 
 def _import(
@@ -751,33 +491,43 @@ def _import_status(result: Any) -> str:
     raise ImageRecipeError(f"import reported no image id: {result!r}"[:300])
 
 
-def _push_and_remember(
-    api: docker.APIClient, key: str, image_id: str, repository: str, tag: str, *, inputs: str
-) -> str:
-    with _step(f"push {repository}:{tag}"):
-        pushed = registry.push_image(api, image_id, repository, tag)
-    _write_marker(key, _Marker(inputs=inputs, reference=pushed.reference, image_id=image_id))
-    print(f"[images] {pushed.reference}")
-    return pushed.reference
+def _push_and_remember(api: docker.APIClient, recipe: _Recipe, image_id: str) -> str:
+    with _step(f"push {recipe.repository}:{recipe.tag}"):
+        pushed = registry.push_image(api, image_id, recipe.repository, recipe.tag)
+    return _remember(recipe, pushed.reference, image_id=image_id)
 
 
-def _reuse(api: docker.APIClient, key: str, repository: str, tag: str, inputs: str) -> str | None:
+def _remember(recipe: _Recipe, reference: str, *, image_id: str) -> str:
+    _write_marker(recipe.key, _Marker(inputs=recipe.inputs, reference=reference, image_id=image_id))
+    print(f"[images] {reference}")
+    return reference
+
+
+def _served(recipe: _Recipe, marker: _Marker) -> bool:
+    """Whether the marker is of this recipe and the registry still serves it under the tag."""
+    if marker.inputs != recipe.inputs:
+        return False
+    if registry.manifest_digest(recipe.repository, recipe.tag) != marker.digest:
+        return False
+    print(f"[images] {recipe.repository}:{recipe.tag} cached: {marker.reference}")
+    return True
+
+
+def _reuse(api: docker.APIClient, recipe: _Recipe) -> str | None:
     """The pinned reference if the registry (or at least the daemon) still has this recipe."""
-    marker = _read_marker(key)
-    if marker is None or marker.inputs != inputs:
+    marker = _read_marker(recipe.key)
+    if marker is None or marker.inputs != recipe.inputs:
         return None
-    served = registry.manifest_digest(repository, tag)
-    if served == marker.digest:
-        print(f"[images] {repository}:{tag} cached: {marker.reference}")
+    if _served(recipe, marker):
         return marker.reference
     try:
         labels = (api.inspect_image(marker.image_id).get("Config") or {}).get("Labels") or {}
     except docker.errors.ImageNotFound:
         return None
-    if labels.get(RECIPE_LABEL) != inputs:
+    if labels.get(RECIPE_LABEL) != recipe.inputs:
         return None
-    print(f"[images] registry lost {repository}:{tag}; pushing the local image again")
-    return _push_and_remember(api, key, marker.image_id, repository, tag, inputs=inputs)
+    print(f"[images] registry lost {recipe.repository}:{recipe.tag}; pushing the local image again")
+    return _push_and_remember(api, recipe, marker.image_id)
 
 
 def _marker_path(key: str) -> pathlib.Path:
@@ -812,42 +562,3 @@ def _ensure_local(api: docker.APIClient, reference: str) -> None:
     except docker.errors.ImageNotFound:
         repository, _, digest = reference.partition("@")
         api.pull(repository, tag=digest or None)
-
-
-_DEBIAN_SUITES = frozenset(
-    {"bullseye", "bookworm", "trixie", "forky", "sid", "oldstable", "stable", "testing", "unstable"}
-)
-
-
-def _deb822_debian_uris(text: str) -> list[str]:
-    uris = []
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line:
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
-        if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", ""):
-            continue
-        if _DEBIAN_SUITES & set(fields.get("suites", "").split()):
-            uris += [
-                uri
-                for uri in fields.get("uris", "").split()
-                if uri.startswith(("http://", "https://"))
-            ]
-    return uris
-
-
-def _one_line_debian_uris(text: str) -> list[str]:
-    uris = []
-    for line in text.splitlines():
-        words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if (
-            len(words) >= 3
-            and words[0] == "deb"
-            and words[2] in _DEBIAN_SUITES
-            and words[1].startswith(("http://", "https://"))
-        ):
-            uris.append(words[1])
-    return uris

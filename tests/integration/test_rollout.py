@@ -25,9 +25,10 @@ import pytest
 from kubernetes import client as k8s_client
 
 from edgeferry.adapters import target_workloads
-from edgeferry.decisions import waves, workload
+from edgeferry.decisions import workload
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
+from edgeferry.models import release, target_objects
 from edgeferry_testbed import clusters, handles, layout, testbed
 from tests.integration import _resources as res
 from tests.integration.conftest import EXTERNAL_OPERATOR, Fleet, operator_metric
@@ -141,7 +142,7 @@ def apply_and_time_to_ready(fleet: Fleet, *docs: Mapping[str, Any]) -> dict[str,
 
 # --- lower bound for the timing report -----------------------------------------------------------
 def _apply_and_wait_available(
-    cluster: handles.Cluster, rendered: workload.Workload, *, timeout: float = 120
+    cluster: handles.Cluster, rendered: target_objects.Workload, *, timeout: float = 120
 ) -> float:
     """Server-side apply one Deployment+Service, wait until Available; seconds it took."""
     started = time.monotonic()
@@ -186,7 +187,7 @@ def baseline_seconds(fleet: Fleet, spec_doc: Mapping[str, Any], reference: str) 
             }
         ),
     }
-    record = waves.TargetRecord(digest=reference, architectures=("amd64",))
+    record = release.TargetRecord(digest=reference, architectures=("amd64",))
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
         futures = [

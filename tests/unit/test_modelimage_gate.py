@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from edgeferry.decisions import gate
-from edgeferry.models import modelimage
+from edgeferry.models import modelimage, vulnerabilities
 
 TODAY = datetime.date(2026, 11, 27)
 
@@ -18,8 +18,8 @@ def finding(
     installed: str = "2022.12.7",
     fixed_in: tuple[str, ...] = ("2023.7.22",),
     aliases: tuple[str, ...] = (),
-) -> gate.Finding:
-    return gate.Finding(
+) -> vulnerabilities.Finding:
+    return vulnerabilities.Finding(
         id=id_,
         severity=severity,
         package=package,
@@ -204,8 +204,10 @@ def test_decision_fits_the_status_schema() -> None:
 
 
 def test_union_of_platform_findings_counts_a_shared_finding_once() -> None:
-    shared = gate.Finding(id="CVE-1", severity="High", package="openssl", installed="3.0.1")
-    arm_only = gate.Finding(id="CVE-2", severity="Low", package="zlib", installed="1.2")
+    shared = vulnerabilities.Finding(
+        id="CVE-1", severity="High", package="openssl", installed="3.0.1"
+    )
+    arm_only = vulnerabilities.Finding(id="CVE-2", severity="Low", package="zlib", installed="1.2")
     union = gate.union([[shared], [shared, arm_only]])
     assert union == (shared, arm_only)
     decision = gate.decide(union, today=datetime.date(2026, 1, 1))
@@ -214,7 +216,11 @@ def test_union_of_platform_findings_counts_a_shared_finding_once() -> None:
 
 
 def test_union_merges_aliases_of_the_same_finding_seen_in_two_platforms() -> None:
-    amd = gate.Finding(id="GHSA-1", severity="High", package="p", installed="1", aliases=("A",))
-    arm = gate.Finding(id="GHSA-1", severity="High", package="p", installed="1", aliases=("B",))
+    amd = vulnerabilities.Finding(
+        id="GHSA-1", severity="High", package="p", installed="1", aliases=("A",)
+    )
+    arm = vulnerabilities.Finding(
+        id="GHSA-1", severity="High", package="p", installed="1", aliases=("B",)
+    )
     (merged,) = gate.union([[amd], [arm]])
     assert merged.aliases == ("A", "B")

@@ -1,9 +1,9 @@
 """What a ModelImage needs next, decided from spec and status alone.
 
-`World` plays the adapters (hadolint, Docker, syft/grype, registry) and `execute` a miniature
-handler that records each step's result the way the real one must, so the tests read as the
-story of one ModelImage: it converges, rests, survives a restart, and wakes up for exactly the
-changes that concern it.
+`World` plays the tools (hadolint, Docker, syft/grype, registry); what their answers mean for
+status is recorded by `decisions.image_steps`, the same pure functions the runner calls, so
+the tests read as the story of one ModelImage: it converges, rests, survives a restart, and
+wakes up for exactly the changes that concern it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import gate, lint_verdict, pipeline
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step, stages
 from edgeferry.decisions.pipeline import Step
-from edgeferry.models import conditions, modelimage
+from edgeferry.models import conditions, modelimage, vulnerabilities
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 INPUTS = "sha256:" + "1" * 64
@@ -27,7 +27,7 @@ IMAGE_ID = "sha256:" + "2" * 64
 DIGEST = "sha256:" + "3" * 64
 DB = "6@2026-11-01T00:00:00+00:00/xxh64:aaaa"
 BASE = "127.0.0.1:5000/base/python-sklearn@sha256:" + "b" * 64
-HIGH = gate.Finding(
+HIGH = vulnerabilities.Finding(
     id="GHSA-xqr8-7jwr-rhp7",
     severity="High",
     package="certifi",
@@ -75,21 +75,23 @@ def exception(expires: datetime.date, id_: str = "CVE-2023-37920") -> dict[str, 
 
 @dataclasses.dataclass
 class World:
-    """What the adapters would report."""
+    """What the tools would report: hadolint, Docker, the smoke test, syft/grype, the registry."""
 
     lint_findings: list[Any] = dataclasses.field(default_factory=list)
     build_fails: bool = False
     smoke_passes: bool = True
-    findings: list[gate.Finding] = dataclasses.field(default_factory=list)
+    findings: list[vulnerabilities.Finding] = dataclasses.field(default_factory=list)
     image_id: str = IMAGE_ID
     """The first platform's image id; further platforms get ids derived from it."""
     db: str = DB
     now: datetime.datetime = NOW
     image_present: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
+    unavailable: dict[Step, str] = dataclasses.field(default_factory=dict)
+    """Steps whose tool is down, with the passing reason the runner records for them."""
 
-    def built(self, platforms: tuple[str, ...]) -> modelimage.ImageStatus:
-        """The image status a build for these platforms records."""
+    def built(self, platforms: tuple[str, ...]) -> list[modelimage.PlatformImage]:
+        """The images a build for these platforms produces."""
         images = [
             modelimage.PlatformImage(
                 platform=platform, id=self.image_id[:-1] + str(n), size=1, layers=3
@@ -97,104 +99,89 @@ class World:
             for n, platform in enumerate(platforms)
         ]
         images[0] = images[0].model_copy(update={"id": self.image_id})
-        first = images[0]
-        return modelimage.ImageStatus(
-            id=first.id, size=1, layers=3, platform=first.platform, platforms=images
-        )
+        return images
 
+    def run(
+        self,
+        plan: pipeline.Plan,
+        spec: modelimage.ModelImageSpec,
+        status: modelimage.ModelImageStatus,
+        *,
+        generation: int,
+    ) -> modelimage.ModelImageStatus:
+        """The tools' answer to the plan's step, recorded by `image_steps` as the runner does."""
+        self.steps.append(plan.step)
+        if plan.step in self.unavailable:
+            return retries.retry_later(
+                status,
+                plan.step,
+                reason=self.unavailable[plan.step],
+                error=f"{plan.step.value}: connection refused",
+                now=self.now,
+                generation=generation,
+            ).status
+        return retries.finished(self._answer(plan, spec, status, generation=generation))
 
-def execute(
-    plan: pipeline.Plan,
-    spec: modelimage.ModelImageSpec,
-    status: modelimage.ModelImageStatus,
-    world: World,
-    *,
-    generation: int,
-    inputs_digest: str,
-) -> modelimage.ModelImageStatus:
-    """Run one step the way the handler does, and record its result and stage key."""
-    world.steps.append(plan.step)
-    if plan.new_run:
-        status = pipeline.begin_run(status, inputs_digest=inputs_digest)
-    status = status.with_conditions(pipeline.progress_conditions(plan), generation=generation)
-    status = status.model_copy(update={"phase": plan.phase})
-    image = status.image
-    keys = pipeline.stage_keys(spec, image_ids=image.image_ids if image else ())
-    updates: dict[str, Any] = {}
-    done: list[conditions.Condition] = []
-    if plan.step is Step.LINT:
-        verdict = lint_verdict.decide(
-            world.lint_findings, threshold=spec.lint.failure_threshold, ignore=spec.lint.ignore
-        )
-        updates = {"lint": verdict.status, "stage_inputs": _keyed(status, lint=keys.lint)}
-        done = [verdict.condition]
-    elif plan.step is Step.BUILD:
-        if world.build_fails:
-            done = [conditions.Condition("Built", "False", "BuildFailed", "RUN failed")]
-        else:
-            world.image_present = True
-            updates = {"image": world.built(spec.build.target_platforms)}
-            done = [conditions.Condition("Built", "True", "Built", "built")]
-    elif plan.step is Step.PULL:
-        world.image_present = True
-    elif plan.step is Step.SMOKE_TEST:
-        result = "Skipped" if not spec.smoke_test.enabled else None
-        result = result or ("Passed" if world.smoke_passes else "Failed")
-        updates = {
-            "smoke_test": modelimage.SmokeTestStatus(result=result, message="never healthy"),
-            "stage_inputs": _keyed(status, smoke_test=keys.smoke_test),
-        }
-        passed = result != "Failed"
-        done = [conditions.Condition("SmokeTested", "True" if passed else "False", result, "")]
-        if not passed:
-            done.append(conditions.Condition("Admitted", "False", "SmokeTestFailed", "unhealthy"))
-    elif plan.step in (Step.SCAN, Step.RESCAN):
+    def _answer(
+        self,
+        plan: pipeline.Plan,
+        spec: modelimage.ModelImageSpec,
+        status: modelimage.ModelImageStatus,
+        *,
+        generation: int,
+    ) -> modelimage.ModelImageStatus:
+        image = status.image
+        if plan.step is Step.LINT:
+            verdict = lint_verdict.decide(
+                self.lint_findings, threshold=spec.lint.failure_threshold, ignore=spec.lint.ignore
+            )
+            return image_steps.linted(status, spec, verdict, generation=generation).status
+        if plan.step is Step.BUILD:
+            if self.build_fails:
+                platform = spec.build.target_platforms[0]
+                failed = image_steps.build_failed(
+                    status,
+                    platform=platform,
+                    error="RUN failed",
+                    log_tail=(),
+                    generation=generation,
+                )
+                return failed.status
+            self.image_present = True
+            images = self.built(spec.build.target_platforms)
+            done = image_steps.built(status, images, seconds=1.0, tag="t", generation=generation)
+            return done.status
+        if plan.step is Step.PULL:
+            self.image_present = True
+            return status
         assert image is not None
-        decision = gate.decide(
-            world.findings,
-            today=world.now.date(),
-            fail_on=spec.scan.fail_on,
-            only_fixed=spec.scan.only_fixed,
-            exceptions=spec.scan.exceptions,
+        if plan.step is Step.SMOKE_TEST:
+            skip = image_steps.smoke_test_skip(spec, image)
+            if skip is not None:
+                return image_steps.smoke_test_skipped(
+                    status, spec, skip, generation=generation
+                ).status
+            outcome = image_steps.SmokeOutcome(
+                passed=self.smoke_passes,
+                reason="Passed" if self.smoke_passes else "HealthTimeout",
+                message="" if self.smoke_passes else "never healthy",
+            )
+            return image_steps.smoke_tested(status, spec, outcome, generation=generation).status
+        if plan.step in (Step.SCAN, Step.RESCAN):
+            facts = scan_step.ScanFacts(
+                findings_per_image=tuple(tuple(self.findings) for _ in image.platform_images),
+                db_identity=self.db,
+            )
+            recorded, _ = scan_step.scanned(
+                status, spec, facts, now=self.now, generation=generation
+            )
+            return recorded.status
+        assert plan.step is Step.PUSH
+        children = [child_digest(n, image) for n in range(len(image.platform_images))]
+        pushed = image_steps.pushed(
+            status, spec, digest=DIGEST, children=children, generation=generation
         )
-        updates = {
-            "scan": modelimage.ScanStatus(
-                scanned_at=world.now,
-                db_checksum=world.db,
-                image_id=image.id,
-                image_ids=list(image.image_ids),
-                counts=decision.counts,
-                blocking=list(decision.blocking),
-                blocking_total=decision.blocking_total,
-                excepted=list(decision.applied_exceptions),
-                expired_exceptions=list(decision.expired_exceptions),
-            ),
-            "stage_inputs": _keyed(status, scan=keys.scan),
-        }
-        done = [conditions.Condition("Scanned", "True", "Scanned", ""), decision.condition]
-    elif plan.step is Step.PUSH:
-        assert image is not None
-        updates = {
-            "image": image.model_copy(
-                update={
-                    "repository": spec.push.repository,
-                    "tags": spec.push.tags,
-                    "digest": DIGEST,
-                    "platforms": [
-                        p.model_copy(update={"digest": child_digest(n, image)})
-                        for n, p in enumerate(image.platform_images)
-                    ],
-                }
-            ),
-            "stage_inputs": _keyed(status, push=keys.push),
-        }
-        done = [conditions.Condition("Pushed", "True", "Pushed", "")]
-    status = status.model_copy(update={**updates, "observed_generation": generation})
-    return status.with_conditions(done, generation=generation)
-
-
-def _keyed(status: modelimage.ModelImageStatus, **keys: str | None) -> modelimage.StageInputs:
-    return status.stage_inputs.model_copy(update=keys)
+        return pushed.status
 
 
 def child_digest(n: int, image: modelimage.ImageStatus) -> str:
@@ -213,14 +200,12 @@ def converge(
     """Reconcile until the pipeline rests; return the status and the resting plan."""
     for _ in range(20):
         plan = decide(spec, status, world, generation=generation, inputs_digest=inputs_digest)
-        if plan.step is Step.NONE:
-            status = status.with_conditions(
-                pipeline.progress_conditions(plan), generation=generation
-            )
-            return status.model_copy(update={"phase": plan.phase}), plan
-        status = execute(
-            plan, spec, status, world, generation=generation, inputs_digest=inputs_digest
+        status = image_steps.starting(
+            plan, status, inputs_digest=inputs_digest, generation=generation
         )
+        if plan.step is Step.NONE:
+            return status, plan
+        status = world.run(plan, spec, status, generation=generation)
     raise AssertionError(f"no rest after 20 steps: {world.steps}")
 
 
@@ -308,7 +293,7 @@ def test_changed_inputs_start_a_new_run_that_drops_the_old_results() -> None:
     status, world = ready()
     plan = decide(make_spec(), status, world, inputs_digest=OTHER_INPUTS)
     assert (plan.step, plan.reason, plan.new_run) == (Step.LINT, "InputsChanged", True)
-    fresh = pipeline.begin_run(status, inputs_digest=OTHER_INPUTS)
+    fresh = stages.begin_run(status, inputs_digest=OTHER_INPUTS)
     assert fresh.image is None and fresh.scan is None and fresh.lint is None
     assert fresh.stage_inputs == modelimage.StageInputs()
     assert {c.type for c in fresh.conditions} <= set(modelimage.SUMMARY_CONDITIONS)
@@ -355,7 +340,8 @@ def test_ignoring_the_failing_rule_lets_the_run_continue() -> None:
 def test_build_failure_rests_until_the_generation_changes() -> None:
     world = World(build_fails=True)
     status, plan = converge(make_spec(), modelimage.ModelImageStatus(), world)
-    assert (plan.reason, plan.phase, plan.message) == ("BuildFailed", "Failed", "RUN failed")
+    assert (plan.reason, plan.phase) == ("BuildFailed", "Failed")
+    assert plan.message == "linux/amd64: RUN failed; log tail:\n"
     assert decide(make_spec(), stored(status), world).step is Step.NONE
 
 
@@ -562,14 +548,14 @@ def test_stage_keys_ignore_the_order_of_exceptions_and_tags() -> None:
         scan={"exceptions": [exception(later, "CVE-2"), exception(later, "CVE-1")]},
         push={"repository": "127.0.0.1:5000/models/iris", "tags": ["b", "a"]},
     )
-    assert pipeline.stage_keys(one, image_ids=[IMAGE_ID]) == pipeline.stage_keys(
+    assert stages.stage_keys(one, image_ids=[IMAGE_ID]) == stages.stage_keys(
         two, image_ids=[IMAGE_ID]
     )
 
 
 def test_stage_keys_of_smoke_test_and_push_follow_the_image() -> None:
-    one = pipeline.stage_keys(make_spec(), image_ids=[IMAGE_ID])
-    two = pipeline.stage_keys(make_spec(), image_ids=["sha256:" + "5" * 64])
+    one = stages.stage_keys(make_spec(), image_ids=[IMAGE_ID])
+    two = stages.stage_keys(make_spec(), image_ids=["sha256:" + "5" * 64])
     assert one.lint == two.lint
     assert one.smoke_test != two.smoke_test and one.scan != two.scan and one.push != two.push
 

@@ -17,7 +17,7 @@ import pydantic
 import pytest
 import yaml
 
-from edgeferry.decisions import rollout_status, waves
+from edgeferry.decisions import rollout_status, rollout_types
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
 
@@ -170,7 +170,7 @@ def full_edgetarget_status() -> dict[str, Any]:
 
 
 def full_modeldeployment_status() -> dict[str, Any]:
-    outcome = waves.TargetOutcome(
+    outcome = rollout_types.TargetOutcome(
         name="a",
         cluster_type="K3s",
         phase="Progressing",
@@ -185,7 +185,7 @@ def full_modeldeployment_status() -> dict[str, Any]:
         error="one pod restarted",
         record=None,
     )
-    plan = waves.Plan(
+    plan = rollout_types.Plan(
         phase="Progressing",
         digest="r@sha256:" + "1" * 64,
         template_hash="0123456789ab",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from edgeferry.decisions import rollout_status, waves
+from edgeferry.decisions import rollout_status, rollout_types
 from edgeferry.models import conditions
 from edgeferry.models import modeldeployment as md
 
@@ -12,8 +13,10 @@ NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 DIGEST = "registry.local:5000/models/iris@sha256:" + "1" * 64
 
 
-def outcome(name: str, phase: md.TargetPhase, *, error: str | None = None) -> waves.TargetOutcome:
-    return waves.TargetOutcome(
+def outcome(
+    name: str, phase: md.TargetPhase, *, error: str | None = None
+) -> rollout_types.TargetOutcome:
+    return rollout_types.TargetOutcome(
         name=name,
         cluster_type="K3s",
         phase=phase,
@@ -31,13 +34,13 @@ def outcome(name: str, phase: md.TargetPhase, *, error: str | None = None) -> wa
 
 
 def plan_of(
-    outcomes: list[waves.TargetOutcome],
+    outcomes: list[rollout_types.TargetOutcome],
     *,
     conds: tuple[conditions.Condition, ...] = (),
     current_wave: int = 1,
     waves_: tuple[tuple[str, ...], ...] = (("a",),),
-) -> waves.Plan:
-    return waves.Plan(
+) -> rollout_types.Plan:
+    return rollout_types.Plan(
         phase="Progressing",
         digest=DIGEST,
         template_hash="0123456789ab",
@@ -132,3 +135,30 @@ def test_status_is_written_in_camel_case_and_reads_back_the_same() -> None:
     assert written["counts"]["rolledBack"] == 1
     assert written["targets"][0]["lastTransitionTime"] == "2025-06-01T12:00:00Z"
     assert md.parse_status(written) == status
+
+
+# --- gauges --------------------------------------------------------------------------------------
+def test_gauges_count_targets_per_phase() -> None:
+    p = dataclasses.replace(
+        plan_of([outcome("a", "Ready"), outcome("b", "Failed")]), phase="Degraded"
+    )
+    shown = rollout_status.gauges(p, rollout_status.build(p, generation=1, now=NOW))
+    assert shown.targets["Ready"] == 1 and shown.targets["Failed"] == 1
+    assert shown.targets["Blocked"] == 0
+    assert shown.degraded and shown.wave == 1
+
+
+def test_a_blocked_rollout_counts_every_target_as_blocked_and_stalled() -> None:
+    p = dataclasses.replace(
+        plan_of([outcome("a", "Ready"), outcome("b", "Pending")]), phase="Blocked"
+    )
+    shown = rollout_status.gauges(p, rollout_status.build(p, generation=1, now=NOW))
+    assert shown.targets["Blocked"] == 2
+    assert all(n == 0 for phase, n in shown.targets.items() if phase != "Blocked")
+    assert shown.stalled and not shown.degraded
+
+
+def test_stalled_gauge_follows_the_stalled_condition() -> None:
+    stalled = conditions.Condition("Stalled", "True", "RolloutHalted", "halted")
+    p = dataclasses.replace(plan_of([outcome("a", "Failed")], conds=(stalled,)), phase="Degraded")
+    assert rollout_status.gauges(p, rollout_status.build(p, generation=1, now=NOW)).stalled

@@ -15,7 +15,7 @@ import stat
 import pytest
 
 from edgeferry.adapters import grype_env, scanner
-from edgeferry.decisions import gate
+from edgeferry.models import vulnerabilities
 
 CAPTURED = pathlib.Path(__file__).parents[1] / "fixtures" / "grype"
 
@@ -144,7 +144,7 @@ def test_findings_convert_to_what_the_gate_reads() -> None:
 
     (converted,) = scanner.gate_findings(result.findings)
 
-    assert converted == gate.Finding(
+    assert converted == vulnerabilities.Finding(
         id="GHSA-x84v-xcm2-53pg",
         severity="high",
         package="requests",

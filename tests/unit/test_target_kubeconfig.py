@@ -9,7 +9,7 @@ import yaml
 
 from edgeferry import settings
 from edgeferry.adapters import clusters
-from edgeferry.handlers import edgetarget
+from edgeferry.handlers import runtime
 
 SOURCE = "Secret ml/site-kubeconfig key 'kubeconfig'"
 
@@ -85,9 +85,7 @@ def test_the_operator_setting_reaches_the_target_clients(
 ) -> None:
     monkeypatch.setattr(clusters, "hub_client", lambda: None)
     monkeypatch.setattr(clusters, "_SHARED", {})
-    strict = edgetarget.access_for(settings.from_env({}))
-    lenient = edgetarget.access_for(
-        settings.from_env({"EDGEFERRY_ALLOW_INSECURE_TARGET_TLS": "true"})
-    )
+    strict = runtime.access_for(settings.from_env({}))
+    lenient = runtime.access_for(settings.from_env({"EDGEFERRY_ALLOW_INSECURE_TARGET_TLS": "true"}))
     assert strict.clients.allow_insecure_tls is False
     assert lenient.clients.allow_insecure_tls is True

@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import rollout_status, waves
-from edgeferry.models import conditions
+from edgeferry.decisions import rollout_events, rollout_status, rollout_types, wave_plan, waves
+from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -27,8 +27,8 @@ def image(
     platforms: tuple[str, ...] = ("linux/amd64",),
     reason: str = "",
     message: str = "",
-) -> waves.Image:
-    return waves.Image(
+) -> rollout_types.Image:
+    return rollout_types.Image(
         name="iris",
         admitted=admitted,
         digest=digest,
@@ -38,10 +38,10 @@ def image(
     )
 
 
-def fresh(name: str, **kw: Any) -> waves.TargetState:
+def fresh(name: str, **kw: Any) -> rollout_types.TargetState:
     """A reachable amd64 target where nothing of ours runs yet."""
     kw.setdefault("architectures", ("amd64",))
-    return waves.TargetState(name=name, **kw)
+    return rollout_types.TargetState(name=name, **kw)
 
 
 def running(
@@ -56,9 +56,9 @@ def running(
     rolled_back_from: str | None = None,
     rolled_back_generation: int | None = None,
     **kw: Any,
-) -> waves.TargetState:
+) -> rollout_types.TargetState:
     """A reachable amd64 target running `digest` (by default Ready there long ago)."""
-    record = waves.TargetRecord(
+    record = release.TargetRecord(
         digest=digest,
         previous_digest=previous,
         started_at=ago(started),
@@ -69,7 +69,7 @@ def running(
         previous_architectures=("amd64",) if previous else (),
     )
     kw.setdefault("architectures", ("amd64",))
-    return waves.TargetState(
+    return rollout_types.TargetState(
         name=name,
         record=record,
         available=available,
@@ -81,24 +81,24 @@ def running(
     )
 
 
-def progressing(name: str, digest: str = NEW, **kw: Any) -> waves.TargetState:
+def progressing(name: str, digest: str = NEW, **kw: Any) -> rollout_types.TargetState:
     """Written recently, not available yet."""
     kw.setdefault("started", 30)
     return running(name, digest, available=False, ready=None, **kw)
 
 
-def offline(name: str, *, since: float = 10, **kw: Any) -> waves.TargetState:
+def offline(name: str, *, since: float = 10, **kw: Any) -> rollout_types.TargetState:
     return fresh(name, reachable=False, unreachable_since=ago(since), **kw)
 
 
 def plan(
-    targets: list[waves.TargetState],
+    targets: list[rollout_types.TargetState],
     *,
-    img: waves.Image | None = None,
+    img: rollout_types.Image | None = None,
     generation: int = 1,
     recorded: md.ModelDeploymentStatus | None = None,
     **rollout: Any,
-) -> waves.Plan:
+) -> rollout_types.Plan:
     return waves.next_actions(
         targets,
         image=img or image(),
@@ -109,20 +109,20 @@ def plan(
     )
 
 
-def phases(p: waves.Plan) -> dict[str, str]:
+def phases(p: rollout_types.Plan) -> dict[str, str]:
     return {t.name: t.phase for t in p.targets}
 
 
-def written(p: waves.Plan, reason: waves.WriteReason = "rollout") -> list[str]:
+def written(p: rollout_types.Plan, reason: rollout_types.WriteReason = "rollout") -> list[str]:
     return [w.target for w in p.writes if w.reason == reason]
 
 
-def write_to(p: waves.Plan, target: str) -> waves.Write:
+def write_to(p: rollout_types.Plan, target: str) -> rollout_types.Write:
     (found,) = [w for w in p.writes if w.target == target]
     return found
 
 
-def condition(p: waves.Plan, type_: str) -> conditions.Condition:
+def condition(p: rollout_types.Plan, type_: str) -> conditions.Condition:
     (found,) = [c for c in p.conditions if c.type == type_]
     return found
 
@@ -133,37 +133,37 @@ def recorded_line(name: str, phase: md.TargetPhase, **kw: Any) -> md.TargetStatu
 
 # --- wave planning -------------------------------------------------------------------------------
 def test_canary_wave_comes_first_then_waves_of_max_per_wave() -> None:
-    planned = waves.plan_waves(["a", "b", "c", "d", "e", "f"], canary=1, max_per_wave=2)
+    planned = wave_plan.plan_waves(["a", "b", "c", "d", "e", "f"], canary=1, max_per_wave=2)
     assert planned == (("a",), ("b", "c"), ("d", "e"), ("f",))
 
 
 def test_percent_wave_size_rounds_up_to_at_least_one() -> None:
-    assert waves.wave_size("50%", total=5) == 3
-    assert waves.wave_size("10%", total=3) == 1
-    assert waves.wave_size("1%", total=1) == 1
-    assert waves.wave_size("100%", total=7) == 7
+    assert wave_plan.wave_size("50%", total=5) == 3
+    assert wave_plan.wave_size("10%", total=3) == 1
+    assert wave_plan.wave_size("1%", total=1) == 1
+    assert wave_plan.wave_size("100%", total=7) == 7
 
 
 def test_percent_is_of_all_planned_targets_including_the_canary() -> None:
-    planned = waves.plan_waves([f"t{i}" for i in range(10)], canary=1, max_per_wave="20%")
+    planned = wave_plan.plan_waves([f"t{i}" for i in range(10)], canary=1, max_per_wave="20%")
     assert [len(w) for w in planned] == [1, 2, 2, 2, 2, 1]
 
 
 def test_targets_are_planned_in_name_order_whatever_the_input_order() -> None:
-    planned = waves.plan_waves(["c", "a", "b"], canary=1, max_per_wave=5)
+    planned = wave_plan.plan_waves(["c", "a", "b"], canary=1, max_per_wave=5)
     assert planned == (("a",), ("b", "c"))
 
 
 def test_zero_canary_means_no_canary_wave() -> None:
-    assert waves.plan_waves(["a", "b", "c"], canary=0, max_per_wave=2) == (("a", "b"), ("c",))
+    assert wave_plan.plan_waves(["a", "b", "c"], canary=0, max_per_wave=2) == (("a", "b"), ("c",))
 
 
 def test_canary_larger_than_the_fleet_puts_everyone_in_one_wave() -> None:
-    assert waves.plan_waves(["a", "b"], canary=5, max_per_wave=1) == (("a", "b"),)
+    assert wave_plan.plan_waves(["a", "b"], canary=5, max_per_wave=1) == (("a", "b"),)
 
 
 def test_no_targets_plan_no_waves() -> None:
-    assert waves.plan_waves([], canary=1, max_per_wave="50%") == ()
+    assert wave_plan.plan_waves([], canary=1, max_per_wave="50%") == ()
 
 
 # --- starting a rollout --------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_first_reconcile_writes_only_the_canary() -> None:
 
 def test_canary_write_carries_digest_deadline_clock_and_node_pin() -> None:
     p = plan([fresh("a")])
-    assert write_to(p, "a").record == waves.TargetRecord(
+    assert write_to(p, "a").record == release.TargetRecord(
         digest=NEW, started_at=NOW, architectures=("amd64",)
     )
 
@@ -237,6 +237,29 @@ def test_target_turning_ready_records_it_at_the_target() -> None:
     maintain = write_to(p, "a")
     assert maintain.reason == "maintain"
     assert maintain.record.ready_at == NOW
+
+
+def test_target_turning_ready_says_so_in_its_outcome() -> None:
+    canary = running("a", NEW, ready=None)
+    recorded = md.ModelDeploymentStatus(
+        digest=NEW, targets=(recorded_line("a", "Progressing", available_since=ago(60)),)
+    )
+    (outcome,) = plan([canary], recorded=recorded).targets
+    assert outcome.phase == "Ready"
+    assert outcome.became_ready
+
+
+def test_target_ready_before_did_not_just_become_ready() -> None:
+    (outcome,) = plan([running("a", NEW, ready=60)]).targets
+    assert outcome.phase == "Ready"
+    assert not outcome.became_ready
+
+
+def test_rolled_back_target_did_not_become_ready() -> None:
+    p = plan([progressing("a", started=400, failing=True)], progress_deadline_seconds=300)
+    (outcome,) = p.targets
+    assert outcome.phase == "RolledBack"
+    assert not outcome.became_ready
 
 
 def test_ready_recorded_at_the_target_survives_an_operator_restart() -> None:
@@ -650,18 +673,18 @@ def simulate(
     offline_names: frozenset[str] = frozenset(),
     steps: int = 30,
     **rollout: Any,
-) -> tuple[list[list[str]], waves.Plan, dict[str, waves.TargetRecord]]:
+) -> tuple[list[list[str]], rollout_types.Plan, dict[str, release.TargetRecord]]:
     """Reconcile every 15 s against a fake fleet; a written digest is available (or failing,
     for digests in `bad`) one reconcile later. Returns the rollout writes per reconcile."""
-    records: dict[str, waves.TargetRecord] = {
-        n: waves.TargetRecord(digest=OLD, ready_at=ago(9999), architectures=("amd64",))
+    records: dict[str, release.TargetRecord] = {
+        n: release.TargetRecord(digest=OLD, ready_at=ago(9999), architectures=("amd64",))
         for n in names
     }
     written_at: dict[str, dt.datetime] = {}
     status: md.ModelDeploymentStatus | None = None
     history: list[list[str]] = []
     now = NOW
-    p: waves.Plan | None = None
+    p: rollout_types.Plan | None = None
     for _ in range(steps):
         states = []
         for n in names:
@@ -669,7 +692,7 @@ def simulate(
             settled = n in written_at and written_at[n] < now
             is_bad = r.digest in bad
             states.append(
-                waves.TargetState(
+                rollout_types.TargetState(
                     name=n,
                     reachable=n not in offline_names,
                     unreachable_since=NOW - dt.timedelta(hours=1),
@@ -737,14 +760,16 @@ T2 = '{"env":[{"name":"MODE","value":"fast"}],"port":8080}'
 
 
 def with_template(
-    state: waves.TargetState, template: str | None, previous: str | None = None
-) -> waves.TargetState:
+    state: rollout_types.TargetState, template: str | None, previous: str | None = None
+) -> rollout_types.TargetState:
     assert state.record is not None
     record = dataclasses.replace(state.record, template=template, previous_template=previous)
     return dataclasses.replace(state, record=record)
 
 
-def template_plan(targets: list[waves.TargetState], template: str, **kw: Any) -> waves.Plan:
+def template_plan(
+    targets: list[rollout_types.TargetState], template: str, **kw: Any
+) -> rollout_types.Plan:
     rollout = {"canary": 1, "max_per_wave": 1, **kw.pop("rollout", {})}
     return waves.next_actions(
         targets,
@@ -765,7 +790,7 @@ def test_a_template_edit_alone_is_rolled_out_in_waves() -> None:
     assert write_to(p, "a").record.previous_template == T1
     assert write_to(p, "a").record.previous_digest == NEW
     assert phases(p) == {"a": "Progressing", "b": "Pending", "c": "Pending"}
-    assert p.template_hash == waves.template_hash(T2) != waves.template_hash(T1)
+    assert p.template_hash == rollout_types.template_hash(T2) != rollout_types.template_hash(T1)
 
 
 def test_targets_waiting_for_their_wave_keep_their_template_and_digest() -> None:
@@ -778,8 +803,8 @@ def test_targets_waiting_for_their_wave_keep_their_template_and_digest() -> None
     assert (maintained["c"].digest, maintained["c"].template) == (NEW, T1)
     assert written(p) == []
     by_name = {t.name: t for t in p.targets}
-    assert by_name["b"].template_hash == waves.template_hash(T1)
-    assert by_name["a"].template_hash == waves.template_hash(T2)
+    assert by_name["b"].template_hash == rollout_types.template_hash(T1)
+    assert by_name["a"].template_hash == rollout_types.template_hash(T2)
 
 
 def test_a_rollback_restores_the_previous_template_with_the_previous_digest() -> None:
@@ -818,7 +843,7 @@ def test_soak_timer_restarts_when_only_the_template_changed() -> None:
     canary = with_template(running("a", NEW, ready=None, started=20), T2, previous=T1)
     recorded = md.ModelDeploymentStatus(
         digest=NEW,
-        template_hash=waves.template_hash(T1),
+        template_hash=rollout_types.template_hash(T1),
         targets=(recorded_line("a", "Progressing", available_since=ago(60)),),
     )
     p = template_plan([canary], T2, recorded=recorded, rollout={"min_ready_seconds": 30})
@@ -826,7 +851,7 @@ def test_soak_timer_restarts_when_only_the_template_changed() -> None:
 
 
 def test_a_target_whose_budget_the_image_exceeds_is_incompatible_and_not_attempted() -> None:
-    big = waves.Image(
+    big = rollout_types.Image(
         name="iris",
         admitted=True,
         digest=NEW,
@@ -839,3 +864,49 @@ def test_a_target_whose_budget_the_image_exceeds_is_incompatible_and_not_attempt
     assert written(p) == ["a"]
     (line,) = [t for t in p.targets if t.name == "b"]
     assert line.message is not None and "imageSizeBudgetBytes" in line.message
+
+
+# --- after the writes ----------------------------------------------------------------------------
+def test_a_failed_write_shows_in_the_target_error_and_as_an_event() -> None:
+    p = plan([fresh("a")])
+    done = waves.with_errors(p, {"a": "a: apply (rollout): forbidden"}, reachable={"a"})
+    (outcome,) = done.targets
+    assert outcome.error == "a: apply (rollout): forbidden"
+    assert done.events[-1] == rollout_types.Event(
+        "Warning", "TargetWriteFailed", "a: a: apply (rollout): forbidden"
+    )
+
+
+def test_a_write_failure_already_reported_is_not_an_event_again() -> None:
+    p = plan([fresh("a")])
+    error = "a: apply (rollout): forbidden"
+    recorded = md.ModelDeploymentStatus(targets=(recorded_line("a", "Pending", last_error=error),))
+    done = waves.with_errors(p, {"a": error}, reachable={"a"}, recorded=recorded)
+    assert done.targets[0].error == error
+    assert done.events == p.events
+
+
+def test_an_unreachable_target_error_is_shown_but_not_an_event() -> None:
+    p = plan([offline("a")])
+    done = waves.with_errors(p, {"a": "unreachable at its last probe"}, reachable=set())
+    assert "unreachable" in (done.targets[0].error or "")
+    assert done.events == p.events
+
+
+def test_an_error_the_plan_already_names_is_not_repeated() -> None:
+    p = plan([offline("a")])
+    done = waves.with_errors(p, {"a": "unreachable"}, reachable=set())
+    assert done.targets[0].error == p.targets[0].error
+
+
+def test_a_released_target_names_what_was_removed_there() -> None:
+    (event,) = rollout_events.released("edge-1", ["Deployment/iris"], namespace="models")
+    assert (event.type, event.reason) == ("Normal", "TargetReleased")
+    assert event.message == (
+        "edge-1 no longer matches targets.selector: removed Deployment/iris from namespace "
+        "models there"
+    )
+
+
+def test_releasing_a_target_that_held_nothing_is_silent() -> None:
+    assert rollout_events.released("edge-1", [], namespace="models") == []

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import waves, workload
+from edgeferry.decisions import workload
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
+from edgeferry.models import release, target_objects
 
 DIGEST = "registry.local:5000/models/iris@sha256:" + "1" * 64
 PREVIOUS = "registry.local:5000/models/iris@sha256:" + "0" * 64
@@ -42,19 +43,19 @@ def k3s(**extra: Any) -> et.EdgeTargetSpec:
     )
 
 
-def record(**kw: Any) -> waves.TargetRecord:
+def record(**kw: Any) -> release.TargetRecord:
     kw.setdefault("digest", DIGEST)
     kw.setdefault("architectures", ("arm64",))
-    return waves.TargetRecord(**kw)
+    return release.TargetRecord(**kw)
 
 
 def render(
     *,
     template: dict[str, Any] | None = None,
     target: et.EdgeTargetSpec | None = None,
-    rec: waves.TargetRecord | None = None,
+    rec: release.TargetRecord | None = None,
     name: str = "iris",
-) -> workload.Workload:
+) -> target_objects.Workload:
     return workload.render(
         namespace="ml",
         name=name,
@@ -64,12 +65,12 @@ def render(
     )
 
 
-def pod_spec(w: workload.Workload) -> dict[str, Any]:
+def pod_spec(w: target_objects.Workload) -> dict[str, Any]:
     result: dict[str, Any] = w.deployment["spec"]["template"]["spec"]
     return result
 
 
-def container(w: workload.Workload) -> dict[str, Any]:
+def container(w: target_objects.Workload) -> dict[str, Any]:
     result: dict[str, Any] = pod_spec(w)["containers"][0]
     return result
 
@@ -123,36 +124,36 @@ def test_labels_name_the_app_the_manager_and_the_owning_deployment() -> None:
 def test_selector_does_not_change_with_the_digest() -> None:
     first = render(rec=record(digest=PREVIOUS)).deployment["spec"]["selector"]
     second = render(rec=record(digest=DIGEST)).deployment["spec"]["selector"]
-    assert first == second == {"matchLabels": workload.selector_labels("ml", "iris")}
+    assert first == second == {"matchLabels": target_objects.selector_labels("ml", "iris")}
 
 
 def test_long_names_are_cut_to_a_dns_label_with_a_hash() -> None:
     long_name = "a" * 80
-    name = workload.workload_name(long_name)
+    name = target_objects.workload_name(long_name)
     assert len(name) <= 63
-    assert name != workload.workload_name("a" * 81)
+    assert name != target_objects.workload_name("a" * 81)
 
 
 def test_names_become_dns_1035_labels() -> None:
-    assert workload.workload_name("iris.v2") == "iris-v2"
-    assert workload.workload_name("3dmodel") == "md-3dmodel"
+    assert target_objects.workload_name("iris.v2") == "iris-v2"
+    assert target_objects.workload_name("3dmodel") == "md-3dmodel"
 
 
 def test_owner_label_fits_a_label_value() -> None:
-    value = workload.owner_label("n" * 63, "m" * 200)
+    value = target_objects.owner_label("n" * 63, "m" * 200)
     assert len(value) <= 63
     assert value[-1].isalnum()
 
 
 def test_objects_of_another_owner_are_not_ours() -> None:
     labels = render().deployment["metadata"]["labels"]
-    assert workload.is_ours(labels, namespace="ml", name="iris")
-    assert not workload.is_ours(labels, namespace="other", name="iris")
-    assert not workload.is_ours({}, namespace="ml", name="iris")
+    assert target_objects.is_ours(labels, namespace="ml", name="iris")
+    assert not target_objects.is_ours(labels, namespace="other", name="iris")
+    assert not target_objects.is_ours({}, namespace="ml", name="iris")
 
 
 def test_label_selector_finds_what_one_model_deployment_made() -> None:
-    selector = workload.label_selector("ml", "iris")
+    selector = target_objects.label_selector("ml", "iris")
     assert selector == "edgeferry.io/deployment=ml.iris,app.kubernetes.io/managed-by=edgeferry"
 
 
@@ -164,7 +165,7 @@ def test_digest_and_previous_digest_are_annotated_on_the_deployment() -> None:
 
 
 def test_record_round_trips_through_annotations() -> None:
-    full = waves.TargetRecord(
+    full = release.TargetRecord(
         digest=DIGEST,
         previous_digest=PREVIOUS,
         started_at=STARTED,
@@ -174,29 +175,29 @@ def test_record_round_trips_through_annotations() -> None:
         architectures=("amd64", "arm64"),
         previous_architectures=("arm64",),
     )
-    assert workload.record_from_annotations(workload.record_annotations(full)) == full
+    assert release.record_from_annotations(release.record_annotations(full)) == full
 
 
 def test_unset_record_fields_are_left_out_so_apply_removes_them() -> None:
-    assert workload.record_annotations(waves.TargetRecord(digest=DIGEST)) == {
+    assert release.record_annotations(release.TargetRecord(digest=DIGEST)) == {
         "edgeferry.io/digest": DIGEST
     }
 
 
 def test_hand_edited_annotations_read_as_unset() -> None:
-    found = workload.record_from_annotations(
+    found = release.record_from_annotations(
         {
             "edgeferry.io/digest": DIGEST,
             "edgeferry.io/started-at": "yesterday",
             "edgeferry.io/rolled-back-generation": "three",
         }
     )
-    assert found == waves.TargetRecord(digest=DIGEST)
+    assert found == release.TargetRecord(digest=DIGEST)
 
 
 def test_deployment_without_a_digest_annotation_has_no_record() -> None:
-    assert workload.record_from_annotations({"other": "x"}) is None
-    assert workload.record_from_annotations(None) is None
+    assert release.record_from_annotations({"other": "x"}) is None
+    assert release.record_from_annotations(None) is None
 
 
 def test_record_annotations_stay_off_the_pod_template() -> None:
@@ -324,7 +325,7 @@ def test_rollout_timings_and_a_short_history_are_set_on_the_deployment() -> None
 
 def test_service_exposes_the_model_port_to_the_pods() -> None:
     service = render(template={"port": 9000}).service
-    assert service["spec"]["selector"] == workload.selector_labels("ml", "iris")
+    assert service["spec"]["selector"] == target_objects.selector_labels("ml", "iris")
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}
     ]
@@ -381,6 +382,6 @@ def test_hand_edited_template_annotation_falls_back_to_the_spec_template() -> No
 
 def test_templates_round_trip_through_annotations() -> None:
     rec = record(template='{"port":9000}', previous_template='{"port":8080}')
-    annotations = workload.record_annotations(rec)
-    assert annotations[workload.TEMPLATE] == '{"port":9000}'
-    assert workload.record_from_annotations(annotations) == rec
+    annotations = release.record_annotations(rec)
+    assert annotations[release.TEMPLATE] == '{"port":9000}'
+    assert release.record_from_annotations(annotations) == rec

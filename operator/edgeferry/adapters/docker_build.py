@@ -29,12 +29,20 @@ DEFAULT_TAIL_LINES = 40
 
 
 class BuildError(RuntimeError):
-    """The build failed; ``log_tail`` holds the last lines of the build log."""
+    """The build failed; ``log_tail`` holds the last lines of the build log.
 
-    def __init__(self, message: str, *, log_tail: tuple[str, ...] = ()) -> None:
+    ``transient`` is True when the Docker daemon went away (refused the connection, or the
+    stream broke off mid-build, as when dockerd restarts): building again later may work. A
+    failing ``RUN``, a bad Dockerfile or a build over its time limit is not transient.
+    """
+
+    def __init__(
+        self, message: str, *, log_tail: tuple[str, ...] = (), transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.log_tail = log_tail
+        self.transient = transient
 
     def __str__(self) -> str:
         if not self.log_tail:
@@ -238,15 +246,21 @@ def _build_once(
             f"build request refused: {error.explanation}", log_tail=log.tail()
         ) from error
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        if isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        timed_out = isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError))
+        if timed_out:
             message = f"build did not finish within {timeout_s:.0f}s (the daemon cancels it)"
         else:
             message = f"build stream broke off: {error}"
-        raise BuildError(message, log_tail=log.tail()) from error
+        raise BuildError(message, log_tail=log.tail(), transient=not timed_out) from error
     if log.error is not None:
-        raise BuildError(f"build failed: {log.error}", log_tail=log.tail())
+        # A daemon shutting down cancels its builds ("context canceled"): not the Dockerfile.
+        cancelled = "context canceled" in log.error
+        raise BuildError(f"build failed: {log.error}", log_tail=log.tail(), transient=cancelled)
     if log.image_id is None:
-        raise BuildError("build finished without reporting an image id", log_tail=log.tail())
+        # The stream ended without an error or a result: the daemon went away mid-build.
+        raise BuildError(
+            "build finished without reporting an image id", log_tail=log.tail(), transient=True
+        )
     return inspect_result(
         api, log.image_id, log_tail=log.tail(), duration_s=time.monotonic() - started
     )

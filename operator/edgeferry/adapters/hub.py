@@ -135,3 +135,18 @@ def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
             return None
         raise
     return dict(obj)
+
+
+def list_objects(
+    api: k8s_client.ApiClient, plural: str, namespace: str, *, timeout: float
+) -> list[dict[str, Any]]:
+    """Every object of one of our kinds in a namespace, as dicts, through a given client."""
+    response = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        plural,
+        _preload_content=False,
+        _request_timeout=timeout,
+    )
+    return list(json.loads(response.data).get("items", []))

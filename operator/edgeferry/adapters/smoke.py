@@ -18,6 +18,8 @@ import docker
 import docker.errors
 import requests
 
+from edgeferry.models import reasons
+
 DEFAULT_TAIL_LINES = 40
 _BODY_LIMIT = 2048
 
@@ -106,7 +108,7 @@ def smoke_test(
             raise SmokeError(f"image {image} not found: {error.explanation}") from error
         except docker.errors.APIError as error:
             return _failed(
-                "StartFailed",
+                reasons.START_FAILED,
                 f"container did not start: {error.explanation}",
                 container_id=None,
                 host_port=None,
@@ -136,7 +138,7 @@ def smoke_test(
             outcome = _predict(session, base_url, prediction, timeout_s=request_timeout_s)
             if not outcome.ok:
                 return _failed(
-                    "PredictionFailed",
+                    reasons.PREDICTION_FAILED,
                     f"POST {prediction.path} answered {outcome.status_code}: {outcome.body[:200]}",
                     container_id=container_id,
                     host_port=waited.host_port,
@@ -149,7 +151,7 @@ def smoke_test(
             message += f"; prediction answered {outcome.status_code} in {outcome.latency_ms:.0f} ms"
         return SmokeResult(
             passed=True,
-            reason="Passed",
+            reason=reasons.SMOKE_TEST_PASSED,
             message=message,
             container_id=container_id,
             host_port=waited.host_port,
@@ -261,7 +263,7 @@ def _wait_healthy(
         if not state.get("Running"):
             # An exited container has no port binding any more, so this comes first.
             return _Unhealthy(
-                "ContainerExited",
+                reasons.CONTAINER_EXITED,
                 f"container exited with code {state.get('ExitCode')} before {path} answered",
                 host_port,
             )
@@ -282,7 +284,7 @@ def _wait_healthy(
         if time.monotonic() >= deadline:
             seconds = deadline - started
             return _Unhealthy(
-                "HealthTimeout",
+                reasons.HEALTH_TIMEOUT,
                 f"{path} did not answer 2xx within {seconds:.0f}s (last: {last})",
                 host_port,
             )

@@ -28,52 +28,10 @@ import datetime
 import itertools
 from collections.abc import Iterable, Sequence
 
-from edgeferry.models import conditions, modelimage
+from edgeferry.models import conditions, modelimage, reasons, vulnerabilities
 
 MAX_BLOCKING = 20
 """Blocking findings kept in status (worst first); `Decision.blocking_total` has the rest."""
-
-SEVERITY_ORDER: tuple[modelimage.Severity, ...] = (
-    "negligible",
-    "low",
-    "medium",
-    "high",
-    "critical",
-)
-"""Known severities, least severe first."""
-
-FindingSeverity = modelimage.Severity | str
-"""A finding's severity as the scanner spelt it; anything not in `SEVERITY_ORDER` is unknown."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    """One vulnerability matched to one installed package (the scanner's view, flattened)."""
-
-    id: str
-    severity: FindingSeverity
-    """`critical` ... `negligible` in any case; anything else counts as unknown."""
-    package: str
-    installed: str
-    fixed_in: tuple[str, ...] = ()
-    fix_state: str = "unknown"
-    """grype's fix state: `fixed`, `not-fixed`, `wont-fix` or `unknown`."""
-    aliases: tuple[str, ...] = ()
-    """Other ids of the same advisory (the CVE of a GHSA, ...)."""
-
-    @property
-    def level(self) -> modelimage.Severity | None:
-        """The normalised severity, or None when unknown."""
-        return normalise(self.severity)
-
-    @property
-    def fixable(self) -> bool:
-        """Whether a fixed version exists to upgrade to."""
-        return self.fix_state == "fixed" or bool(self.fixed_in)
-
-    def ids(self) -> frozenset[str]:
-        """The finding's id and aliases, upper-cased for matching."""
-        return frozenset(i.upper() for i in (self.id, *self.aliases))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +42,7 @@ class Decision:
     blocking: tuple[modelimage.BlockingFinding, ...]
     """At most `MAX_BLOCKING`, worst first, for `status.scan.blocking`."""
     blocking_total: int
-    excepted: tuple[Finding, ...]
+    excepted: tuple[vulnerabilities.Finding, ...]
     """Findings an active exception covered (all of them, for events and logs)."""
     applied_exceptions: tuple[modelimage.ScanException, ...]
     """Active exceptions that covered at least one finding, for `status.scan.excepted`."""
@@ -97,7 +55,7 @@ class Decision:
 
 
 def decide(
-    findings: Iterable[Finding],
+    findings: Iterable[vulnerabilities.Finding],
     *,
     today: datetime.date,
     fail_on: modelimage.Severity = "high",
@@ -109,8 +67,8 @@ def decide(
     active = [e for e in exceptions if e.active_on(today)]
     expired = [e for e in exceptions if not e.active_on(today)]
 
-    blocking: list[tuple[Finding, datetime.date | None]] = []
-    excepted: list[Finding] = []
+    blocking: list[tuple[vulnerabilities.Finding, datetime.date | None]] = []
+    excepted: list[vulnerabilities.Finding] = []
     applied: dict[str, modelimage.ScanException] = {}
     for finding in unique:
         covering = _covering(finding, active)
@@ -148,7 +106,9 @@ def decide(
     )
 
 
-def union(findings_per_image: Iterable[Iterable[Finding]]) -> tuple[Finding, ...]:
+def union(
+    findings_per_image: Iterable[Iterable[vulnerabilities.Finding]],
+) -> tuple[vulnerabilities.Finding, ...]:
     """The findings of several images (one per platform) as one list, each finding once.
 
     A multi-platform image is admitted or blocked as a whole: a finding in any platform counts,
@@ -157,32 +117,21 @@ def union(findings_per_image: Iterable[Iterable[Finding]]) -> tuple[Finding, ...
     return tuple(_dedupe(itertools.chain.from_iterable(findings_per_image)))
 
 
-def normalise(severity: FindingSeverity) -> modelimage.Severity | None:
-    """`High`, `HIGH`, `high` -> `high`; None for severities outside `SEVERITY_ORDER`."""
-    lowered = str(severity).lower()
-    for known in SEVERITY_ORDER:
-        if known == lowered:
-            return known
-    return None
-
-
-def rank(severity: FindingSeverity) -> int:
-    """Position in `SEVERITY_ORDER` (0 = negligible), -1 for unknown severities."""
-    level = normalise(severity)
-    return -1 if level is None else SEVERITY_ORDER.index(level)
-
-
-def _blocks(finding: Finding, *, fail_on: modelimage.Severity, only_fixed: bool) -> bool:
+def _blocks(
+    finding: vulnerabilities.Finding, *, fail_on: modelimage.Severity, only_fixed: bool
+) -> bool:
     if only_fixed and not finding.fixable:
         return False
     level = finding.level
     if level is None:
         return fail_on == "negligible"
-    return SEVERITY_ORDER.index(level) >= SEVERITY_ORDER.index(fail_on)
+    return vulnerabilities.SEVERITY_ORDER.index(level) >= vulnerabilities.SEVERITY_ORDER.index(
+        fail_on
+    )
 
 
 def _covering(
-    finding: Finding, exceptions: Sequence[modelimage.ScanException]
+    finding: vulnerabilities.Finding, exceptions: Sequence[modelimage.ScanException]
 ) -> modelimage.ScanException | None:
     """The first exception whose id is the finding's id or one of its aliases."""
     ids = finding.ids()
@@ -192,9 +141,9 @@ def _covering(
     return None
 
 
-def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
+def _dedupe(findings: Iterable[vulnerabilities.Finding]) -> list[vulnerabilities.Finding]:
     """One finding per (id, package, installed version), aliases merged, first seen wins."""
-    merged: dict[tuple[str, str, str], Finding] = {}
+    merged: dict[tuple[str, str, str], vulnerabilities.Finding] = {}
     for finding in findings:
         key = (finding.id.upper(), finding.package, finding.installed)
         seen = merged.get(key)
@@ -207,12 +156,17 @@ def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
     return list(merged.values())
 
 
-def _worst_first(finding: Finding) -> tuple[int, int, str, str]:
-    return (-rank(finding.severity), 0 if finding.fixable else 1, finding.id, finding.package)
+def _worst_first(finding: vulnerabilities.Finding) -> tuple[int, int, str, str]:
+    return (
+        -vulnerabilities.rank(finding.severity),
+        0 if finding.fixable else 1,
+        finding.id,
+        finding.package,
+    )
 
 
 def _blocking_status(
-    finding: Finding, expired_on: datetime.date | None
+    finding: vulnerabilities.Finding, expired_on: datetime.date | None
 ) -> modelimage.BlockingFinding:
     return modelimage.BlockingFinding(
         id=finding.id,
@@ -224,8 +178,8 @@ def _blocking_status(
     )
 
 
-def _counts(findings: Sequence[Finding]) -> modelimage.SeverityCounts:
-    tally = dict.fromkeys((*SEVERITY_ORDER, "unknown"), 0)
+def _counts(findings: Sequence[vulnerabilities.Finding]) -> modelimage.SeverityCounts:
+    tally = dict.fromkeys((*vulnerabilities.SEVERITY_ORDER, "unknown"), 0)
     for finding in findings:
         tally[finding.level or "unknown"] += 1
     return modelimage.SeverityCounts.model_validate(tally)
@@ -263,9 +217,9 @@ def _condition(
         listed = "; ".join(_describe(f) for f in shown[:5])
         more = f"; and {total - 5} more in status.scan.blocking" if total > 5 else ""
         return conditions.Condition(
-            type="Admitted",
+            type=reasons.ADMITTED,
             status="False",
-            reason="VulnerabilitiesFound",
+            reason=reasons.VULNERABILITIES_FOUND,
             message=(
                 f"{total} finding{'s' if total != 1 else ''} block admission under {policy}: "
                 f"{listed}{more}. Upgrade the packages, or add an exception with id, reason "
@@ -274,8 +228,8 @@ def _condition(
         )
     found = ", ".join(f"{n} {severity}" for severity, n in counts.model_dump().items() if n)
     return conditions.Condition(
-        type="Admitted",
+        type=reasons.ADMITTED,
         status="True",
-        reason="NoBlockingVulnerabilities",
+        reason=reasons.NO_BLOCKING_VULNERABILITIES,
         message=f"nothing blocks under {policy} (found: {found or 'none'}){tail}",
     )

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Collection, Iterable
 from typing import Protocol
 
-from edgeferry.models import conditions, modelimage
+from edgeferry.models import conditions, modelimage, reasons
 
 MAX_FINDINGS = 10
 """Findings kept in status (worst first)."""
@@ -102,9 +102,9 @@ def decide(
         listed = "; ".join(f"{f.rule} line {f.line}: {_cut(f.message, 120)}" for f in failing[:3])
         more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
         condition = conditions.Condition(
-            type="Linted",
+            type=reasons.LINTED,
             status="False",
-            reason="LintFailed",
+            reason=reasons.LINT_FAILED,
             message=(
                 f"hadolint: {_count(len(failing), 'finding')} at or above {threshold}: "
                 f"{listed}{more}. "
@@ -113,7 +113,10 @@ def decide(
         )
     else:
         condition = conditions.Condition(
-            type="Linted", status="True", reason="LintPassed", message=f"hadolint: {summary}"
+            type=reasons.LINTED,
+            status="True",
+            reason=reasons.LINT_PASSED,
+            message=f"hadolint: {summary}",
         )
     return Verdict(passed=not failing, status=status, failing=len(failing), condition=condition)
 

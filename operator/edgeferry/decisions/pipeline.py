@@ -10,17 +10,18 @@ converged ModelImage (same inputs, same policy, scan not due) needs nothing at a
 How the status says what is done:
 
 - `status.inputsDigest` names the *run*: the inputs whose image the status describes. Other
-  inputs start a new run (`Plan.new_run`, then `begin_run`), which clears the results of the
+  inputs start a new run (`Plan.new_run`, then `stages.begin_run`), which clears the results of the
   old one.
-- Each stage records in `status.stageInputs` a key of what it ran with (`stage_keys`); a spec
+- Each stage records in `status.stageInputs` a key of what it ran with (`stages.stage_keys`); a spec
   change re-runs exactly the stages whose key changed: a new exception re-gates without a
   rebuild, new push tags push again without a rescan. The smoke test's key includes the image id
   and the scan's key includes the smoke test's, so a stage that ran again is always followed by
   the stages after it. Record a stage's key whether it passed or failed.
-- A failure that re-running cannot fix by itself (lint, gate) rests until the spec changes. A
-  failure that might be transient (build, smoke test, scan, push) rests until the generation
-  changes; the handler should raise a retryable error instead of recording `False` for trouble
-  that is clearly temporary (Docker daemon unreachable, registry down).
+- A failure that re-running cannot fix by itself (lint, gate, a failing `RUN`, a refused push)
+  rests until the spec changes. A failure whose reason passes (`reasons.TRANSIENT_FAILURES`:
+  the Docker daemon, the registry or the scanner unavailable) waits until `status.retry`
+  says the next attempt is due (`decisions.retries`: capped exponential backoff), then runs
+  the stage again, with no spec edit.
 - A rescan is due when `rescanInterval` has passed since `scan.scannedAt`, when the scanner's
   DB checksum differs from `scan.dbChecksum`, or when an exception that admitted the image has
   expired. `Plan.recheck_after` says when to look again while at rest.
@@ -31,10 +32,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Sequence
 
-from edgeferry.decisions import inputs
-from edgeferry.models import conditions, modelimage
+from edgeferry.decisions import stages
+from edgeferry.models import conditions, modelimage, reasons, timestamps
 
 
 class Step(enum.Enum):
@@ -65,10 +65,20 @@ _WORKING_PHASE: dict[Step, modelimage.Phase] = {
     Step.RESCAN: "Scanning",
     Step.PUSH: "Pushing",
 }
+STAGE_CONDITION: dict[Step, str] = {
+    Step.LINT: reasons.LINTED,
+    Step.BUILD: reasons.BUILT,
+    Step.PULL: reasons.BUILT,
+    Step.SMOKE_TEST: reasons.SMOKE_TESTED,
+    Step.SCAN: reasons.SCANNED,
+    Step.RESCAN: reasons.SCANNED,
+    Step.PUSH: reasons.PUSHED,
+}
+"""The condition that reports each step's result."""
 _RESTING_PHASE: dict[str, modelimage.Phase] = {
-    "UpToDate": "Ready",
-    "Blocked": "Blocked",
-    "SmokeTestFailed": "Blocked",
+    reasons.UP_TO_DATE: "Ready",
+    reasons.BLOCKED_BY_GATE: "Blocked",
+    reasons.SMOKE_TEST_FAILED: "Blocked",
 }
 
 
@@ -80,79 +90,25 @@ class Plan:
     reason: str
     message: str
     new_run: bool = False
-    """The inputs changed: call `begin_run` before running the step."""
+    """The inputs changed: call `stages.begin_run` before running the step."""
     recheck_after: datetime.timedelta | None = None
     """At rest: when a rescan or an exception's expiry will need a new look (None: never)."""
+    retrying: Step | None = None
+    """At rest only until this step's next attempt is due (`status.retry`): still working."""
 
     @property
     def phase(self) -> modelimage.Phase:
         """`status.phase` while the step runs, or where the resource rests."""
         if self.step is not Step.NONE:
             return _WORKING_PHASE[self.step]
+        if self.retrying is not None:
+            return _WORKING_PHASE[self.retrying]
         return _RESTING_PHASE.get(self.reason, "Failed")
 
     @property
     def needs_local_image(self) -> bool:
         """Whether the step needs the image in the local Docker daemon."""
         return self.step in NEEDS_LOCAL_IMAGE
-
-
-def stage_keys(
-    spec: modelimage.ModelImageSpec, *, image_ids: Sequence[str]
-) -> modelimage.StageInputs:
-    """What each stage runs with, as digests to compare with `status.stageInputs`.
-
-    `image_ids` are the local images of every platform (`ImageStatus.image_ids`): a rebuild of
-    any one of them re-runs the smoke test, the scan and the push. One image is keyed by its id
-    alone, as before multi-platform builds existed, so converged images do not re-run.
-    """
-    image: str | list[str] | None = (
-        None if not image_ids else image_ids[0] if len(image_ids) == 1 else list(image_ids)
-    )
-    smoke = inputs.canonical_digest(
-        {"smokeTest": spec.smoke_test.model_dump(by_alias=True, mode="json"), "image": image}
-    )
-    exceptions = sorted(
-        (e.model_dump(by_alias=True, mode="json") for e in spec.scan.exceptions),
-        key=lambda e: str(e["id"]),
-    )
-    scan = inputs.canonical_digest(
-        {
-            "failOn": spec.scan.fail_on,
-            "onlyFixed": spec.scan.only_fixed,
-            "exceptions": exceptions,
-            "smokeTest": smoke,
-        }
-    )
-    push = inputs.canonical_digest(
-        {"repository": spec.push.repository, "tags": sorted(spec.push.tags), "image": image}
-    )
-    lint = inputs.canonical_digest({"lint": spec.lint.model_dump(by_alias=True, mode="json")})
-    return modelimage.StageInputs(lint=lint, smoke_test=smoke, scan=scan, push=push)
-
-
-def pullable(image: modelimage.ImageStatus) -> bool:
-    """Whether every platform's image can be pulled back from the registry by digest.
-
-    One platform pulls `image.reference`; several pull each platform's manifest digest (the
-    index would give the daemon only its own platform).
-    """
-    if not image.reference:
-        return False
-    platforms = image.platform_images
-    return len(platforms) == 1 or all(p.digest for p in platforms)
-
-
-def begin_run(
-    status: modelimage.ModelImageStatus, *, inputs_digest: str
-) -> modelimage.ModelImageStatus:
-    """The status for a new run: stage results and stage conditions of the old run removed."""
-    return modelimage.ModelImageStatus(
-        observed_generation=status.observed_generation,
-        phase=status.phase,
-        inputs_digest=inputs_digest,
-        conditions=[c for c in status.conditions if c.type not in modelimage.STAGE_CONDITIONS],
-    )
 
 
 def next_step(
@@ -175,48 +131,58 @@ def next_step(
         raise ValueError("next_step needs a timezone-aware `now`")
     if status.inputs_digest != inputs_digest:
         if status.inputs_digest is None:
-            return Plan(Step.LINT, "NewInputs", "first run: lint the Dockerfile", new_run=True)
+            return Plan(
+                Step.LINT, reasons.NEW_INPUTS, "first run: lint the Dockerfile", new_run=True
+            )
         return Plan(
             Step.LINT,
-            "InputsChanged",
+            reasons.INPUTS_CHANGED,
             f"inputs changed ({_short(status.inputs_digest)} -> {_short(inputs_digest)}): "
             "lint and build again",
             new_run=True,
         )
     image_ids = status.image.image_ids if status.image is not None else ()
-    keys = stage_keys(spec, image_ids=image_ids)
+    keys = stages.stage_keys(spec, image_ids=image_ids)
 
-    linted = status.condition("Linted")
+    linted = status.condition(reasons.LINTED)
     if status.stage_inputs.lint != keys.lint or linted is None or linted.status == "Unknown":
         if status.stage_inputs.lint is not None and status.stage_inputs.lint != keys.lint:
-            return Plan(Step.LINT, "LintPolicyChanged", "spec.lint changed: lint again")
-        return Plan(Step.LINT, "NotLinted", "lint the Dockerfile")
+            return Plan(Step.LINT, reasons.LINT_POLICY_CHANGED, "spec.lint changed: lint again")
+        return Plan(Step.LINT, reasons.NOT_LINTED, "lint the Dockerfile")
     if linted.status != "True":
-        return _rest("LintFailed", linted.message or "hadolint findings fail the policy")
+        return _rest(reasons.LINT_FAILED, linted.message or "hadolint findings fail the policy")
+    waiting = _waiting_for_retry(status, generation=generation, now=now)
+    if waiting is not None:
+        return waiting
 
     if not image_ids:
-        built = status.condition("Built")
+        built = status.condition(reasons.BUILT)
         if _failed_for(built, generation):
-            return _rest("BuildFailed", _message(built, "the build failed"))
+            return _rest(reasons.BUILD_FAILED, _message(built, "the build failed"))
         if built is not None and built.status == "False":
-            return Plan(Step.BUILD, "RetryBuild", "spec changed since the build failed: retry")
-        return Plan(Step.BUILD, "NotBuilt", "build the image")
+            why = (
+                f"build again after {built.reason}"
+                if built.reason in reasons.TRANSIENT_FAILURES
+                else "spec changed since the build failed: retry"
+            )
+            return Plan(Step.BUILD, reasons.RETRY_BUILD, why)
+        return Plan(Step.BUILD, reasons.NOT_BUILT, "build the image")
 
     plan = _after_build(spec, status, keys, generation=generation, now=now, db=scan_db_checksum)
     if plan.needs_local_image and not image_present:
-        built = status.condition("Built")
+        built = status.condition(reasons.BUILT)
         if _failed_for(built, generation):
-            return _rest("BuildFailed", _message(built, "the build failed"))
-        if status.image is not None and pullable(status.image):
+            return _rest(reasons.BUILD_FAILED, _message(built, "the build failed"))
+        if status.image is not None and stages.pullable(status.image):
             return Plan(
                 Step.PULL,
-                "ImageMissing",
+                reasons.IMAGE_MISSING,
                 f"image left the local daemon: pull {status.image.reference}, then "
                 f"{plan.step.value.lower()}",
             )
         return Plan(
             Step.BUILD,
-            "ImageMissing",
+            reasons.IMAGE_MISSING,
             f"image {', '.join(_short(i) for i in image_ids)} left the local daemon: "
             "build it again",
         )
@@ -237,65 +203,86 @@ def _after_build(
     smoke = status.smoke_test
     if recorded.smoke_test != keys.smoke_test or smoke is None or smoke.result is None:
         if recorded.smoke_test is not None and recorded.smoke_test != keys.smoke_test:
-            return Plan(Step.SMOKE_TEST, "SmokeTestChanged", "smoke test or image changed")
-        return Plan(Step.SMOKE_TEST, "NotSmokeTested", "run the image once before admission")
+            return Plan(Step.SMOKE_TEST, reasons.SMOKE_TEST_CHANGED, "smoke test or image changed")
+        return Plan(
+            Step.SMOKE_TEST, reasons.NOT_SMOKE_TESTED, "run the image once before admission"
+        )
     if smoke.result == "Failed":
-        tested = status.condition("SmokeTested")
+        tested = status.condition(reasons.SMOKE_TESTED)
         if _failed_for(tested, generation):
-            return _rest("SmokeTestFailed", smoke.message or _message(tested, "smoke test failed"))
-        return Plan(Step.SMOKE_TEST, "RetrySmokeTest", "spec changed since the smoke test failed")
+            return _rest(
+                reasons.SMOKE_TEST_FAILED, smoke.message or _message(tested, "smoke test failed")
+            )
+        return Plan(
+            Step.SMOKE_TEST, reasons.RETRY_SMOKE_TEST, "spec changed since the smoke test failed"
+        )
 
     image_ids = status.image.image_ids if status.image is not None else ()
     scan = status.scan
-    scanned = status.condition("Scanned")
+    scanned = status.condition(reasons.SCANNED)
     if _failed_for(scanned, generation):
-        return _rest("ScanFailed", _message(scanned, "the scan failed"))
+        return _rest(reasons.SCAN_FAILED, _message(scanned, "the scan failed"))
     if scan is None or scan.scanned_ids != image_ids or scan.scanned_at is None:
         if scanned is not None and scanned.status == "False":
-            return Plan(Step.SCAN, "RetryScan", "spec changed since the scan failed: retry")
-        return Plan(Step.SCAN, "NotScanned", "scan the image and apply the gate")
+            why = (
+                "scan again after the scan failed"
+                if scanned.reason in reasons.TRANSIENT_FAILURES
+                else "spec changed since the scan failed: retry"
+            )
+            return Plan(Step.SCAN, reasons.RETRY_SCAN, why)
+        return Plan(Step.SCAN, reasons.NOT_SCANNED, "scan the image and apply the gate")
     if db and scan.db_checksum and db != scan.db_checksum:
         return Plan(
             Step.RESCAN,
-            "ScanDatabaseChanged",
+            reasons.SCAN_DATABASE_CHANGED,
             f"vulnerability database changed ({scan.db_checksum} -> {db}): scan again",
         )
     due = _utc(scan.scanned_at) + spec.scan.rescan_every
     if now >= due:
         return Plan(
             Step.RESCAN,
-            "RescanDue",
+            reasons.RESCAN_DUE,
             f"last scan {scan.scanned_at.isoformat()}, rescanInterval "
             f"{spec.scan.rescan_interval}: scan again",
         )
     if recorded.scan != keys.scan:
         return Plan(
-            Step.SCAN, "ScanPolicyChanged", "spec.scan or the smoke test changed: gate again"
+            Step.SCAN,
+            reasons.SCAN_POLICY_CHANGED,
+            "spec.scan or the smoke test changed: gate again",
         )
     today = now.astimezone(datetime.UTC).date()
     lapsed = [e.id for e in scan.excepted if not e.active_on(today)]
     if lapsed:
         return Plan(
             Step.SCAN,
-            "ExceptionExpired",
+            reasons.EXCEPTION_EXPIRED,
             f"exceptions that admitted the image expired ({', '.join(lapsed)}): gate again",
         )
     recheck = _recheck_after(spec, scan, now=now)
-    admitted = status.condition("Admitted")
+    admitted = status.condition(reasons.ADMITTED)
     if admitted is None or admitted.status == "Unknown":
-        return Plan(Step.SCAN, "NotGated", "apply the gate to the scan")
+        return Plan(Step.SCAN, reasons.NOT_GATED, "apply the gate to the scan")
     if admitted.status != "True":
-        return _rest("Blocked", admitted.message or "the gate blocked the image", recheck)
+        return _rest(
+            reasons.BLOCKED_BY_GATE, admitted.message or "the gate blocked the image", recheck
+        )
 
     image = status.image
     if recorded.push != keys.push or image is None or not image.digest:
-        pushed = status.condition("Pushed")
+        pushed = status.condition(reasons.PUSHED)
         if recorded.push == keys.push and _failed_for(pushed, generation):
-            return _rest("PushFailed", _message(pushed, "the push failed"))
+            return _rest(reasons.PUSH_FAILED, _message(pushed, "the push failed"))
         if recorded.push is not None and recorded.push != keys.push:
-            return Plan(Step.PUSH, "PushTargetChanged", "push repository or tags changed")
-        return Plan(Step.PUSH, "NotPushed", f"push the admitted image to {spec.push.repository}")
-    return _rest("UpToDate", f"admitted and pushed as {image.reference}", recheck)
+            return Plan(Step.PUSH, reasons.PUSH_TARGET_CHANGED, "push repository or tags changed")
+        if pushed is not None and pushed.reason in reasons.TRANSIENT_FAILURES:
+            return Plan(
+                Step.PUSH, reasons.RETRY_PUSH, f"push again after {pushed.reason}: {pushed.message}"
+            )
+        return Plan(
+            Step.PUSH, reasons.NOT_PUSHED, f"push the admitted image to {spec.push.repository}"
+        )
+    return _rest(reasons.UP_TO_DATE, f"admitted and pushed as {image.reference}", recheck)
 
 
 def progress_conditions(plan: Plan) -> tuple[conditions.Condition, ...]:
@@ -304,30 +291,25 @@ def progress_conditions(plan: Plan) -> tuple[conditions.Condition, ...]:
     A `RESCAN` leaves `Ready` alone: an admitted image stays ready while a routine rescan runs,
     so deployments watching it do not flap once a day.
     """
-    if plan.step is Step.NONE:
-        ready = plan.reason == "UpToDate"
-        return (
-            conditions.Condition(
-                "Ready",
-                "True" if ready else "False",
-                "Ready" if ready else plan.reason,
-                plan.message,
-            ),
-            conditions.Condition("Reconciling", "False", plan.reason, ""),
-            conditions.Condition(
-                "Stalled",
-                "False" if ready else "True",
-                plan.reason,
-                "" if ready else plan.message,
-            ),
+    if plan.step is Step.NONE and plan.retrying is not None:
+        waiting = conditions.kstatus(
+            ready=False, reason=plan.reason, message=plan.message, reconciling=True
         )
-    working = (
-        conditions.Condition("Reconciling", "True", plan.reason, plan.message),
-        conditions.Condition("Stalled", "False", plan.reason, ""),
+        if plan.retrying is Step.RESCAN:
+            return tuple(c for c in waiting if c.type != reasons.READY)
+        return waiting
+    if plan.step is Step.NONE:
+        ready = plan.reason == reasons.UP_TO_DATE
+        reason = reasons.READY if ready else plan.reason
+        return conditions.kstatus(
+            ready=ready, reason=reason, message=plan.message, stalled=not ready
+        )
+    working = conditions.kstatus(
+        ready=False, reason=plan.reason, message=plan.message, reconciling=True
     )
     if plan.step is Step.RESCAN:
-        return working
-    return (conditions.Condition("Ready", "False", plan.reason, plan.message), *working)
+        return tuple(c for c in working if c.type != reasons.READY)
+    return working
 
 
 def _rest(reason: str, message: str, recheck_after: datetime.timedelta | None = None) -> Plan:
@@ -335,12 +317,38 @@ def _rest(reason: str, message: str, recheck_after: datetime.timedelta | None = 
 
 
 def _failed_for(cond: modelimage.StatusCondition | None, generation: int) -> bool:
-    """A stage failed for this very generation: retrying without a change would fail again."""
+    """A stage failed for this very generation: retrying without a change would fail again.
+
+    Not so for a passing reason (`reasons.TRANSIENT_FAILURES`): `_waiting_for_retry` holds
+    those back until their next attempt is due, then the stage simply runs again.
+    """
     return (
         cond is not None
         and cond.status == "False"
+        and cond.reason not in reasons.TRANSIENT_FAILURES
         and (cond.observed_generation is None or cond.observed_generation >= generation)
     )
+
+
+def _waiting_for_retry(
+    status: modelimage.ModelImageStatus, *, generation: int, now: datetime.datetime
+) -> Plan | None:
+    """Rest (still Reconciling) until a stage's next attempt after a passing failure is due."""
+    retry = status.retry
+    if retry is None or retry.generation != generation:
+        return None
+    due = _utc(retry.not_before)
+    if now >= due:
+        return None
+    try:
+        step = Step(retry.stage)
+    except ValueError:
+        return None  # a stage this operator does not know: plan afresh
+    failed = status.condition(STAGE_CONDITION.get(step, ""))
+    known = failed is not None and failed.reason in reasons.TRANSIENT_FAILURES
+    reason = failed.reason if failed is not None and known else reasons.RETRYING
+    message = failed.message if failed is not None and known else f"{step.value} failed"
+    return Plan(Step.NONE, reason, message, recheck_after=due - now, retrying=step)
 
 
 def _message(cond: modelimage.StatusCondition | None, fallback: str) -> str:
@@ -368,4 +376,4 @@ def _utc(moment: datetime.datetime) -> datetime.datetime:
 
 
 def _short(digest: str | None) -> str:
-    return modelimage.short_digest(digest) or "none"
+    return timestamps.short_digest(digest) or "none"

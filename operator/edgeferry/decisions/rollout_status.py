@@ -1,4 +1,5 @@
-"""The ModelDeployment status block: complete counts, bounded detail.
+"""The ModelDeployment's summary: its phase, conditions and status block (complete counts,
+bounded detail).
 
 A ModelDeployment may select thousands of targets; a status that lists them all grows with the
 fleet, pushes the object toward etcd's size limit, and makes every status write expensive.
@@ -20,12 +21,14 @@ it always lists first.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from edgeferry.decisions import waves
-from edgeferry.models import conditions
+from edgeferry.decisions import messages, target_verdict
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.models import conditions, reasons, timestamps
 from edgeferry.models import modeldeployment as md
 
 DEFAULT_LIMIT = 50
@@ -71,7 +74,7 @@ def _cut(text: str | None, limit: int = MAX_MESSAGE) -> str | None:
 
 
 def target_lines(
-    outcomes: Sequence[waves.TargetOutcome], *, limit: int = DEFAULT_LIMIT
+    outcomes: Sequence[rt.TargetOutcome], *, limit: int = DEFAULT_LIMIT
 ) -> tuple[tuple[md.TargetStatus, ...], int]:
     """The targets to list (attention first, at most `limit`) and how many were left out."""
     ordered = sorted(outcomes, key=lambda o: (_ATTENTION[o.phase], o.name))
@@ -97,7 +100,7 @@ def target_lines(
 
 
 def build(
-    plan: waves.Plan,
+    plan: rt.Plan,
     *,
     generation: int | None,
     existing_conditions: Sequence[Mapping[str, Any]] | None = None,
@@ -109,13 +112,13 @@ def build(
     Conditions are merged with the existing ones so `lastTransitionTime` only moves when a
     condition really flips. Write it with `.to_status()`.
     """
-    stamp = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
+    stamp = now or datetime.datetime.now(datetime.UTC)
     lines, left_out = target_lines(plan.targets, limit=limit)
     merged = conditions.merge(
         existing_conditions,
         plan.conditions,
         generation=generation,
-        now=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        now=timestamps.format_rfc3339(stamp),
     )
     return md.ModelDeploymentStatus(
         observed_generation=generation,
@@ -129,4 +132,204 @@ def build(
         targets_not_listed=left_out,
         message=_cut(plan.message, MAX_SUMMARY),
         conditions=tuple(merged),
+    )
+
+
+# --- the summary of one reconcile ----------------------------------------------------------------
+def outcome(
+    v: target_verdict.Verdict, *, now: datetime.datetime, lines: Mapping[str, md.TargetStatus]
+) -> rt.TargetOutcome:
+    """A target's status line from its verdict; the transition time moves only on a new phase."""
+    line = lines.get(v.name)
+    transition = line.last_transition_time if line and line.phase == v.phase else None
+    if v.record is not None:
+        running_template = rt.template_hash(v.record.template)
+    else:
+        running_template = line.template_hash if line is not None else None
+    return rt.TargetOutcome(
+        name=v.name,
+        cluster_type=v.state.cluster_type,
+        phase=v.phase,
+        wave=v.wave,
+        digest=v.digest,
+        previous_digest=v.previous_digest,
+        template_hash=running_template,
+        ready_replicas=v.state.ready_replicas if v.state.reachable else 0,
+        available_since=v.available_since,
+        last_transition_time=transition or now,
+        message=v.message,
+        error=v.error,
+        record=v.record,
+        became_ready=v.became_ready,
+    )
+
+
+def blocked(image: rt.Image) -> tuple[str, tuple[conditions.Condition, ...]]:
+    """The message and conditions of a deployment whose image is not admitted."""
+    why = image.message or "the gate has not admitted it yet"
+    message = (
+        f"ModelImage {image.name} is not admitted ({why}); nothing is rolled out and targets "
+        "keep what they run. Fix the image, or record a justified exception in its scan "
+        "policy; it rolls out once admitted."
+    )
+    conds = (
+        conditions.Condition(
+            reasons.BLOCKED, "True", image.reason or reasons.IMAGE_NOT_ADMITTED, message
+        ),
+        conditions.Condition(reasons.PROGRESSING, "False", reasons.IMAGE_BLOCKED, message),
+        conditions.Condition(
+            reasons.DEGRADED, "False", reasons.IMAGE_BLOCKED, "no rollout is running"
+        ),
+        *conditions.kstatus(
+            ready=False, reason=reasons.IMAGE_BLOCKED, message=message, stalled=True
+        ),
+    )
+    return message, conds
+
+
+def deployment_state(
+    verdicts: Sequence[target_verdict.Verdict],
+    *,
+    image: rt.Image,
+    rollout: md.RolloutStrategy,
+    total_waves: int,
+    current: int,
+    halted_wave: int,
+) -> tuple[md.DeploymentPhase, tuple[conditions.Condition, ...], str]:
+    """The deployment's phase, its conditions and a one-line message."""
+    items = list(verdicts)
+    failed = [v for v in items if v.failed]
+    incompatible = [v for v in items if v.phase == "Incompatible"]
+    plannable = [v for v in items if v.phase != "Incompatible"]
+    ready = [v for v in plannable if v.phase == "Ready"]
+    behind = [v for v in plannable if v.phase == "Deferred" and v.up_to_date]
+    open_work = [v for v in plannable if not v.failed and v.phase != "Ready" and v not in behind]
+    digest = timestamps.short_reference(image.digest or "")
+    runs = f"{len(ready)}/{len(items)} targets run {digest}"
+    note = ""
+    if incompatible:
+        note = f" Skipped as incompatible: {_detail(incompatible, errors=False)}."
+
+    if failed:
+        tail = (
+            f" Wave {halted_wave} exceeded maxFailures={rollout.max_failures}, so later waves "
+            "do not start. Publish a fixed image, or fix the cause and edit the spec to retry."
+            if halted_wave
+            else f" Within maxFailures={rollout.max_failures} per wave; the rollout goes on."
+        )
+        degraded = conditions.Condition(
+            reasons.DEGRADED,
+            "True",
+            reasons.ROLLOUT_HALTED if halted_wave else reasons.TARGETS_FAILED,
+            f"{len(failed)} target(s) failed with {digest}: {_detail(failed, errors=True)}.{tail}",
+        )
+    else:
+        degraded = conditions.Condition(
+            reasons.DEGRADED, "False", reasons.NO_FAILURES, "no target failed"
+        )
+
+    phase: md.DeploymentPhase
+    if halted_wave:
+        phase, reason, message = "Degraded", reasons.ROLLOUT_HALTED, degraded.message
+    elif not items:
+        phase, reason = "Ready", reasons.NO_TARGETS_SELECTED
+        message = (
+            "targets.selector matches no EdgeTarget in this namespace; nothing to roll out. "
+            "Compare it with `kubectl get edgetargets --show-labels`."
+        )
+    elif not plannable:
+        phase, reason = "Degraded", reasons.NO_COMPATIBLE_TARGETS
+        message = f"no selected target can run {digest}.{note}"
+    elif not open_work:
+        phase, reason = ("Degraded" if failed else "Ready"), reasons.ROLLOUT_COMPLETE
+        message = f"{runs}."
+        if behind:
+            message += f" Unreachable, last seen on it: {_names(behind)}."
+        if failed:
+            message += f" {degraded.message}"
+        message += note
+    elif rollout.paused:
+        phase, reason = "Paused", reasons.ROLLOUT_PAUSED
+        message = (
+            f"paused at wave {current}/{total_waves}; {runs}. "
+            f"Set spec.rollout.paused to false to continue.{note}"
+        )
+    else:
+        phase = "Progressing"
+        busy = [v for v in open_work if v.wave == current and v.phase != "Deferred"]
+        others = [v for v in open_work if v.phase != "Deferred"]
+        away = [v for v in open_work if v.phase == "Deferred"]
+        if busy or others:
+            reason = reasons.WAVE_IN_PROGRESS
+            message = f"wave {current}/{total_waves}: {runs}; waiting for {_names(busy or others)}."
+        else:
+            reason = reasons.WAITING_FOR_DEFERRED_TARGETS
+            message = f"{runs}; unreachable, updated when back: {_names(away)}."
+        message += note
+
+    progressing = phase == "Progressing"
+    conds = (
+        conditions.Condition(
+            reasons.BLOCKED,
+            "False",
+            reasons.IMAGE_ADMITTED,
+            f"ModelImage {image.name} is admitted: {digest}",
+        ),
+        conditions.Condition(
+            reasons.PROGRESSING, "True" if progressing else "False", reason, message
+        ),
+        degraded,
+        *conditions.kstatus(
+            ready=phase == "Ready",
+            reason=reason,
+            message=message,
+            reconciling=progressing,
+            stalled=reason in (reasons.ROLLOUT_HALTED, reasons.NO_COMPATIBLE_TARGETS),
+        ),
+    )
+    return phase, conds, message
+
+
+def _names(verdicts: Sequence[target_verdict.Verdict]) -> str:
+    return messages.names([v.name for v in verdicts])
+
+
+def _detail(verdicts: Sequence[target_verdict.Verdict], *, errors: bool) -> str:
+    return messages.detail([(v.name, (v.error if errors else None) or v.message) for v in verdicts])
+
+
+def invalid_spec(where: str, what: str) -> tuple[str, tuple[conditions.Condition, ...]]:
+    """The message and conditions of a ModelDeployment whose spec does not parse."""
+    message = (
+        f"spec is not valid: {where}: {what}; fix the ModelDeployment (`kubectl "
+        "explain modeldeployment.spec`). Nothing is rolled out until then."
+    )
+    return message, conditions.kstatus(
+        ready=False, reason=reasons.INVALID_SPEC, message=message, stalled=True
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gauges:
+    """The rollout metrics of one ModelDeployment, read off its plan and status."""
+
+    targets: Mapping[str, int]
+    """Targets per phase, plus `Blocked`: every selected target while the image is blocked
+    (the phases then count 0, so a blocked rollout is one number on a dashboard)."""
+    wave: int
+    degraded: bool
+    stalled: bool
+
+
+def gauges(plan: rt.Plan, status: md.ModelDeploymentStatus) -> Gauges:
+    """What the rollout gauges show after this reconcile."""
+    blocked = plan.phase == "Blocked"
+    per_phase: dict[str, int] = {
+        phase: 0 if blocked else status.counts.of(phase) for phase in md.TARGET_PHASES
+    }
+    return Gauges(
+        targets={**per_phase, "Blocked": status.counts.total if blocked else 0},
+        wave=plan.current_wave,
+        degraded=plan.phase == "Degraded",
+        stalled=conditions.is_true(status.conditions, reasons.STALLED) or blocked,
     )

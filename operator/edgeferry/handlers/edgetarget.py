@@ -7,19 +7,14 @@ up in the status at once, not an interval later. Creation and operator restarts 
 daemon, which probes first and sleeps after.
 
 A probe is two reads at the target (`/version`, nodes) with the rollout's per-request timeout, so
-a dead site costs at most that. What it finds goes to `.status` (reachable, version, ready/total
-nodes, their architectures, last probe time, a message and the `Ready`/`Reconciling`/`Stalled`
-conditions), to the `edgeferry_target_up` metric, and, when `Ready` flips, to a `TargetUp` or
-`TargetDown` event. An unreachable target keeps its last known version and architectures: the
-rollout needs them to decide compatibility the moment the site is back.
-
-Problems a person must fix (a missing Secret, a refused kubeconfig, credentials the site rejects)
-set `Stalled`; an unreachable site does not, since it may come back on its own.
+a dead site costs at most that. What the result means (conditions, message, up or down, which
+status fields change, whether `Ready` flipped) is decided in `decisions/target_health.py`; this
+module writes it to `.status`, to the `edgeferry_target_up` metric and as a `TargetUp` or
+`TargetDown` event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import time
@@ -30,121 +25,25 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, hub, target_workloads
-from edgeferry.models import conditions
+from edgeferry.decisions import nodes, target_health
+from edgeferry.handlers import runtime
+from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
 
-GROUP = "edgeferry.io"
-VERSION = "v1alpha1"
 PLURAL = "edgetargets"
 
+
 _LOG = logging.getLogger("edgeferry.edgetarget")
-_MAX_EVENT_MESSAGE = 1000
-
-_POLL_SECONDS = 1.0
-
-
-def access_for(config: settings.Settings) -> clusters.Access:
-    """The process-wide clients and thread pool for talking to targets."""
-    return clusters.shared(
-        timeout=config.rollout.target_timeout_seconds,
-        max_parallel=config.rollout.max_parallel_targets,
-        allow_insecure_tls=config.rollout.allow_insecure_target_tls,
-    )
-
-
-async def sleep_or_wake(
-    seconds: float,
-    *,
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    wake: asyncio.Event | None = None,
-) -> None:
-    """Sleep `seconds`, ending early when the daemon stops, `wake` is set or the spec changes.
-
-    The spec change is seen on the daemon's live body (Kopf keeps it current from its watch),
-    checked every `_POLL_SECONDS`: cheaper and quieter than an event handler per watch event.
-    """
-    generation = body.meta.get("generation")
-    deadline = time.monotonic() + max(0.0, seconds)
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            done, _ = await asyncio.wait(
-                waits, timeout=min(left, _POLL_SECONDS), return_when=asyncio.FIRST_COMPLETED
-            )
-            if done or body.meta.get("generation") != generation:
-                return
-    finally:
-        for waiter in waits:
-            waiter.cancel()
 
 
 # --- one probe -----------------------------------------------------------------------------------
-def _stamp(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _healthy_status(
-    result: target_workloads.ProbeResult, *, spec: et.EdgeTargetSpec
-) -> tuple[list[conditions.Condition], str, bool]:
-    """Conditions, message and up-ness for a probe that reached the target."""
-    arches = ", ".join(result.architectures) or "none"
-    if result.total_nodes == 0:
-        where = (
-            f"matches cloud.nodeSelector {dict(spec.placement.node_selector)} and tolerates "
-            "its taints"
-            if spec.type == "Cloud"
-            else "accepts ordinary Pods (every node is tainted NoSchedule/NoExecute)"
-        )
-        message = (
-            f"reachable (Kubernetes {result.kubernetes_version}) but no node {where}; models "
-            "cannot run here. Check the node labels and taints (`kubectl get nodes "
-            "--show-labels`) or the EdgeTarget's placement."
-        )
-        ready = conditions.Condition("Ready", "False", "NoUsableNodes", message)
-        return (
-            [ready, conditions.Condition("Stalled", "True", "NoUsableNodes", message)],
-            message,
-            False,
-        )
-    if result.ready_nodes == 0:
-        message = (
-            f"reachable (Kubernetes {result.kubernetes_version}) but none of its "
-            f"{result.total_nodes} usable nodes is Ready; models wait until one is. Check the "
-            "nodes there (`kubectl get nodes`)."
-        )
-        ready = conditions.Condition("Ready", "False", "NoReadyNodes", message)
-        return [ready, conditions.Condition("Stalled", "False", "NotStalled", "")], message, False
-    message = (
-        f"{result.ready_nodes}/{result.total_nodes} usable nodes Ready ({arches}), "
-        f"Kubernetes {result.kubernetes_version}"
-    )
-    ready = conditions.Condition("Ready", "True", "TargetReachable", message)
-    return [ready, conditions.Condition("Stalled", "False", "NotStalled", "")], message, True
-
-
-def _failed_status(error: clusters.TargetAccessError) -> tuple[list[conditions.Condition], str]:
-    """Conditions and message for a probe that could not reach (or use) the target."""
-    if isinstance(error, clusters.Unreachable):
-        message = (
-            f"{error.message}. Check the site's network link and the server address in the "
-            "kubeconfig; rollouts defer this target and catch it up when it is back."
-        )
-        stalled = conditions.Condition("Stalled", "False", "NotStalled", "")
-    else:
-        message = f"{error.message}. Rollouts skip this target until it is fixed."
-        stalled = conditions.Condition("Stalled", "True", error.reason, message)
-    return [conditions.Condition("Ready", "False", error.reason, message), stalled], message
-
-
 def _probe_blocking(
     access: clusters.Access, namespace: str, name: str, spec: et.EdgeTargetSpec
-) -> target_workloads.ProbeResult:
+) -> nodes.ProbeResult:
     api = access.clients.for_target(namespace, name, spec)
     try:
-        return target_workloads.probe(api, placement=spec.placement, timeout=access.timeout)
+        read = target_workloads.probe(api, placement=spec.placement, timeout=access.timeout)
+        return nodes.summarize(read.kubernetes_version, read.nodes, placement=spec.placement)
     except Exception as exc:
         raise clusters.classify(
             exc, target=f"EdgeTarget {name}", server=clusters.server_of(api)
@@ -158,58 +57,39 @@ async def probe_once(
     now = datetime.datetime.now(datetime.UTC)
     previous = et.parse_status(body.get("status"))
     generation = body.meta.get("generation")
-    status: dict[str, Any] = {"lastProbeTime": _stamp(now), "observedGeneration": generation}
+    status: dict[str, Any] = {
+        "lastProbeTime": timestamps.format_rfc3339(now),
+        "observedGeneration": generation,
+    }
     interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
     target_type = str(body.get("spec", {}).get("type", "unknown"))
-    up = False
     try:
         spec = et.parse_spec(body.get("spec") or {})
     except pydantic.ValidationError as exc:
-        message = (
-            f"the spec is not valid ({exc.error_count()} errors, first: "
-            f"{exc.errors()[0]['msg']}); fix it, `kubectl explain edgetarget.spec` lists the "
-            "fields"
+        health = target_health.invalid_spec(
+            error_count=exc.error_count(), first_error=exc.errors()[0]["msg"]
         )
-        conds = [
-            conditions.Condition("Ready", "False", "InvalidSpec", message),
-            conditions.Condition("Stalled", "True", "InvalidSpec", message),
-        ]
-        status.update(reachable=False, message=message)
     else:
         interval = float(spec.probe_interval_seconds)
         try:
             result = await access.runner.run(
                 lambda: _probe_blocking(access, namespace, name, spec), deadline=access.deadline
             )
-        except (TimeoutError, clusters.TargetAccessError) as exc:
-            error = (
-                exc
-                if isinstance(exc, clusters.TargetAccessError)
-                else clusters.Unreachable(
-                    f"EdgeTarget {name}: no answer within {access.deadline:.0f}s"
-                )
+        except TimeoutError:
+            health = target_health.unreachable(
+                f"EdgeTarget {name}: no answer within {access.deadline:.0f}s",
+                reason=clusters.Unreachable.reason,
+                previous=previous,
             )
-            conds, message = _failed_status(error)
-            status.update(
-                reachable=False,
-                message=message,
-                readyNodes=0,
-                nodes=f"0/{previous.total_nodes or 0}",
-            )
+        except clusters.Unreachable as exc:
+            health = target_health.unreachable(exc.message, reason=exc.reason, previous=previous)
+        except clusters.TargetAccessError as exc:
+            health = target_health.unusable(exc.message, reason=exc.reason, previous=previous)
         else:
-            conds, message, up = _healthy_status(result, spec=spec)
-            probed = et.EdgeTargetStatus(
-                reachable=True,
-                kubernetes_version=result.kubernetes_version,
-                ready_nodes=result.ready_nodes,
-                total_nodes=result.total_nodes,
-                architectures=result.architectures,
-                message=message,
-            )
-            status.update(probed.to_status())
-    conds.append(conditions.Condition("Reconciling", "False", "Probed", "the last probe finished"))
+            health = target_health.reached(result, spec=spec)
+    status.update(health.fields)
     status["conditions"] = conditions.merge(
-        previous.conditions, conds, generation=generation, now=status["lastProbeTime"]
+        previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]
     )
     await access.runner.run(
         lambda: hub.patch_status_of(
@@ -217,21 +97,22 @@ async def probe_once(
         ),
         deadline=access.deadline,
     )
-    metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if up else 0)
-    was = conditions.find(previous.conditions, "Ready")
-    was_up = was is not None and was.get("status") == "True"
-    if was is None or was_up != up:
-        text = str(status["message"])[:_MAX_EVENT_MESSAGE]
-        if up:
-            kopf.event(body, type="Normal", reason="TargetUp", message=text)
-        else:
-            kopf.event(body, type="Warning", reason="TargetDown", message=text)
-        _LOG.info("EdgeTarget %s/%s %s: %s", namespace, name, "up" if up else "down", text)
+    metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if health.up else 0)
+    event = target_health.event(previous.conditions, health)
+    if event is not None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        _LOG.info(
+            "EdgeTarget %s/%s %s: %s",
+            namespace,
+            name,
+            "up" if health.up else "down",
+            event.message,
+        )
     return interval
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+@kopf.daemon(runtime.GROUP, runtime.VERSION, PLURAL, cancellation_timeout=30.0)
 async def probe_periodically(
     body: kopf.Body,
     namespace: str | None,
@@ -242,7 +123,7 @@ async def probe_periodically(
 ) -> None:
     """Probe now, then every `spec.probeIntervalSeconds`, or at once after a spec change."""
     config: settings.Settings = memo["config"]
-    access = access_for(config)
+    access = runtime.access_for(config)
     key = (namespace or "", name or "")
     try:
         while not stopped:
@@ -256,13 +137,11 @@ async def probe_periodically(
                 interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
             finally:
                 metrics.RECONCILE_DURATION.labels("EdgeTarget").observe(time.monotonic() - started)
-            await sleep_or_wake(interval, stopped=stopped, body=body)
+            await runtime.sleep_or_wake(interval, stopped=stopped, body=body)
     finally:
         if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
             stopped.reason
         ):
             # The cached client stays: the deletion's cleanup (`edgetarget_cleanup`) may need it
             # once the kubeconfig Secret is gone, and forgets it when done.
-            for labels in list(metrics.TARGET_UP._metrics):
-                if labels[:2] == key:
-                    metrics.TARGET_UP.remove(*labels)
+            metrics.forget(*key, metrics.TARGET_UP)

@@ -5,7 +5,7 @@ there: no ModelDeployment would ever look at that place again. So the EdgeTarget
 finalizer, and its deletion lists what edgeferry manages in the target's namespace, lets
 `decisions.target_cleanup` pick what belongs to ModelDeployments of the EdgeTarget's namespace,
 and deletes exactly that. Rollouts stop writing to a target the moment its deletion is requested
-(`modeldeployment.TargetView.deleting`); because a write may still be in flight then, a pass that
+(`runtime.TargetView.deleting`); because a write may still be in flight then, a pass that
 removed something is followed by one more look, and only a pass that finds nothing releases.
 
 It never hangs: a target that is unreachable, or whose kubeconfig Secret went first (a
@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -30,16 +29,16 @@ from kubernetes import client as k8s_client
 
 from edgeferry import settings
 from edgeferry.adapters import clusters, hub, target_workloads
-from edgeferry.decisions import target_cleanup, workload
-from edgeferry.handlers import edgetarget as edgetarget_handlers
-from edgeferry.handlers import modeldeployment as md_handlers
-from edgeferry.models import conditions
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.decisions import target_cleanup
+from edgeferry.handlers import runtime
+from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
 
-GROUP = edgetarget_handlers.GROUP
-VERSION = edgetarget_handlers.VERSION
-PLURAL = edgetarget_handlers.PLURAL
+GROUP = runtime.GROUP
+VERSION = runtime.VERSION
+PLURAL = "edgetargets"
 
 RETRY_SECONDS = 10.0
 """How soon an unreachable target is tried again (capped by the time left to the deadline)."""
@@ -62,16 +61,9 @@ def _deployments_blocking(
     api: k8s_client.ApiClient, namespace: str, *, timeout: float
 ) -> dict[str, md.LabelSelector | None]:
     """The namespace's ModelDeployments by name, with their selector (None if unparsable)."""
-    response = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "modeldeployments",
-        _preload_content=False,
-        _request_timeout=timeout,
-    )
+    items = hub.list_objects(api, "modeldeployments", namespace, timeout=timeout)
     found: dict[str, md.LabelSelector | None] = {}
-    for item in json.loads(response.data).get("items", []):
+    for item in items:
         try:
             spec = md.parse_spec(item.get("spec") or {})
         except pydantic.ValidationError:
@@ -82,7 +74,7 @@ def _deployments_blocking(
 
 
 def _siblings(
-    views: list[md_handlers.TargetView], *, name: str, spec: et.EdgeTargetSpec
+    views: list[runtime.TargetView], *, name: str, spec: et.EdgeTargetSpec
 ) -> list[Mapping[str, str]]:
     """Labels of the other live EdgeTargets of the namespace that stand for the same place."""
     return [
@@ -99,30 +91,29 @@ def _waited(body: kopf.Body) -> float:
     """Seconds since the deletion was requested (the deadline counts from there, across
     restarts of the operator)."""
     now = datetime.datetime.now(datetime.UTC)
-    try:
-        requested = datetime.datetime.fromisoformat(
-            str(body.meta.get("deletionTimestamp")).replace("Z", "+00:00")
-        )
-    except ValueError:
+    requested = timestamps.parse_rfc3339(body.meta.get("deletionTimestamp"))
+    if requested is None:
         return 0.0
     return (now - requested).total_seconds()
 
 
 async def _report_pending(
-    body: kopf.Body, access: clusters.Access, namespace: str, name: str, message: str
+    body: kopf.Body,
+    access: clusters.Access,
+    namespace: str,
+    name: str,
+    message: str,
+    conds: Iterable[conditions.Condition],
 ) -> None:
     """Say on the EdgeTarget why its deletion is still waiting."""
     try:
         previous = et.parse_status(body.get("status")).conditions
     except pydantic.ValidationError:
         previous = ()
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamps.format_rfc3339(datetime.datetime.now(datetime.UTC))
     merged = conditions.merge(
         previous,
-        [
-            conditions.Condition("Ready", "False", "CleanupPending", message),
-            conditions.Condition("Reconciling", "True", "CleanupPending", message),
-        ],
+        conds,
         generation=body.meta.get("generation"),
         now=now,
     )
@@ -144,9 +135,9 @@ async def remove_target_workloads(
     **kwargs: Any,
 ) -> None:
     """Remove the namespace's model workloads at this target, then let the EdgeTarget go."""
-    views: kopf.Index[str, md_handlers.TargetView] = kwargs["edgetargets_by_namespace"]
+    views: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     ns, et_name = namespace or "", name or ""
     try:
         spec = et.parse_spec(body.get("spec") or {})
@@ -177,7 +168,7 @@ async def remove_target_workloads(
         return _Pass(removed, [f.ref for f in verdict.kept_for_siblings])
 
     deadline = config.rollout.cleanup_deadline_seconds
-    place = f"namespace {spec.namespace} at " + ("the hub" if spec.type == "Cloud" else et_name)
+    where = target_cleanup.place(spec, et_name)
     removed: list[str] = []
     try:
         while True:
@@ -187,83 +178,35 @@ async def remove_target_workloads(
                 break
             await asyncio.sleep(CONFIRM_SECONDS)  # a rollout's last write may still land
     except (TimeoutError, clusters.TargetAccessError) as exc:
-        _report_removed(body, removed, [], place)
+        _post(body, target_cleanup.pass_events(removed, [], where))
         if isinstance(exc, clusters.TargetAccessError):
             cause = exc.message
         else:
             cause = f"EdgeTarget {et_name}: no answer within {access.deadline * 2:.0f}s"
         left = deadline - _waited(body)
-        if left > 0:
-            message = (
-                f"deleting: could not remove edgeferry's workloads in {place} yet ({cause}); "
-                f"retrying for {left:.0f}s more, then the EdgeTarget is released and what is "
-                "left is named in a CleanupIncomplete event"
-            )
-            await _report_pending(body, access, ns, et_name, message)
+        waiting = target_cleanup.pending(where, cause=cause, left_seconds=left)
+        if waiting is not None:
+            message, conds = waiting
+            await _report_pending(body, access, ns, et_name, message, conds)
             raise kopf.TemporaryError(message, delay=min(RETRY_SECONDS, max(1.0, left))) from exc
-        _give_up(body, ns=ns, spec=spec, deployments=deployments, deadline=deadline, cause=cause)
+        gave_up = target_cleanup.left_behind(
+            namespace=ns,
+            spec=spec,
+            labels=dict(body.meta.get("labels") or {}),
+            deployments=deployments,
+            deadline_seconds=deadline,
+            cause=cause,
+        )
+        _post(body, [gave_up])
         access.clients.forget(ns, et_name)
         return
-    _report_removed(body, removed, done.kept, place)
-    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, place)
+    _post(body, target_cleanup.pass_events(removed, done.kept, where))
+    _LOG.info("EdgeTarget %s/%s: nothing of ours left in %s; releasing", ns, et_name, where)
     access.clients.forget(ns, et_name)
 
 
-def _report_removed(body: kopf.Body, removed: list[str], kept: list[str], place: str) -> None:
-    if kept:
+def _post(body: kopf.Body, events: Iterable[rt.Event]) -> None:
+    for event in events:
         kopf.event(
-            body,
-            type="Normal",
-            reason="WorkloadsKept",
-            message=(
-                f"kept {', '.join(kept)} in {place}: a ModelDeployment still puts them there "
-                "through another EdgeTarget of this namespace"
-            )[:_MAX_EVENT_MESSAGE],
+            body, type=event.type, reason=event.reason, message=event.message[:_MAX_EVENT_MESSAGE]
         )
-    if removed:
-        kopf.event(
-            body,
-            type="Normal",
-            reason="WorkloadsRemoved",
-            message=f"removed {', '.join(removed)} from {place}"[:_MAX_EVENT_MESSAGE],
-        )
-
-
-def _give_up(
-    body: kopf.Body,
-    *,
-    ns: str,
-    spec: et.EdgeTargetSpec,
-    deployments: Mapping[str, md.LabelSelector | None],
-    deadline: float,
-    cause: str,
-) -> None:
-    """Release with a Warning naming what may be left where, and how to remove it by hand."""
-    labels = dict(body.meta.get("labels") or {})
-    names = target_cleanup.writers(deployments, labels)
-    managed = f"{workload.MANAGED_BY_LABEL}={workload.MANAGED_BY}"
-    if names:
-        what = "the Deployments and Services of ModelDeployment(s) " + ", ".join(
-            f"{n} ({workload.workload_name(n)})" for n in names
-        )
-        owners = ",".join(workload.owner_label(ns, n) for n in names)
-        how = (
-            f"`kubectl -n {spec.namespace} delete deploy,svc -l "
-            f"'{managed},{workload.DEPLOYMENT_LABEL} in ({owners})'`"
-        )
-    else:
-        what = f"Deployments and Services of ModelDeployments of namespace {ns}"
-        how = (
-            f"`kubectl -n {spec.namespace} get deploy,svc -l {managed} -L "
-            f"{workload.DEPLOYMENT_LABEL}` and delete those whose owner starts with {ns}."
-        )
-    kopf.event(
-        body,
-        type="Warning",
-        reason="CleanupIncomplete",
-        message=(
-            f"gave up after {deadline:.0f}s and released the EdgeTarget: {what} may be left in "
-            f"namespace {spec.namespace} at the target. Remove them there by hand: {how}. "
-            f"Cause: {cause}"
-        )[:_MAX_EVENT_MESSAGE],
-    )

@@ -1,8 +1,8 @@
 """Kopf wiring for ModelDeployment: observe every selected target, plan, apply, report.
 
 The reconcile is thin on purpose: `waves.next_actions` decides everything (what to write where,
-each target's phase, the deployment's phase, events); this module only gathers what it needs
-and carries out the plan.
+each target's phase, the deployment's phase, events); `rollout_round` carries out one round,
+and this module wires it to Kopf: the indexes, the daemon, and deletion.
 
 Shape, and why:
 
@@ -42,7 +42,6 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -50,16 +49,17 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_workloads
-from edgeferry.adapters import hub as hub_adapter
-from edgeferry.decisions import compat, rollout_status, waves, workload
-from edgeferry.handlers import edgetarget as edgetarget_handlers
-from edgeferry.models import conditions
-from edgeferry.models import edgetarget as et
+from edgeferry.decisions import (
+    deployment_cleanup,
+    rollout_image,
+)
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.handlers import rollout_round, runtime
 from edgeferry.models import modeldeployment as md
-from edgeferry.models import modelimage as mi
+from edgeferry.models import reasons, timestamps
 
-GROUP = "edgeferry.io"
-VERSION = "v1alpha1"
+GROUP = runtime.GROUP
+VERSION = runtime.VERSION
 PLURAL = "modeldeployments"
 KIND = "ModelDeployment"
 
@@ -69,112 +69,6 @@ CLEANUP_RETRY_SECONDS = 10.0
 
 _LOG = logging.getLogger("edgeferry.modeldeployment")
 _MAX_EVENT_MESSAGE = 1000
-_STATUS_KEYS = frozenset(
-    [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
-    + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
-)
-
-
-# --- what the indexes hold -----------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class TargetView:
-    """An EdgeTarget as the rollout needs it, parsed once per watch event."""
-
-    name: str
-    labels: Mapping[str, str]
-    spec: et.EdgeTargetSpec | None
-    """None when the spec does not parse (the EdgeTarget reports why)."""
-    status: et.EdgeTargetStatus
-    created: datetime.datetime | None
-    generation: int
-    deleting: bool = False
-    """Its deletion was requested: its own cleanup empties it, rollouts leave it alone."""
-
-    @property
-    def ready(self) -> Mapping[str, Any] | None:
-        return conditions.find(self.status.conditions, "Ready")
-
-    def fingerprint(self) -> tuple[object, ...]:
-        """What, when it changes, can change a rollout decision."""
-        ready = self.ready or {}
-        return (
-            tuple(sorted(self.labels.items())),
-            self.generation,
-            self.status.reachable,
-            ready.get("status"),
-            self.status.architectures,
-            self.deleting,
-        )
-
-
-def _parse_time(value: object) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
-def target_view(body: Mapping[str, Any]) -> TargetView:
-    """Parse an EdgeTarget body; a bad spec or status reads as unknown rather than failing."""
-    meta = body.get("metadata", {})
-    try:
-        spec: et.EdgeTargetSpec | None = et.parse_spec(body.get("spec") or {})
-    except pydantic.ValidationError:
-        spec = None
-    try:
-        status = et.parse_status(body.get("status"))
-    except pydantic.ValidationError:
-        status = et.EdgeTargetStatus()
-    return TargetView(
-        name=str(meta.get("name")),
-        labels=dict(meta.get("labels") or {}),
-        spec=spec,
-        status=status,
-        created=_parse_time(meta.get("creationTimestamp")),
-        generation=int(meta.get("generation") or 0),
-        deleting=bool(meta.get("deletionTimestamp")),
-    )
-
-
-def image_from_body(name: str, body: Mapping[str, Any] | None) -> waves.Image:
-    """A ModelImage as the rollout sees it: admitted only with `Admitted=True` and a reference."""
-    if body is None:
-        return waves.Image(
-            name=name,
-            admitted=False,
-            reason="ImageNotFound",
-            message=f"ModelImage {name} does not exist in this namespace; create it, or fix "
-            "spec.imageRef.name",
-        )
-    try:
-        status = mi.parse_status(body.get("status"))
-    except pydantic.ValidationError:
-        status = mi.ModelImageStatus()
-    admitted = status.condition("Admitted")
-    reference = status.image.reference if status.image is not None else None
-    # Every built platform (an OCI index when several), with its unpacked size for the
-    # targets' size budgets; images from before `status.image.platforms` have one platform.
-    built = status.image.platform_images if status.image is not None else ()
-    platforms = tuple(p.platform for p in built)
-    sizes = tuple((compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size)
-    if admitted is not None and admitted.status == "True" and reference:
-        return waves.Image(
-            name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes
-        )
-    if admitted is not None and admitted.status == "False":
-        reason, message = admitted.reason or "ImageNotAdmitted", admitted.message
-    elif admitted is not None and admitted.status == "True":
-        reason = "ImageNotPushed"
-        message = "admitted, waiting for the push to the registry to record its digest"
-    else:
-        reason = "ImageNotAdmitted"
-        message = f"its pipeline has not decided yet (phase {status.phase or 'Pending'})"
-    return waves.Image(
-        name=name, admitted=False, platforms=platforms, reason=reason, message=message
-    )
 
 
 # --- indexes, and waking the daemons -------------------------------------------------------------
@@ -188,7 +82,7 @@ class _Loop:
 
 _loops: dict[tuple[str, str], _Loop] = {}
 _seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
-_seen_images: dict[tuple[str, str], waves.Image] = {}
+_seen_images: dict[tuple[str, str], rt.Image] = {}
 
 
 def _wake(namespace: str, *, image: str | None = None) -> None:
@@ -200,7 +94,7 @@ def _wake(namespace: str, *, image: str | None = None) -> None:
 @kopf.index(GROUP, VERSION, "edgetargets")
 def edgetargets_by_namespace(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
-) -> dict[str, TargetView]:
+) -> dict[str, runtime.TargetView]:
     """EdgeTargets per namespace: the candidates a ModelDeployment's selector picks from.
 
     Kopf calls indexers on every watch event, before handlers and without logging each call; so
@@ -208,7 +102,7 @@ def edgetargets_by_namespace(
     wakes the namespace's daemons.
     """
     key = (namespace or "", name or "")
-    view = target_view(body)
+    view = runtime.target_view(body)
     if _seen_targets.get(key) != (fingerprint := view.fingerprint()):
         _seen_targets[key] = fingerprint
         _wake(key[0])
@@ -218,388 +112,21 @@ def edgetargets_by_namespace(
 @kopf.index(GROUP, VERSION, "modelimages")
 def modelimages_by_name(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], waves.Image]:
+) -> dict[tuple[str, str], rt.Image]:
     """Each ModelImage's admission, by (namespace, name); a change wakes its deployments."""
     key = (namespace or "", name or "")
-    image = image_from_body(key[1], body)
+    image = rollout_image.from_body(key[1], body)
     if _seen_images.get(key) != image:
         _seen_images[key] = image
         _wake(key[0], image=key[1])
     return {key: image}
 
 
-# --- one reconcile -------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _Memory:
-    """What the daemon keeps between reconciles (all of it can be lost: it is rebuilt)."""
-
-    recorded: md.ModelDeploymentStatus
-    written: dict[str, Any] | None = None
-    first_failure: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
-    """When a target that its EdgeTarget still calls reachable first failed to answer us."""
-    released: set[str] = dataclasses.field(default_factory=set)
-    """Unselected targets known to hold nothing of ours."""
-
-
-@dataclasses.dataclass
-class _Seen:
-    """One selected target in this reconcile."""
-
-    view: TargetView
-    state: waves.TargetState
-    observation: target_workloads.Observation | None = None
-    error: str | None = None
-    """Why it could not be observed (or written), in words."""
-
-
-def _stamp(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Reconciler:
-    """Everything one reconcile of one ModelDeployment needs, and its steps."""
-
-    def __init__(
-        self,
-        *,
-        body: kopf.Body,
-        namespace: str,
-        name: str,
-        config: settings.Settings,
-        access: clusters.Access,
-        targets: Iterable[TargetView],
-        images: kopf.Index[tuple[str, str], waves.Image],
-        memory: _Memory,
-    ) -> None:
-        self.body = body
-        self.namespace = namespace
-        self.name = name
-        self.config = config
-        self.access = access
-        self.targets = sorted(targets, key=lambda t: t.name)
-        self.images = images
-        self.memory = memory
-        self.now = datetime.datetime.now(datetime.UTC)
-        self.generation = int(body.meta.get("generation") or 0)
-        self.gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        kopf.event(self.body, type=type_, reason=reason, message=message[:_MAX_EVENT_MESSAGE])
-
-    async def _at_target(self, view: TargetView, work: Any, what: str) -> Any:
-        """Run `work(api)` against a target, bounded; raise TargetAccessError on any failure."""
-        spec = view.spec
-        assert spec is not None
-        access = self.access
-
-        def blocking() -> Any:
-            api = access.clients.for_target(self.namespace, view.name, spec)
-            try:
-                return work(api)
-            except Exception as exc:
-                raise clusters.classify(
-                    exc, target=f"{view.name}: {what}", server=clusters.server_of(api)
-                ) from exc
-
-        async with self.gate:
-            try:
-                return await access.runner.run(blocking, deadline=access.deadline)
-            except TimeoutError as exc:
-                raise clusters.Unreachable(
-                    f"{view.name}: {what}: no answer within {access.deadline:.0f}s"
-                ) from exc
-
-    # --- observe ---------------------------------------------------------------------------------
-    async def observe(self, view: TargetView) -> _Seen:
-        """The TargetState of one selected target (never raises)."""
-        spec = view.spec
-        cluster_type: md.ClusterType = spec.type if spec is not None else "Cloud"
-        base = waves.TargetState(
-            name=view.name,
-            cluster_type=cluster_type,
-            architectures=view.status.architectures,
-            size_budget_bytes=spec.image_size_budget_bytes if spec is not None else None,
-        )
-        if spec is None:
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False),
-                error="the EdgeTarget's spec is invalid; see its status",
-            )
-        if view.status.reachable is False:
-            ready = view.ready or {}
-            since = _parse_time(ready.get("lastTransitionTime"))
-            self.memory.first_failure.pop(view.name, None)
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False, unreachable_since=since),
-                error=view.status.message or "unreachable at its last probe",
-            )
-        try:
-            found: target_workloads.Observation = await self._at_target(
-                view,
-                lambda api: target_workloads.observe(
-                    api,
-                    namespace=spec.namespace,
-                    md_namespace=self.namespace,
-                    md_name=self.name,
-                    timeout=self.access.timeout,
-                ),
-                "observe",
-            )
-        except clusters.TargetAccessError as exc:
-            since = self.memory.first_failure.setdefault(view.name, self.now)
-            return _Seen(
-                view,
-                dataclasses.replace(base, reachable=False, unreachable_since=since),
-                error=exc.message,
-            )
-        self.memory.first_failure.pop(view.name, None)
-        if found.foreign:
-            message = (
-                f"a Deployment {spec.namespace}/{workload.workload_name(self.name)} that "
-                "edgeferry did not create exists at the target; edgeferry does not take it "
-                "over: rename the ModelDeployment, or remove that Deployment"
-            )
-            return _Seen(view, dataclasses.replace(base, reachable=False), found, message)
-        never_probed = view.status.reachable is None
-        state = dataclasses.replace(
-            base,
-            unreachable_since=view.created if never_probed else None,
-            record=found.record,
-            available=found.available,
-            ready_replicas=found.ready_replicas,
-            replicas=found.replicas,
-            failing=found.failing,
-            failure=found.failure,
-        )
-        return _Seen(view, state, found)
-
-    # --- apply -----------------------------------------------------------------------------------
-    async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: waves.Write) -> None:
-        """Render and apply one write; failures are recorded on `seen.error`."""
-        target = seen.view.spec
-        assert target is not None
-        try:
-            rendered = workload.render(
-                namespace=self.namespace,
-                name=self.name,
-                spec=spec,
-                target=target,
-                record=change.record,
-            )
-        except ValueError as exc:
-            seen.error = f"cannot render the workload: {exc}"
-            return
-        creating = seen.observation is None or not seen.observation.exists
-        try:
-            await self._at_target(
-                seen.view,
-                lambda api: target_workloads.apply(
-                    api,
-                    rendered,
-                    md_namespace=self.namespace,
-                    md_name=self.name,
-                    timeout=self.access.timeout,
-                    creating=creating,
-                ),
-                f"apply ({change.reason})",
-            )
-        except clusters.TargetAccessError as exc:
-            seen.error = f"{exc.message}; retried on the next reconcile"
-        except target_workloads.ForeignObjectError as exc:
-            seen.error = str(exc)
-        else:
-            if change.reason == "rollback":
-                metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
-
-    # --- release ---------------------------------------------------------------------------------
-    async def release(self, view: TargetView) -> None:
-        """Remove our workload from a target the selector no longer picks (once)."""
-        spec = view.spec
-        if spec is None or view.status.reachable is False:
-            return
-        try:
-            removed: list[str] = await self._at_target(
-                view,
-                lambda api: target_workloads.remove(
-                    api,
-                    namespace=spec.namespace,
-                    md_namespace=self.namespace,
-                    md_name=self.name,
-                    timeout=self.access.timeout,
-                ),
-                "remove",
-            )
-        except clusters.TargetAccessError as exc:
-            _LOG.info(
-                "%s/%s: release of %s deferred: %s", self.namespace, self.name, view.name, exc
-            )
-            return
-        self.memory.released.add(view.name)
-        if removed:
-            self.event(
-                "Normal",
-                "TargetReleased",
-                f"{view.name} no longer matches targets.selector: removed "
-                f"{', '.join(removed)} from namespace {spec.namespace} there",
-            )
-
-    # --- the whole round -------------------------------------------------------------------------
-    async def run(self) -> float:
-        """One reconcile; returns seconds until the next one is due."""
-        try:
-            spec = md.parse_spec(self.body.get("spec") or {})
-        except pydantic.ValidationError as exc:
-            await self._report_invalid(exc)
-            return self.config.rollout.resync_seconds
-        image = self.images.get((self.namespace, spec.image_ref.name))
-        image_view = (next(iter(image), None) if image is not None else None) or image_from_body(
-            spec.image_ref.name, None
-        )
-
-        live = [t for t in self.targets if not t.deleting]
-        selected = [t for t in live if spec.targets.selector.matches(t.labels)]
-        others = [t for t in live if t not in selected]
-        self.memory.released -= {t.name for t in selected}
-        seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
-        seen = {s.view.name: s for s in seen_list}
-
-        plan = waves.next_actions(
-            [s.state for s in seen_list],
-            image=image_view,
-            rollout=spec.rollout,
-            generation=self.generation,
-            now=self.now,
-            recorded=self.memory.recorded,
-            template=workload.template_document(spec.template),
-        )
-        writes = [w for w in plan.writes if seen[w.target].observation is not None]
-        await asyncio.gather(
-            *(self.write(spec, seen[w.target], w) for w in writes),
-            *(self.release(t) for t in others if t.name not in self.memory.released),
-        )
-        plan = self._with_errors(plan, seen)
-        await self._report(plan, seen)
-        return self._next_delay(plan, seen)
-
-    def _with_errors(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> waves.Plan:
-        """Put what went wrong at each target (unreachable, write failed) into its outcome."""
-        outcomes = []
-        for outcome in plan.targets:
-            error = seen[outcome.name].error
-            if error and error not in (outcome.error or ""):
-                outcomes.append(dataclasses.replace(outcome, error=error))
-            else:
-                outcomes.append(outcome)
-        return dataclasses.replace(plan, targets=tuple(outcomes))
-
-    def _next_delay(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> float:
-        requeue = self.config.rollout.requeue_seconds
-        moving = plan.phase == "Progressing" or any(
-            s.error and s.state.reachable for s in seen.values()
-        )
-        delay = requeue if moving else self.config.rollout.resync_seconds
-        if plan.recheck_after_seconds is not None:
-            delay = min(delay, max(1.0, plan.recheck_after_seconds))
-        return delay
-
-    async def _report(self, plan: waves.Plan, seen: Mapping[str, _Seen]) -> None:
-        """Status, events and metrics of one reconcile."""
-        previous = {line.name: line for line in self.memory.recorded.targets}
-        status = rollout_status.build(
-            plan,
-            generation=self.generation,
-            existing_conditions=self.memory.recorded.conditions,
-            now=self.now,
-        )
-        await self._write_status(status.to_status())
-        self.memory.recorded = status
-
-        for event in plan.events:
-            self.event(event.type, event.reason, event.message)
-        for outcome in plan.targets:
-            line = previous.get(outcome.name)
-            error = seen[outcome.name].error
-            if (
-                error
-                and seen[outcome.name].state.reachable
-                and (line is None or line.last_error != outcome.error)
-            ):
-                self.event("Warning", "TargetWriteFailed", f"{outcome.name}: {error}")
-            record = outcome.record
-            if (
-                outcome.phase == "Ready"
-                and record is not None
-                and record.ready_at == self.now
-                and record.started_at is not None
-            ):
-                seconds = (record.ready_at - record.started_at).total_seconds()
-                metrics.TIME_TO_READY.labels(self.namespace, self.name).observe(seconds)
-                _LOG.info(
-                    "%s/%s: %s Ready %.1fs after %s was written",
-                    self.namespace,
-                    self.name,
-                    outcome.name,
-                    seconds,
-                    record.digest,
-                )
-
-        labels = (self.namespace, self.name)
-        for phase in md.TARGET_PHASES:
-            count = status.counts.of(phase) if plan.phase != "Blocked" else 0
-            metrics.ROLLOUT_TARGETS.labels(*labels, phase).set(count)
-        blocked = status.counts.total if plan.phase == "Blocked" else 0
-        metrics.ROLLOUT_TARGETS.labels(*labels, "Blocked").set(blocked)
-        metrics.ROLLOUT_WAVE.labels(*labels).set(plan.current_wave)
-        metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if plan.phase == "Degraded" else 0)
-        stalled = conditions.is_true(status.conditions, "Stalled") or plan.phase == "Blocked"
-        metrics.ROLLOUT_STALLED.labels(*labels).set(1 if stalled else 0)
-
-    async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = (
-            f"spec is not valid: {where}: {first['msg']}; fix the ModelDeployment (`kubectl "
-            "explain modeldeployment.spec`). Nothing is rolled out until then."
-        )
-        conds = conditions.merge(
-            self.memory.recorded.conditions,
-            [
-                conditions.Condition("Ready", "False", "InvalidSpec", message),
-                conditions.Condition("Reconciling", "False", "InvalidSpec", message),
-                conditions.Condition("Stalled", "True", "InvalidSpec", message),
-            ],
-            generation=self.generation,
-            now=_stamp(self.now),
-        )
-        await self._write_status(
-            {"observedGeneration": self.generation, "message": message, "conditions": conds}
-        )
-        if self.memory.recorded.message != message:
-            self.event("Warning", "InvalidSpec", message)
-        self.memory.recorded = self.memory.recorded.model_copy(
-            update={"message": message, "conditions": tuple(conds)}
-        )
-
-    async def _write_status(self, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource; keys we no longer set are removed (null)."""
-        document = {key: None for key in _STATUS_KEYS} | status
-        if document == self.memory.written:
-            return
-        hub, timeout = self.access.hub, self.access.timeout
-        namespace, name = self.namespace, self.name
-
-        def blocking() -> None:
-            hub_adapter.patch_status_of(hub, PLURAL, namespace, name, document, timeout=timeout)
-
-        await self.access.runner.run(blocking, deadline=self.access.deadline)
-        self.memory.written = document
-
-
 def _clear_metrics(namespace: str, name: str) -> None:
     """Drop every series of a deleted ModelDeployment, so dashboards do not show ghosts."""
-    families = (
+    metrics.forget(
+        namespace,
+        name,
         metrics.ROLLOUT_TARGETS,
         metrics.ROLLOUT_WAVE,
         metrics.ROLLOUT_DEGRADED,
@@ -607,10 +134,6 @@ def _clear_metrics(namespace: str, name: str) -> None:
         metrics.ROLLBACKS,
         metrics.TIME_TO_READY,
     )
-    for family in families:
-        for labels in list(family._metrics):
-            if labels[:2] == (namespace, name):
-                family.remove(*labels)
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
@@ -624,16 +147,16 @@ async def reconcile_continuously(
     **kwargs: Any,
 ) -> None:
     """Reconcile now, then whenever woken or due, until the ModelDeployment goes away."""
-    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
-    images: kopf.Index[tuple[str, str], waves.Image] = kwargs["modelimages_by_name"]
+    edgetargets: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
+    images: kopf.Index[tuple[str, str], rt.Image] = kwargs["modelimages_by_name"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     key = (namespace or "", name or "")
     try:
         recorded = md.parse_status(body.get("status"))
     except pydantic.ValidationError:
         recorded = md.ModelDeploymentStatus()
-    memory = _Memory(recorded=recorded)
+    memory = rollout_round.Memory(recorded=recorded)
     loop = _loops.setdefault(
         key, _Loop(image=str(body.get("spec", {}).get("imageRef", {}).get("name", "")))
     )
@@ -643,7 +166,7 @@ async def reconcile_continuously(
             loop.image = str(body.get("spec", {}).get("imageRef", {}).get("name", ""))
             started = time.monotonic()
             try:
-                reconciler = Reconciler(
+                reconciler = rollout_round.Reconciler(
                     body=body,
                     namespace=key[0],
                     name=key[1],
@@ -661,7 +184,7 @@ async def reconcile_continuously(
                 kopf.event(
                     body,
                     type="Warning",
-                    reason="ReconcileError",
+                    reason=reasons.RECONCILE_ERROR,
                     message=f"{type(exc).__name__}: {exc}; retrying in {RETRY_SECONDS:.0f}s"[
                         :_MAX_EVENT_MESSAGE
                     ],
@@ -669,9 +192,7 @@ async def reconcile_continuously(
                 delay = RETRY_SECONDS
             finally:
                 metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
-            await edgetarget_handlers.sleep_or_wake(
-                delay, stopped=stopped, body=body, wake=loop.wake
-            )
+            await runtime.sleep_or_wake(delay, stopped=stopped, body=body, wake=loop.wake)
     finally:
         if _loops.get(key) is loop:
             del _loops[key]
@@ -686,72 +207,51 @@ async def remove_workloads(
     **kwargs: Any,
 ) -> None:
     """Delete our workloads at every EdgeTarget of the namespace, bounded in time."""
-    edgetargets: kopf.Index[str, TargetView] = kwargs["edgetargets_by_namespace"]
+    edgetargets: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
     config: settings.Settings = memo["config"]
-    access = edgetarget_handlers.access_for(config)
+    access = runtime.access_for(config)
     ns, md_name = namespace or "", name or ""
     views = [v for v in edgetargets.get(ns, []) if v.spec is not None]
     gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
 
-    async def one(view: TargetView) -> tuple[str, list[str] | str]:
+    async def one(view: runtime.TargetView) -> tuple[str, list[str] | str]:
         spec = view.spec
         assert spec is not None
-
-        def blocking() -> list[str]:
-            api = access.clients.for_target(ns, view.name, spec)
-            try:
-                return target_workloads.remove(
+        try:
+            removed: list[str] = await rollout_round.at_target(
+                access,
+                gate,
+                namespace=ns,
+                view=view,
+                work=lambda api: target_workloads.remove(
                     api,
                     namespace=spec.namespace,
                     md_namespace=ns,
                     md_name=md_name,
                     timeout=access.timeout,
-                )
-            except Exception as exc:
-                raise clusters.classify(
-                    exc, target=view.name, server=clusters.server_of(api)
-                ) from exc
-
-        async with gate:
-            try:
-                return view.name, await access.runner.run(blocking, deadline=access.deadline)
-            except TimeoutError:
-                return view.name, f"{view.name}: no answer within {access.deadline:.0f}s"
-            except clusters.TargetAccessError as exc:
-                return view.name, exc.message
+                ),
+                label=view.name,
+            )
+        except clusters.TargetAccessError as exc:
+            return view.name, exc.message
+        return view.name, removed
 
     results = await asyncio.gather(*(one(v) for v in views))
-    removed = {n: r for n, r in results if isinstance(r, list) and r}
-    left = {n: r for n, r in results if isinstance(r, str)}
-    if removed:
-        where = "; ".join(f"{n}: {', '.join(r)}" for n, r in sorted(removed.items()))
+    now = datetime.datetime.now(datetime.UTC)
+    requested = timestamps.parse_rfc3339(body.meta.get("deletionTimestamp")) or now
+    outcome = deployment_cleanup.after_pass(
+        {n: r for n, r in results if isinstance(r, list)},
+        {n: r for n, r in results if isinstance(r, str)},
+        namespace=ns,
+        name=md_name,
+        waited_seconds=(now - requested).total_seconds(),
+        deadline_seconds=config.rollout.cleanup_deadline_seconds,
+        retry_seconds=CLEANUP_RETRY_SECONDS,
+    )
+    for event in outcome.events:
         kopf.event(
-            body,
-            type="Normal",
-            reason="WorkloadsRemoved",
-            message=f"removed at {len(removed)} target(s): {where}"[:_MAX_EVENT_MESSAGE],
+            body, type=event.type, reason=event.reason, message=event.message[:_MAX_EVENT_MESSAGE]
         )
-    if left:
-        requested = _parse_time(body.meta.get("deletionTimestamp")) or datetime.datetime.now(
-            datetime.UTC
-        )
-        waited = (datetime.datetime.now(datetime.UTC) - requested).total_seconds()
-        names = ", ".join(sorted(left))
-        deadline = config.rollout.cleanup_deadline_seconds
-        if waited < deadline:
-            raise kopf.TemporaryError(
-                f"could not reach {names} yet; retrying for {deadline - waited:.0f}s more",
-                delay=min(CLEANUP_RETRY_SECONDS, max(1.0, deadline - waited)),
-            )
-        kopf.event(
-            body,
-            type="Warning",
-            reason="CleanupIncomplete",
-            message=(
-                f"gave up after {deadline:.0f}s: workloads left behind at "
-                f"{names}. Delete them there by hand: `kubectl delete deploy,svc -l "
-                f"{workload.label_selector(ns, md_name)}` in each target's namespace. Causes: "
-                + "; ".join(left[n] for n in sorted(left))
-            )[:_MAX_EVENT_MESSAGE],
-        )
+    if outcome.retry_after_seconds is not None:
+        raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after_seconds)
     _clear_metrics(ns, md_name)

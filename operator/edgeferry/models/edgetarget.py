@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any, Literal, Self
 
 import pydantic
-from pydantic import alias_generators
+
+from edgeferry.models import wire
 
 TargetType = Literal["Cloud", "K3s"]
 
@@ -27,18 +28,7 @@ DEFAULT_KUBECONFIG_KEY = "kubeconfig"
 DEFAULT_PROBE_INTERVAL_SECONDS = 30
 
 
-class _Model(pydantic.BaseModel):
-    """camelCase on the wire, snake_case in Python, unknown fields ignored (forward compatible)."""
-
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        extra="ignore",
-        frozen=True,
-    )
-
-
-class Toleration(_Model):
+class Toleration(wire.Model):
     """A Kubernetes toleration, copied verbatim onto the Pods of a Cloud target."""
 
     key: str | None = None
@@ -52,27 +42,27 @@ class Toleration(_Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-class CloudPlacement(_Model):
+class CloudPlacement(wire.Model):
     """Which nodes of the hub cluster a Cloud target stands for."""
 
     node_selector: dict[str, str] = pydantic.Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
 
 
-class SecretKeyRef(_Model):
+class SecretKeyRef(wire.Model):
     """A key of a Secret in the EdgeTarget's own namespace."""
 
     name: str
     key: str = DEFAULT_KUBECONFIG_KEY
 
 
-class K3sAccess(_Model):
+class K3sAccess(wire.Model):
     """How the operator reaches a remote K3s cluster."""
 
     kubeconfig_secret_ref: SecretKeyRef
 
 
-class EdgeTargetSpec(_Model):
+class EdgeTargetSpec(wire.Model):
     """What the user declares about a target."""
 
     type: TargetType
@@ -103,7 +93,7 @@ class EdgeTargetSpec(_Model):
         return self.cloud if self.cloud is not None else CloudPlacement()
 
 
-class EdgeTargetStatus(_Model):
+class EdgeTargetStatus(wire.Model):
     """What the last probe of the target found, as written to `.status`."""
 
     observed_generation: int | None = None
@@ -133,16 +123,10 @@ class EdgeTargetStatus(_Model):
             return None
         return ",".join(self.architectures)
 
-    def to_status(self) -> dict[str, Any]:
-        """The status block as the API wants it (camelCase, unset fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+parse_spec = EdgeTargetSpec.from_wire
+"""Load `.spec` of an EdgeTarget body (a mapping from Kopf or the API)."""
 
 
-def parse_spec(spec: Any) -> EdgeTargetSpec:
-    """Load `.spec` of an EdgeTarget body (a mapping from Kopf or the API)."""
-    return EdgeTargetSpec.model_validate(dict(spec))
-
-
-def parse_status(status: Any) -> EdgeTargetStatus:
-    """Load `.status` of an EdgeTarget body; a missing status reads as all-unknown."""
-    return EdgeTargetStatus.model_validate(dict(status or {}))
+parse_status = EdgeTargetStatus.from_wire
+"""Load `.status` of an EdgeTarget body; a missing status reads as all-unknown."""

@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal, Self
 import pydantic
 from pydantic import alias_generators
 
+from edgeferry.models import timestamps, wire
+
 TargetPhase = Literal[
     "Pending", "Progressing", "Ready", "Failed", "RolledBack", "Deferred", "Incompatible"
 ]
@@ -58,39 +60,24 @@ DEFAULT_MAX_FAILURES = 0
 DEFAULT_OFFLINE_GRACE_SECONDS = 60
 
 
-def _rfc3339(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 Timestamp = Annotated[
     datetime.datetime,
     pydantic.AfterValidator(
         lambda v: v if v.tzinfo is not None else v.replace(tzinfo=datetime.UTC)
     ),
-    pydantic.PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+    pydantic.PlainSerializer(timestamps.format_rfc3339, return_type=str, when_used="json"),
 ]
 """A point in time; naive values are read as UTC; written as Kubernetes writes them."""
 
 
-class _Model(pydantic.BaseModel):
-    """camelCase on the wire, snake_case in Python, unknown fields ignored (forward compatible)."""
-
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        extra="ignore",
-        frozen=True,
-    )
-
-
 # --- spec ----------------------------------------------------------------------------------------
-class ImageRef(_Model):
+class ImageRef(wire.Model):
     """A ModelImage in the ModelDeployment's namespace."""
 
     name: str
 
 
-class LabelSelectorRequirement(_Model):
+class LabelSelectorRequirement(wire.Model):
     """One `matchExpressions` entry of a Kubernetes label selector."""
 
     key: str
@@ -109,7 +96,7 @@ class LabelSelectorRequirement(_Model):
         return not present or labels[self.key] not in self.values
 
 
-class LabelSelector(_Model):
+class LabelSelector(wire.Model):
     """A Kubernetes label selector over EdgeTarget labels."""
 
     match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
@@ -128,13 +115,13 @@ class LabelSelector(_Model):
         )
 
 
-class TargetSelection(_Model):
+class TargetSelection(wire.Model):
     """Which EdgeTargets (in the same namespace) the model goes to."""
 
     selector: LabelSelector
 
 
-class EnvVar(_Model):
+class EnvVar(wire.Model):
     """An environment variable of the model container: a literal value or a `valueFrom` source."""
 
     name: str
@@ -154,7 +141,7 @@ class EnvVar(_Model):
 Quantity = int | str
 
 
-class Resources(_Model):
+class Resources(wire.Model):
     """Requests and limits of the model container (Kubernetes quantities)."""
 
     requests: dict[str, Quantity] = pydantic.Field(default_factory=dict)
@@ -170,7 +157,7 @@ class Resources(_Model):
         return out
 
 
-class HttpGetAction(_Model):
+class HttpGetAction(wire.Model):
     """Probe by HTTP GET; `port` defaults to the model's port."""
 
     path: str = "/"
@@ -178,26 +165,26 @@ class HttpGetAction(_Model):
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"
 
 
-class TcpSocketAction(_Model):
+class TcpSocketAction(wire.Model):
     """Probe by opening a TCP connection; `port` defaults to the model's port."""
 
     port: int | str | None = None
 
 
-class ExecAction(_Model):
+class ExecAction(wire.Model):
     """Probe by running a command in the container."""
 
     command: tuple[str, ...]
 
 
-class GrpcAction(_Model):
+class GrpcAction(wire.Model):
     """Probe by the gRPC health checking protocol."""
 
     port: int
     service: str | None = None
 
 
-class Probe(_Model):
+class Probe(wire.Model):
     """A readiness or liveness probe: exactly one handler, plus the usual timings."""
 
     http_get: HttpGetAction | None = None
@@ -226,7 +213,7 @@ class Probe(_Model):
         return out
 
 
-class PodTemplate(_Model):
+class PodTemplate(wire.Model):
     """What runs at each target."""
 
     replicas: int = pydantic.Field(default=DEFAULT_REPLICAS, ge=1, le=1000)
@@ -242,7 +229,7 @@ class PodTemplate(_Model):
 MaxPerWave = int | str
 
 
-class RolloutStrategy(_Model):
+class RolloutStrategy(wire.Model):
     """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets."""
 
     canary: int = pydantic.Field(default=DEFAULT_CANARY, ge=0, le=1000)
@@ -278,7 +265,7 @@ class RolloutStrategy(_Model):
         return self
 
 
-class ModelDeploymentSpec(_Model):
+class ModelDeploymentSpec(wire.Model):
     """What the user declares."""
 
     image_ref: ImageRef
@@ -288,7 +275,7 @@ class ModelDeploymentSpec(_Model):
 
 
 # --- status --------------------------------------------------------------------------------------
-class TargetStatus(_Model):
+class TargetStatus(wire.Model):
     """One target's line in `.status.targets`."""
 
     name: str
@@ -305,7 +292,7 @@ class TargetStatus(_Model):
     last_error: str | None = None
 
 
-class PhaseCounts(_Model):
+class PhaseCounts(wire.Model):
     """How many selected targets are in each phase; always complete, whatever the list shows."""
 
     total: int = 0
@@ -322,7 +309,7 @@ class PhaseCounts(_Model):
         return int(getattr(self, alias_generators.to_snake(phase)))
 
 
-class ModelDeploymentStatus(_Model):
+class ModelDeploymentStatus(wire.Model):
     """The summary written to `.status`."""
 
     observed_generation: int | None = None
@@ -349,16 +336,10 @@ class ModelDeploymentStatus(_Model):
         """`current/total` for the printer column."""
         return f"{self.current_wave}/{self.total_waves}"
 
-    def to_status(self) -> dict[str, Any]:
-        """The status block as the API wants it (camelCase, unset fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+parse_spec = ModelDeploymentSpec.from_wire
+"""Load `.spec` of a ModelDeployment body (a mapping from Kopf or the API)."""
 
 
-def parse_spec(spec: Any) -> ModelDeploymentSpec:
-    """Load `.spec` of a ModelDeployment body (a mapping from Kopf or the API)."""
-    return ModelDeploymentSpec.model_validate(dict(spec))
-
-
-def parse_status(status: Any) -> ModelDeploymentStatus:
-    """Load `.status` of a ModelDeployment body; a missing status reads as a fresh one."""
-    return ModelDeploymentStatus.model_validate(dict(status or {}))
+parse_status = ModelDeploymentStatus.from_wire
+"""Load `.status` of a ModelDeployment body; a missing status reads as a fresh one."""

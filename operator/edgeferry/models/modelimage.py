@@ -9,20 +9,23 @@ half-way through a build. Defaults here equal the CRD's defaults (a unit test co
 Status is written with JSON merge patches, which merge nested objects key by key. `to_patch()`
 therefore spells out every field, unset ones as `null`, so a section that was cleared (say, the
 image of an earlier run) really disappears on the server instead of surviving next to new values.
+
+Longer than our ~400-line guide on purpose: it is one resource's whole wire schema, spec and
+status side by side, mirroring `crds/modelimage.yaml` section by section, so the CRD-versus-model
+tests and a reader compare one file with one file.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import alias_generators
 
 from edgeferry.models import conditions as status_conditions
-from edgeferry.models import timestamps
+from edgeferry.models import reasons, timestamps, wire
 
 Severity = Literal["negligible", "low", "medium", "high", "critical"]
 """Vulnerability severities a policy can name, least severe first."""
@@ -51,10 +54,17 @@ Phase = Literal[
 ]
 SmokeTestResult = Literal["Passed", "Failed", "Skipped"]
 
-STAGE_CONDITIONS = ("Linted", "Built", "SmokeTested", "Scanned", "Admitted", "Pushed")
+STAGE_CONDITIONS = (
+    reasons.LINTED,
+    reasons.BUILT,
+    reasons.SMOKE_TESTED,
+    reasons.SCANNED,
+    reasons.ADMITTED,
+    reasons.PUSHED,
+)
 """Condition types that describe one run of the pipeline (cleared when the inputs change)."""
 
-SUMMARY_CONDITIONS = ("Ready", "Reconciling", "Stalled")
+SUMMARY_CONDITIONS = (reasons.READY, reasons.RECONCILING, reasons.STALLED)
 """kstatus-style conditions that summarise the resource as a whole."""
 
 # The same patterns the CRD's CEL rules use (RE2 there, Python re here; both plain subsets).
@@ -85,34 +95,23 @@ short_digest = timestamps.short_digest
 """Kept as a name of this module: status printer columns and messages use it."""
 
 
-class _Model(pydantic.BaseModel):
-    """camelCase on the wire, snake_case in Python; immutable, so a view never drifts."""
-
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        frozen=True,
-        extra="ignore",
-    )
-
-
 # --- spec -------------------------------------------------------------------------------------
 
 
-class ConfigMapKeySelector(_Model):
+class ConfigMapKeySelector(wire.Model):
     """One key of a ConfigMap in the ModelImage's namespace."""
 
     name: str
     key: str
 
 
-class ModelSource(_Model):
+class ModelSource(wire.Model):
     """Where the model artifact comes from (only ConfigMaps for now; they hold up to 1 MiB)."""
 
     config_map: ConfigMapKeySelector
 
 
-class ModelArtifact(_Model):
+class ModelArtifact(wire.Model):
     """The model file the image serves, and the digest it must have."""
 
     format: Literal["sklearn", "custom"]
@@ -120,7 +119,7 @@ class ModelArtifact(_Model):
     sha256: Annotated[str, pydantic.StringConstraints(pattern=SHA256_HEX)]
 
 
-class RuntimeTemplate(_Model):
+class RuntimeTemplate(wire.Model):
     """Generate the Dockerfile from one of the operator's runtime templates."""
 
     template: Literal["sklearn-http"]
@@ -128,19 +127,19 @@ class RuntimeTemplate(_Model):
     python_path: Annotated[str, pydantic.StringConstraints(pattern=r"^/")] = "/usr/bin/python3"
 
 
-class ConfigMapReference(_Model):
+class ConfigMapReference(wire.Model):
     """A whole ConfigMap in the ModelImage's namespace."""
 
     name: str
 
 
-class ContextSource(_Model):
+class ContextSource(wire.Model):
     """Extra build-context files: each key of the ConfigMap becomes a file of that name."""
 
     config_map: ConfigMapReference
 
 
-class Build(_Model):
+class Build(wire.Model):
     """How the image is built: an inline Dockerfile XOR a runtime template."""
 
     dockerfile: Annotated[str, pydantic.StringConstraints(min_length=1)] | None = None
@@ -179,7 +178,7 @@ class Build(_Model):
         return (self.platform or DEFAULT_PLATFORM,)
 
 
-class PredictRequest(_Model):
+class PredictRequest(wire.Model):
     """One prediction request the smoke test sends once the server is healthy."""
 
     path: Annotated[str, pydantic.StringConstraints(pattern=r"^/")] = "/predict"
@@ -187,7 +186,7 @@ class PredictRequest(_Model):
     """A JSON document, sent as `application/json`."""
 
 
-class SmokeTest(_Model):
+class SmokeTest(wire.Model):
     """Run the built image before admission: health endpoint, then one prediction."""
 
     enabled: bool = True
@@ -197,14 +196,14 @@ class SmokeTest(_Model):
     timeout_seconds: Annotated[int, pydantic.Field(ge=5, le=600)] = 60
 
 
-class Lint(_Model):
+class Lint(wire.Model):
     """hadolint policy."""
 
     failure_threshold: LintThreshold = "error"
     ignore: list[Annotated[str, pydantic.StringConstraints(pattern=LINT_RULE)]] = []
 
 
-class ScanException(_Model):
+class ScanException(wire.Model):
     """An accepted finding: which, why, and until when (the expiry day no longer applies)."""
 
     id: str
@@ -216,7 +215,7 @@ class ScanException(_Model):
         return today < self.expires
 
 
-class Scan(_Model):
+class Scan(wire.Model):
     """Vulnerability policy: what blocks admission, what is accepted, how often to rescan."""
 
     fail_on: Severity = "high"
@@ -245,7 +244,7 @@ class Scan(_Model):
         return parse_duration(self.rescan_interval)
 
 
-class Push(_Model):
+class Push(wire.Model):
     """Where an admitted image goes."""
 
     repository: str
@@ -267,7 +266,7 @@ class Push(_Model):
         return value
 
 
-class ModelImageSpec(_Model):
+class ModelImageSpec(wire.Model):
     """What to build, the rules it must pass, and where it goes."""
 
     model: ModelArtifact
@@ -284,15 +283,14 @@ class ModelImageSpec(_Model):
         return self
 
 
-def parse_spec(raw: Mapping[str, Any]) -> ModelImageSpec:
-    """The typed spec of a raw Kopf spec dict; raises `pydantic.ValidationError` when invalid."""
-    return ModelImageSpec.model_validate(dict(raw))
+parse_spec = ModelImageSpec.from_wire
+"""The typed spec of a raw Kopf spec dict; raises `pydantic.ValidationError` when invalid."""
 
 
 # --- status -----------------------------------------------------------------------------------
 
 
-class StatusCondition(_Model):
+class StatusCondition(wire.Model):
     """One condition as stored in status (see `edgeferry.models.conditions`)."""
 
     type: str
@@ -303,7 +301,7 @@ class StatusCondition(_Model):
     observed_generation: int | None = None
 
 
-class LintFinding(_Model):
+class LintFinding(wire.Model):
     """One hadolint finding, as shown in status."""
 
     rule: str
@@ -312,7 +310,7 @@ class LintFinding(_Model):
     message: str
 
 
-class LintStatus(_Model):
+class LintStatus(wire.Model):
     """hadolint's counts per level (ignored rules excluded) and the worst findings (max 10)."""
 
     errors: int = 0
@@ -322,7 +320,7 @@ class LintStatus(_Model):
     findings: list[LintFinding] = []
 
 
-class PlatformImage(_Model):
+class PlatformImage(wire.Model):
     """One platform's image of this run: the local build, and its manifest once pushed."""
 
     platform: str
@@ -333,7 +331,7 @@ class PlatformImage(_Model):
     """That platform's manifest digest in the registry (a child of the index when several)."""
 
 
-class ImageStatus(_Model):
+class ImageStatus(wire.Model):
     """The image(s) this run built; registry fields appear once pushed.
 
     `id`, `size`, `layers` and `platform` describe the first platform of `platforms` (so
@@ -382,7 +380,7 @@ class ImageStatus(_Model):
         return None
 
 
-class SmokeTestStatus(_Model):
+class SmokeTestStatus(wire.Model):
     """Outcome of running the image once before admission."""
 
     result: SmokeTestResult | None = None
@@ -392,7 +390,7 @@ class SmokeTestStatus(_Model):
     message: str | None = None
 
 
-class SeverityCounts(_Model):
+class SeverityCounts(wire.Model):
     """Findings per severity, before exceptions and policy (what the scanner saw)."""
 
     critical: int = 0
@@ -403,7 +401,7 @@ class SeverityCounts(_Model):
     unknown: int = 0
 
 
-class BlockingFinding(_Model):
+class BlockingFinding(wire.Model):
     """A finding that keeps the image from being admitted."""
 
     id: str
@@ -415,7 +413,7 @@ class BlockingFinding(_Model):
     """Set when an exception for this finding existed but expired on that date."""
 
 
-class ScanStatus(_Model):
+class ScanStatus(wire.Model):
     """The last scan of this run's image and the gate's verdict on it."""
 
     syft_version: str | None = None
@@ -444,7 +442,7 @@ class ScanStatus(_Model):
     expired_exceptions: list[str] = []
 
 
-class StageInputs(_Model):
+class StageInputs(wire.Model):
     """Digests of what each stage last ran with, so a spec change re-runs only what it affects."""
 
     lint: str | None = None
@@ -453,7 +451,24 @@ class StageInputs(_Model):
     push: str | None = None
 
 
-class ModelImageStatus(_Model):
+class RetryStatus(wire.Model):
+    """A stage that failed for a reason that passes (registry, Docker or scanner trouble).
+
+    Kept in status, not in memory, so the backoff survives an operator restart and a person
+    sees when the next attempt comes (`kubectl get mi -o yaml`).
+    """
+
+    stage: str
+    """The pipeline step to run again (`Build`, `Pull`, `SmokeTest`, `Scan`, `Rescan`, `Push`)."""
+    attempt: int = pydantic.Field(ge=1)
+    """Failed attempts so far, in a row."""
+    not_before: datetime.datetime
+    """The next attempt runs at or after this time."""
+    generation: int
+    """The spec generation it failed for; a spec edit retries at once."""
+
+
+class ModelImageStatus(wire.Model):
     """Everything the operator knows about a ModelImage; the only state that survives restarts."""
 
     observed_generation: int | None = None
@@ -465,6 +480,7 @@ class ModelImageStatus(_Model):
     smoke_test: SmokeTestStatus | None = None
     scan: ScanStatus | None = None
     stage_inputs: StageInputs = StageInputs()
+    retry: RetryStatus | None = None
 
     def condition(self, type_: str) -> StatusCondition | None:
         """The condition of that type, if any."""
@@ -496,6 +512,5 @@ class ModelImageStatus(_Model):
         return self.model_dump(by_alias=True, mode="json")
 
 
-def parse_status(raw: Mapping[str, Any] | None) -> ModelImageStatus:
-    """The typed status of a raw Kopf status dict (fields we do not own are ignored)."""
-    return ModelImageStatus.model_validate(dict(raw or {}))
+parse_status = ModelImageStatus.from_wire
+"""The typed status of a raw Kopf status dict (fields we do not own are ignored)."""

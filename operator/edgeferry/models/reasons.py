@@ -133,6 +133,29 @@ PUSH_FAILED: Final = "PushFailed"
 """Pushed=False: the registry refused or failed the push."""
 PUSH_SUCCEEDED: Final = "Pushed"
 """Pushed=True."""
+SCAN_SUCCEEDED: Final = "Scanned"
+"""Scanned=True."""
+BLOCKED_BY_GATE: Final = "Blocked"
+"""Where a ModelImage rests when the gate blocked it (and the event that says so)."""
+ADMITTED_BY_GATE: Final = "Admitted"
+"""Event: the gate admitted the image."""
+MODEL_DIGEST_MISMATCH: Final = "ModelDigestMismatchError"
+"""Stalled: the model's bytes do not hash to spec.model.sha256; the message names both."""
+
+# --- ModelImage: trouble that passes (retried with capped exponential backoff) ---------------
+
+DOCKER_UNAVAILABLE: Final = "DockerUnavailable"
+"""The Docker daemon did not answer or dropped the connection; the stage is retried."""
+REGISTRY_UNAVAILABLE: Final = "RegistryUnavailable"
+"""The registry refused the connection, timed out or failed (5xx, 429); retried."""
+RETRY_PUSH: Final = "RetryPush"
+"""Reconciling: push again after the registry was unavailable."""
+RETRYING: Final = "Retrying"
+"""Event: a reconcile hit trouble outside any stage (e.g. Docker down); looked at again soon."""
+TRANSIENT_FAILURES: Final = frozenset({DOCKER_UNAVAILABLE, REGISTRY_UNAVAILABLE, SCAN_FAILED})
+"""Stage failures that are retried by themselves, with backoff, without a spec change. A scan
+failure is one: syft and grype fail for operational reasons (a crash, a timeout, the daemon
+gone), never because of the spec."""
 
 # --- EdgeTarget ------------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""Which nodes of a target our Pods could land on, and what they run.
+
+An EdgeTarget is only as useful as its nodes: for a Cloud target the nodes matching its node
+selector whose taints it tolerates, for a K3s target every node whose taints allow ordinary
+Pods. The probe reads the nodes; this module applies Kubernetes' scheduling rules to them, so
+the rule a user meets in `kubectl get et` (`2/3` nodes, their architectures) is tested without a
+cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from edgeferry.decisions import workload_health
+from edgeferry.models import edgetarget as et
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    """What a probe of a target found."""
+
+    kubernetes_version: str
+    ready_nodes: int
+    total_nodes: int
+    architectures: tuple[str, ...]
+    """`kubernetes.io/arch` of the ready nodes, sorted, without duplicates."""
+
+
+def tolerates(tolerations: Sequence[et.Toleration], taint: Mapping[str, Any]) -> bool:
+    """Kubernetes' rule: whether one of the tolerations tolerates the taint."""
+    for tol in tolerations:
+        if tol.effect and tol.effect != taint.get("effect"):
+            continue
+        if tol.operator == "Exists":
+            if not tol.key or tol.key == taint.get("key"):
+                return True
+        elif tol.key == taint.get("key") and (tol.value or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def schedulable_for(node: Mapping[str, Any], tolerations: Sequence[et.Toleration]) -> bool:
+    """Whether ordinary Pods with these tolerations may be scheduled on the node at all."""
+    for taint in node.get("spec", {}).get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+            return False
+    return True
+
+
+def _node_ready(node: Mapping[str, Any]) -> bool:
+    if node.get("spec", {}).get("unschedulable"):
+        return False
+    ready = workload_health.condition(node, "Ready")
+    return bool(ready and ready.get("status") == "True")
+
+
+def summarize_nodes(
+    nodes: Iterable[Mapping[str, Any]], *, placement: et.CloudPlacement
+) -> tuple[int, int, tuple[str, ...]]:
+    """(ready, total, architectures of the ready) among the nodes the placement can use."""
+    usable = [
+        n
+        for n in nodes
+        if all(workload_health.labels_of(n).get(k) == v for k, v in placement.node_selector.items())
+        and schedulable_for(n, placement.tolerations)
+    ]
+    ready = [n for n in usable if _node_ready(n)]
+    arches = sorted(
+        {a for n in ready if (a := workload_health.labels_of(n).get("kubernetes.io/arch"))}
+    )
+    return len(ready), len(usable), tuple(arches)
+
+
+def summarize(
+    kubernetes_version: str, nodes: Iterable[Mapping[str, Any]], *, placement: et.CloudPlacement
+) -> ProbeResult:
+    """What a probe found: the version, and ready/total usable nodes with their architectures."""
+    ready, total, arches = summarize_nodes(nodes, placement=placement)
+    return ProbeResult(
+        kubernetes_version=kubernetes_version,
+        ready_nodes=ready,
+        total_nodes=total,
+        architectures=arches,
+    )

@@ -1,0 +1,55 @@
+"""A ModelImage as the rollout sees it: admitted with a digest to roll out, or why not.
+
+Only `Admitted=True` together with a pushed reference moves anything; every other state is a
+reason the ModelDeployment reports as `Blocked` (the image is missing, not admitted yet, refused
+by the gate, or admitted but not pushed). The platforms and per-architecture sizes come along,
+for the compatibility and size-budget checks of each target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from edgeferry.decisions import compat
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.models import modelimage as mi
+from edgeferry.models import reasons
+
+
+def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
+    """A ModelImage as the rollout sees it: admitted only with `Admitted=True` and a reference."""
+    if body is None:
+        return rt.Image(
+            name=name,
+            admitted=False,
+            reason=reasons.IMAGE_NOT_FOUND,
+            message=f"ModelImage {name} does not exist in this namespace; create it, or fix "
+            "spec.imageRef.name",
+        )
+    try:
+        status = mi.parse_status(body.get("status"))
+    except pydantic.ValidationError:
+        status = mi.ModelImageStatus()
+    admitted = status.condition(reasons.ADMITTED)
+    reference = status.image.reference if status.image is not None else None
+    # Every built platform (an OCI index when several), with its unpacked size for the
+    # targets' size budgets; images from before `status.image.platforms` have one platform.
+    built = status.image.platform_images if status.image is not None else ()
+    platforms = tuple(p.platform for p in built)
+    sizes = tuple((compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size)
+    if admitted is not None and admitted.status == "True" and reference:
+        return rt.Image(
+            name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes
+        )
+    if admitted is not None and admitted.status == "False":
+        reason, message = admitted.reason or reasons.IMAGE_NOT_ADMITTED, admitted.message
+    elif admitted is not None and admitted.status == "True":
+        reason = reasons.IMAGE_NOT_PUSHED
+        message = "admitted, waiting for the push to the registry to record its digest"
+    else:
+        reason = reasons.IMAGE_NOT_ADMITTED
+        message = f"its pipeline has not decided yet (phase {status.phase or 'Pending'})"
+    return rt.Image(name=name, admitted=False, platforms=platforms, reason=reason, message=message)

@@ -1,0 +1,363 @@
+"""One reconcile of one ModelDeployment: observe the selected targets, plan, write, report.
+
+Kept apart from the Kopf wiring (`modeldeployment`) so the steps of a round read top to
+bottom: `observe` each selected target (never raising: an unreachable one is a fact for the
+plan), `waves.next_actions`, the writes and releases the plan asks for, `waves.with_errors` for
+what went wrong while writing, then one status patch, the plan's events and the metrics. Every
+decision is in `decisions/`; this module only carries them out, bounded in time per target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+import pydantic
+
+from edgeferry import metrics, settings
+from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import hub as hub_adapter
+from edgeferry.decisions import (
+    rollout_events,
+    rollout_image,
+    rollout_status,
+    target_state,
+    waves,
+    workload,
+    workload_health,
+)
+from edgeferry.decisions import rollout_types as rt
+from edgeferry.handlers import runtime
+from edgeferry.models import conditions, reasons, timestamps
+from edgeferry.models import modeldeployment as md
+
+PLURAL = "modeldeployments"
+
+_LOG = logging.getLogger("edgeferry.modeldeployment")
+_MAX_EVENT_MESSAGE = 1000
+_STATUS_KEYS = frozenset(
+    [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
+    + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
+)
+
+
+@dataclasses.dataclass
+class Memory:
+    """What the daemon keeps between reconciles (all of it can be lost: it is rebuilt)."""
+
+    recorded: md.ModelDeploymentStatus
+    written: dict[str, Any] | None = None
+    first_failure: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    """When a target that its EdgeTarget still calls reachable first failed to answer us."""
+    released: set[str] = dataclasses.field(default_factory=set)
+    """Unselected targets known to hold nothing of ours."""
+
+
+@dataclasses.dataclass
+class _Seen:
+    """One selected target in this reconcile."""
+
+    view: runtime.TargetView
+    state: rt.TargetState
+    observation: workload_health.Observation | None = None
+    error: str | None = None
+    """Why it could not be observed (or written), in words."""
+
+
+async def at_target(
+    access: clusters.Access,
+    gate: asyncio.Semaphore,
+    *,
+    namespace: str,
+    view: runtime.TargetView,
+    work: Any,
+    label: str,
+) -> Any:
+    """Run `work(api)` against a target, bounded by `gate` and the access deadline; raise
+    TargetAccessError (named `label` in its message) on any failure."""
+    spec = view.spec
+    assert spec is not None
+
+    def blocking() -> Any:
+        api = access.clients.for_target(namespace, view.name, spec)
+        try:
+            return work(api)
+        except Exception as exc:
+            raise clusters.classify(exc, target=label, server=clusters.server_of(api)) from exc
+
+    async with gate:
+        try:
+            return await access.runner.run(blocking, deadline=access.deadline)
+        except TimeoutError as exc:
+            raise clusters.Unreachable(f"{label}: no answer within {access.deadline:.0f}s") from exc
+
+
+class Reconciler:
+    """Everything one reconcile of one ModelDeployment needs, and its steps."""
+
+    def __init__(
+        self,
+        *,
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        config: settings.Settings,
+        access: clusters.Access,
+        targets: Iterable[runtime.TargetView],
+        images: kopf.Index[tuple[str, str], rt.Image],
+        memory: Memory,
+    ) -> None:
+        self.body = body
+        self.namespace = namespace
+        self.name = name
+        self.config = config
+        self.access = access
+        self.targets = sorted(targets, key=lambda t: t.name)
+        self.images = images
+        self.memory = memory
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.generation = int(body.meta.get("generation") or 0)
+        self.gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        kopf.event(self.body, type=type_, reason=reason, message=message[:_MAX_EVENT_MESSAGE])
+
+    async def _at_target(self, view: runtime.TargetView, work: Any, what: str) -> Any:
+        """Run `work(api)` against a target; raise TargetAccessError on any failure."""
+        return await at_target(
+            self.access,
+            self.gate,
+            namespace=self.namespace,
+            view=view,
+            work=work,
+            label=f"{view.name}: {what}",
+        )
+
+    async def _ours_at(self, view: runtime.TargetView, call: Any, what: str) -> Any:
+        """`call` (observe, remove) for this ModelDeployment's workload at one target."""
+        spec = view.spec
+        assert spec is not None
+        return await self._at_target(
+            view,
+            lambda api: call(
+                api,
+                namespace=spec.namespace,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                timeout=self.access.timeout,
+            ),
+            what,
+        )
+
+    # --- observe ---------------------------------------------------------------------------------
+    async def observe(self, view: runtime.TargetView) -> _Seen:
+        """The TargetState of one selected target (never raises)."""
+        spec = view.spec
+        base = target_state.from_edgetarget(view.name, spec, view.status)
+        skipped = target_state.not_contacted(base, spec, view.status)
+        if skipped is not None or spec is None:
+            if spec is not None:  # unreachable at its last probe: the probe watches it now
+                self.memory.first_failure.pop(view.name, None)
+            state, error = skipped or (base, None)
+            return _Seen(view, state, error=error)
+        try:
+            reading: target_workloads.Reading = await self._ours_at(
+                view, target_workloads.observe, "observe"
+            )
+        except clusters.TargetAccessError as exc:
+            since = self.memory.first_failure.setdefault(view.name, self.now)
+            state, error = target_state.unanswered(base, since=since, error=exc.message)
+            return _Seen(view, state, error=error)
+        self.memory.first_failure.pop(view.name, None)
+        found = workload_health.assess(
+            reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
+        )
+        never_probed = view.status.reachable is None
+        state, problem = target_state.answered(
+            base,
+            found,
+            namespace=spec.namespace,
+            name=self.name,
+            unreachable_since=view.created if never_probed else None,
+        )
+        return _Seen(view, state, found, problem)
+
+    # --- apply -----------------------------------------------------------------------------------
+    async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: rt.Write) -> None:
+        """Render and apply one write; failures are recorded on `seen.error`."""
+        target = seen.view.spec
+        assert target is not None
+        try:
+            rendered = workload.render(
+                namespace=self.namespace,
+                name=self.name,
+                spec=spec,
+                target=target,
+                record=change.record,
+            )
+        except ValueError as exc:
+            seen.error = f"cannot render the workload: {exc}"
+            return
+        creating = seen.observation is None or not seen.observation.exists
+        try:
+            await self._at_target(
+                seen.view,
+                lambda api: target_workloads.apply(
+                    api,
+                    rendered,
+                    md_namespace=self.namespace,
+                    md_name=self.name,
+                    timeout=self.access.timeout,
+                    creating=creating,
+                ),
+                f"apply ({change.reason})",
+            )
+        except clusters.TargetAccessError as exc:
+            seen.error = f"{exc.message}; retried on the next reconcile"
+        except target_workloads.ForeignObjectError as exc:
+            seen.error = str(exc)
+        else:
+            if change.reason == "rollback":
+                metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
+
+    # --- release ---------------------------------------------------------------------------------
+    async def release(self, view: runtime.TargetView) -> None:
+        """Remove our workload from a target the selector no longer picks (once)."""
+        spec = view.spec
+        if spec is None or view.status.reachable is False:
+            return
+        try:
+            removed: list[str] = await self._ours_at(view, target_workloads.remove, "remove")
+        except clusters.TargetAccessError as exc:
+            _LOG.info(
+                "%s/%s: release of %s deferred: %s", self.namespace, self.name, view.name, exc
+            )
+            return
+        self.memory.released.add(view.name)
+        for event in rollout_events.released(view.name, removed, namespace=spec.namespace):
+            self.event(event.type, event.reason, event.message)
+
+    # --- the whole round -------------------------------------------------------------------------
+    async def run(self) -> float:
+        """One reconcile; returns seconds until the next one is due."""
+        try:
+            spec = md.parse_spec(self.body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            await self._report_invalid(exc)
+            return self.config.rollout.resync_seconds
+        image = self.images.get((self.namespace, spec.image_ref.name))
+        found = next(iter(image), None) if image is not None else None
+        image_view = found or rollout_image.from_body(spec.image_ref.name, None)
+
+        live = [t for t in self.targets if not t.deleting]
+        selected = [t for t in live if spec.targets.selector.matches(t.labels)]
+        others = [t for t in live if t not in selected]
+        self.memory.released -= {t.name for t in selected}
+        seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
+        seen = {s.view.name: s for s in seen_list}
+
+        plan = waves.next_actions(
+            [s.state for s in seen_list],
+            image=image_view,
+            rollout=spec.rollout,
+            generation=self.generation,
+            now=self.now,
+            recorded=self.memory.recorded,
+            template=workload.template_document(spec.template),
+        )
+        writes = [w for w in plan.writes if seen[w.target].observation is not None]
+        await asyncio.gather(
+            *(self.write(spec, seen[w.target], w) for w in writes),
+            *(self.release(t) for t in others if t.name not in self.memory.released),
+        )
+        plan = waves.with_errors(
+            plan,
+            {name: s.error for name, s in seen.items() if s.error},
+            reachable={name for name, s in seen.items() if s.state.reachable},
+            recorded=self.memory.recorded,
+        )
+        await self._report(plan)
+        return self._next_delay(plan, seen)
+
+    def _next_delay(self, plan: rt.Plan, seen: Mapping[str, _Seen]) -> float:
+        requeue = self.config.rollout.requeue_seconds
+        moving = plan.phase == "Progressing" or any(
+            s.error and s.state.reachable for s in seen.values()
+        )
+        delay = requeue if moving else self.config.rollout.resync_seconds
+        if plan.recheck_after_seconds is not None:
+            delay = min(delay, max(1.0, plan.recheck_after_seconds))
+        return delay
+
+    async def _report(self, plan: rt.Plan) -> None:
+        """Status, events and metrics of one reconcile."""
+        status = rollout_status.build(
+            plan,
+            generation=self.generation,
+            existing_conditions=self.memory.recorded.conditions,
+            now=self.now,
+        )
+        await self._write_status(status.to_status())
+        self.memory.recorded = status
+
+        for event in plan.events:
+            self.event(event.type, event.reason, event.message)
+        for outcome in plan.targets:
+            record = outcome.record
+            if outcome.became_ready and record is not None and record.started_at is not None:
+                seconds = (self.now - record.started_at).total_seconds()
+                metrics.TIME_TO_READY.labels(self.namespace, self.name).observe(seconds)
+                _LOG.info(
+                    "%s/%s: %s Ready %.1fs after %s was written",
+                    self.namespace,
+                    self.name,
+                    outcome.name,
+                    seconds,
+                    record.digest,
+                )
+
+        labels = (self.namespace, self.name)
+        shown = rollout_status.gauges(plan, status)
+        for phase, count in shown.targets.items():
+            metrics.ROLLOUT_TARGETS.labels(*labels, phase).set(count)
+        metrics.ROLLOUT_WAVE.labels(*labels).set(shown.wave)
+        metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if shown.degraded else 0)
+        metrics.ROLLOUT_STALLED.labels(*labels).set(1 if shown.stalled else 0)
+
+    async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message, invalid = rollout_status.invalid_spec(where, first["msg"])
+        conds = conditions.merge(
+            self.memory.recorded.conditions,
+            invalid,
+            generation=self.generation,
+            now=timestamps.format_rfc3339(self.now),
+        )
+        await self._write_status(
+            {"observedGeneration": self.generation, "message": message, "conditions": conds}
+        )
+        if self.memory.recorded.message != message:
+            self.event("Warning", reasons.INVALID_SPEC, message)
+        self.memory.recorded = self.memory.recorded.model_copy(
+            update={"message": message, "conditions": tuple(conds)}
+        )
+
+    async def _write_status(self, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; keys we no longer set are removed (null)."""
+        document = {key: None for key in _STATUS_KEYS} | status
+        if document == self.memory.written:
+            return
+        hub, timeout = self.access.hub, self.access.timeout
+        namespace, name = self.namespace, self.name
+
+        def blocking() -> None:
+            hub_adapter.patch_status_of(hub, PLURAL, namespace, name, document, timeout=timeout)
+
+        await self.access.runner.run(blocking, deadline=self.access.deadline)
+        self.memory.written = document

@@ -1,0 +1,58 @@
+"""A ModelImage as the rollout sees it: only Admitted=True with a pushed digest moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeferry.decisions import rollout_image
+
+DIGEST = "sha256:" + "1" * 64
+REPO = "registry.local:5000/models/iris"
+
+
+def body(admitted: str | None, *, pushed: bool = True, **status: Any) -> dict[str, Any]:
+    conds = [] if admitted is None else [{"type": "Admitted", "status": admitted, **status}]
+    image: dict[str, Any] = {
+        "platforms": [
+            {"platform": "linux/amd64", "id": "sha256:a", "size": 100},
+            {"platform": "linux/arm64", "id": "sha256:b", "size": 90},
+        ]
+    }
+    if pushed:
+        image |= {"repository": REPO, "digest": DIGEST}
+    return {"status": {"phase": "Scanning", "conditions": conds, "image": image}}
+
+
+def test_a_missing_image_is_not_found_and_says_what_to_fix() -> None:
+    image = rollout_image.from_body("iris", None)
+    assert not image.admitted and image.reason == "ImageNotFound"
+    assert "spec.imageRef.name" in image.message
+
+
+def test_admitted_and_pushed_rolls_out_by_digest_with_its_platforms_and_sizes() -> None:
+    image = rollout_image.from_body("iris", body("True"))
+    assert image.admitted and image.digest == f"{REPO}@{DIGEST}"
+    assert image.platforms == ("linux/amd64", "linux/arm64")
+    assert image.sizes == (("amd64", 100), ("arm64", 90))
+
+
+def test_admitted_but_not_pushed_waits_for_the_push() -> None:
+    image = rollout_image.from_body("iris", body("True", pushed=False))
+    assert not image.admitted and image.reason == "ImageNotPushed"
+
+
+def test_refused_by_the_gate_carries_the_gate_reason_and_message() -> None:
+    refused = body("False", reason="VulnerabilitiesFound", message="2 critical findings")
+    image = rollout_image.from_body("iris", refused)
+    assert not image.admitted
+    assert (image.reason, image.message) == ("VulnerabilitiesFound", "2 critical findings")
+
+
+def test_undecided_names_the_pipeline_phase() -> None:
+    image = rollout_image.from_body("iris", body(None))
+    assert image.reason == "ImageNotAdmitted" and "phase Scanning" in image.message
+
+
+def test_an_unreadable_status_reads_as_not_admitted() -> None:
+    image = rollout_image.from_body("iris", {"status": {"conditions": "garbage"}})
+    assert not image.admitted and image.reason == "ImageNotAdmitted"
