@@ -66,7 +66,9 @@ def _prerequisites(makefile: str, target: str) -> set[str]:
 def test_make_unit_and_make_test_provide_every_tool_the_unit_tests_run() -> None:
     makefile = (_binaries.REPO / "Makefile").read_text()
     assert {"deps", "venv", "unit-tools"} <= _prerequisites(makefile, "unit")
-    assert {"deps", "venv", "tools"} <= _prerequisites(makefile, "test")
+    assert {"deps", "venv", "prepare"} <= _prerequisites(makefile, "test")
+    prepare = makefile.split("\nprepare:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"bash testbed/tools/build\.sh &", prepare), prepare
     recipe = makefile.split("\nunit-tools:", 1)[1].split("\n\n", 1)[0]
     assert re.search(r"testbed/tools/build\.sh kubernetes helm\b", recipe), recipe
     apt = re.search(r"^APT_PACKAGES := (.*)$", makefile, re.M)
