@@ -73,7 +73,7 @@ integration: deps venv prepare
 	@.venv/bin/pytest tests/integration -q -m integration
 
 test: deps venv prepare lint
-	@start=$$SECONDS; .venv/bin/pytest tests -q; echo "test: pytest finished in $$((SECONDS - start)) s"
+	@start=$$SECONDS; .venv/bin/pytest tests -q --durations=30; echo "test: pytest finished in $$((SECONDS - start)) s"
 
 demo: testbed-up
 	@$(PY) -m edgeferry_testbed.demo
