@@ -168,6 +168,12 @@ def test_registry_errors_relayed_as_text_are_classified(text: str, transient: bo
         # Seen on the testbed when dockerd restarted during a RUN.
         ("failed to update store for object type *libnetwork.endpoint: open : no such file", True),
         ("context canceled", True),
+        ("image with reference x was found but does not match the specified platform", False),
+        ("Error processing tar file(signal: terminated): ", True),
+        ("failed to register layer: write /x: no space left on device", True),
+        ("pull access denied for base, repository does not exist", False),
+        ("manifest for 127.0.0.1:5000/base:9 not found: manifest unknown", False),
+        ("failed to process \"${X\": missing '}' in substitution", False),
         ("The command '/bin/sh -c false' returned a non-zero code: 1", False),
         ("COPY failed: file not found in build context", False),
         ("dockerfile parse error line 3: unknown instruction: RUNN", False),

@@ -39,9 +39,32 @@ shuts down mid-build cancels it, or fails its RUN container's network set-up ("f
 store for object type *libnetwork.endpoint", seen when dockerd restarts during a RUN)."""
 
 
+_DOCKERFILE_ERROR = re.compile(
+    r"returned a non-zero code|exec format error|COPY failed|ADD failed|"
+    r"dockerfile parse error|unknown instruction|unknown flag|failed to process|"
+    r"pull access denied|manifest unknown|manifest for .* not found|not found: manifest|"
+    r"repository does not exist|invalid reference format|no build stage|"
+    r"cannot locate specified dockerfile|failed to parse platform|no match for platform|"
+    r"is not a valid|invalid (argument|value)|unable to prepare context|"
+    r"forbidden path outside the build context|no source files were specified|"
+    r"when using COPY with more than one source|does not match the specified platform",
+    re.IGNORECASE,
+)
+"""What the classic builder says when the Dockerfile, its context or its base is at fault."""
+
+
 def is_daemon_trouble(message: str) -> bool:
-    """Whether a build error the daemon reported is its own trouble, not the Dockerfile's."""
-    return bool(_DAEMON_TROUBLE.search(message))
+    """Whether a build error the daemon reported is its own trouble, not the Dockerfile's.
+
+    Decided by exclusion: the classic builder's errors that the Dockerfile, its context or its
+    base image cause are few and well known (`_DOCKERFILE_ERROR`); a daemon stopping mid-build
+    fails it with whatever it was doing ("Error processing tar file(signal: terminated)",
+    "failed to update store for object type *libnetwork.endpoint", "context canceled"), so
+    anything else is treated as the daemon's and retried with backoff, its message shown.
+    """
+    if _DAEMON_TROUBLE.search(message):
+        return True
+    return not _DOCKERFILE_ERROR.search(message)
 
 
 def daemon_answers(api: docker.APIClient) -> bool:
