@@ -91,6 +91,7 @@ class TargetView:
             self.status.reachable,
             ready.get("status"),
             self.status.architectures,
+            self.status.cluster_id,
             self.deleting,
         )
 
