@@ -155,3 +155,8 @@ def test_a_k3s_collision_names_the_cluster() -> None:
 def test_no_collision_leaves_the_plan_alone() -> None:
     planned = _plan()
     assert same_place.with_collisions(planned, {}, {}, now=NOW) is planned
+
+
+def test_an_unidentified_cluster_is_named_by_its_secret() -> None:
+    where = same_place.describe(k3s("site-a", cluster=None))
+    assert where == "namespace models of the cluster secret site-a/kubeconfig reaches"

@@ -70,13 +70,13 @@ def may_share(a: Place, b: Place) -> bool:
     return same(a, b) or a.cluster is None or b.cluster is None
 
 
-def describe(place: Place, name: str) -> str:
-    """The place in words: `namespace models at the hub` or `... of cluster 1a2b3c4d (...)`."""
+def describe(place: Place) -> str:
+    """The place in words: `namespace models at the hub`, `... of cluster 1a2b3c4d (...)`."""
     if place.cloud:
         return f"namespace {place.namespace} at the hub"
     if place.cluster:
         return f"namespace {place.namespace} of cluster {place.cluster[:8]} (kube-system UID)"
-    return f"namespace {place.namespace} at {name}"
+    return f"namespace {place.namespace} of the cluster {place.access} reaches"
 
 
 def collisions(placed: Iterable[tuple[str, Place]]) -> dict[str, str]:
@@ -120,7 +120,7 @@ def with_collisions(
         place = places[name]
         message = f"not attempted: same place as {first}"
         error = (
-            f"not written: same place as EdgeTarget {first} ({describe(place, name)}), which "
+            f"not written: same place as EdgeTarget {first} ({describe(place)}), which "
             f"this ModelDeployment writes. Select only one of them (targets.selector or the "
             f"EdgeTargets' labels), or point {name} at another namespace"
         )
