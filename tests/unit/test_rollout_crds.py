@@ -160,6 +160,7 @@ def full_edgetarget_status() -> dict[str, Any]:
         observed_generation=1,
         reachable=True,
         kubernetes_version="v1.31.4+k3s1",
+        cluster_id="6f1d3c2a-8b4e-4c1d-9a7f-2e5b8c9d0a1b",
         ready_nodes=2,
         total_nodes=3,
         architectures=("amd64", "arm64"),

@@ -94,23 +94,6 @@ def target(**spec: object) -> et.EdgeTargetSpec:
     return et.EdgeTargetSpec.model_validate(spec)
 
 
-def test_cloud_targets_with_one_workload_namespace_are_the_same_place() -> None:
-    gpu = target(type="Cloud", namespace="models", cloud={"nodeSelector": {"pool": "gpu"}})
-    cpu = target(type="Cloud", namespace="models", cloud={"nodeSelector": {"pool": "cpu"}})
-    elsewhere = target(type="Cloud", namespace="other")
-    assert target_cleanup.same_place(gpu, cpu)
-    assert not target_cleanup.same_place(gpu, elsewhere)
-
-
-def test_k3s_targets_are_the_same_place_only_through_the_same_kubeconfig_secret() -> None:
-    def k3s(secret: str) -> et.EdgeTargetSpec:
-        return target(type="K3s", namespace="models", k3s={"kubeconfigSecretRef": {"name": secret}})
-
-    assert target_cleanup.same_place(k3s("site-a"), k3s("site-a"))
-    assert not target_cleanup.same_place(k3s("site-a"), k3s("site-b"))
-    assert not target_cleanup.same_place(k3s("site-a"), target(type="Cloud", namespace="models"))
-
-
 def test_writers_are_the_deployments_whose_selector_picks_the_target() -> None:
     deployments = {"iris": selector(arch="amd64"), "resnet": selector(arch="arm64"), "bad": None}
     assert target_cleanup.writers(deployments, {"arch": "amd64"}) == ["iris"]

@@ -50,6 +50,18 @@ def test_a_target_with_a_ready_usable_node_is_up_and_says_how_many_of_which_arch
     assert by_type(health)["Stalled"].status == "False"
 
 
+def test_a_probe_records_which_cluster_it_reached() -> None:
+    health = target_health.reached(Found(), spec=K3S, cluster_id="6f1d3c2a")
+    assert health.fields["clusterID"] == "6f1d3c2a"
+
+
+def test_a_probe_that_could_not_identify_the_cluster_keeps_the_last_identity() -> None:
+    """A merge patch without the field leaves the recorded clusterID in place."""
+    assert "clusterID" not in target_health.reached(Found(), spec=K3S).fields
+    gone = target_health.unreachable("no answer", reason="Unreachable", previous=NEVER)
+    assert "clusterID" not in gone.fields
+
+
 def test_a_probe_is_never_shown_as_reconciling() -> None:
     for health in (
         target_health.reached(Found(), spec=K3S),

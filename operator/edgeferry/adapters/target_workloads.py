@@ -1,8 +1,9 @@
 """What edgeferry does at a target cluster: apply, observe and remove a model workload, and probe.
 
 These are the only requests the operator sends to targets, kept in one module so the RBAC a site
-must grant is easy to read off: get/list nodes and `/version`; get/list pods; get/list/patch/
-delete Deployments and Services; patch (create) Namespaces.
+must grant is easy to read off: get/list nodes and `/version`; get the `kube-system` namespace
+(its UID names the cluster); get/list pods; get/list/patch/delete Deployments and Services;
+patch (create) Namespaces.
 
 - **Apply** is server-side apply with edgeferry's field manager and `force`: every field we
   render is ours, a hand edit to one of them (replicas, image) is put back on the next apply, and
@@ -15,8 +16,10 @@ delete Deployments and Services; patch (create) Namespaces.
 - **List managed / delete found** serve a deleted EdgeTarget: list everything edgeferry manages
   in the target's namespace, let `decisions.target_cleanup` pick what belongs to the EdgeTarget's
   namespace, and delete exactly those.
-- **Probe** reads `/version` and the nodes matching the placement's node selector;
-  `decisions.nodes` decides which of them our Pods could land on.
+- **Probe** reads `/version`, the `kube-system` namespace's UID (which cluster this is, so two
+  EdgeTargets that reach one cluster are known as one place, `decisions.same_place`) and the
+  nodes matching the placement's node selector; `decisions.nodes` decides which of them our
+  Pods could land on.
 
 Everything here blocks (the official client is synchronous); handlers run it through
 `clusters.Runner`. Every request goes through `_request`: raw JSON (no model deserialisation),
@@ -334,16 +337,34 @@ class NodesRead:
     kubernetes_version: str
     nodes: tuple[dict[str, Any], ...]
     """The nodes matching the placement's node selector."""
+    cluster_id: str | None = None
+    """UID of the `kube-system` namespace; None when the site does not let us read it."""
 
 
 def probe(api: k8s_client.ApiClient, *, placement: et.CloudPlacement, timeout: float) -> NodesRead:
-    """The target's Kubernetes version and the nodes matching the placement's node selector."""
+    """The target's Kubernetes version, cluster identity and the nodes matching the
+    placement's node selector."""
+    core = k8s_client.CoreV1Api(api)
     version = _request(k8s_client.VersionApi(api).get_code, timeout=timeout)
     nodes = _request(
-        k8s_client.CoreV1Api(api).list_node,
-        label_selector=_selector(placement.node_selector) or None,
-        timeout=timeout,
+        core.list_node, label_selector=_selector(placement.node_selector) or None, timeout=timeout
     ).get("items", [])
     return NodesRead(
-        kubernetes_version=str(version.get("gitVersion", "unknown")), nodes=tuple(nodes)
+        kubernetes_version=str(version.get("gitVersion", "unknown")),
+        nodes=tuple(nodes),
+        cluster_id=_cluster_id(core, timeout=timeout),
     )
+
+
+def _cluster_id(core: k8s_client.CoreV1Api, *, timeout: float) -> str | None:
+    """The `kube-system` namespace's UID: created with the cluster and never renamed, so it
+    names the cluster whatever Secret, address or CA reaches it. A site that does not grant
+    `get` on it is not an error: the place is then known by its Secret only."""
+    try:
+        found = _request_or_none(core.read_namespace, "kube-system", timeout=timeout)
+    except k8s_exceptions.ApiException as exc:
+        if exc.status == http.HTTPStatus.FORBIDDEN:
+            return None
+        raise
+    uid = (found or {}).get("metadata", {}).get("uid")
+    return str(uid) if uid else None

@@ -13,8 +13,9 @@ the dot, only the namespace's current ModelDeployments can be recognised (by rec
 labels), so such a leftover of a deleted ModelDeployment stays and the event says so.
 
 Another live EdgeTarget of the same namespace may stand for the same place (two Cloud targets
-with different node pools, same workload namespace). A ModelDeployment that still selects such
-a sibling keeps its workload: deleting one EdgeTarget must not take down what another still runs.
+with different node pools, same workload namespace; two Secrets for one cluster: see
+`decisions.same_place`). A ModelDeployment that still selects such a sibling keeps its
+workload: deleting one EdgeTarget must not take down what another still runs.
 """
 
 from __future__ import annotations
@@ -76,19 +77,6 @@ def decide(
             continue
         (kept if owner in still_here else remove).append(item)
     return Verdict(remove=tuple(remove), kept_for_siblings=tuple(kept))
-
-
-def same_place(a: et.EdgeTargetSpec, b: et.EdgeTargetSpec) -> bool:
-    """Whether two EdgeTargets of one namespace put workloads in the same place.
-
-    Cloud targets share the hub; K3s targets are taken as the same cluster when they use the same
-    kubeconfig Secret (two Secrets for one cluster are not detected).
-    """
-    if a.namespace != b.namespace or a.type != b.type:
-        return False
-    if a.k3s is None or b.k3s is None:
-        return a.k3s is None and b.k3s is None
-    return a.k3s.kubeconfig_secret_ref == b.k3s.kubeconfig_secret_ref
 
 
 def writers(

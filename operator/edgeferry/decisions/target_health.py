@@ -76,13 +76,18 @@ def _unanswered(message: str, previous: et.EdgeTargetStatus) -> dict[str, Any]:
     }
 
 
-def reached(result: Probed, *, spec: et.EdgeTargetSpec) -> Health:
-    """A probe that reached the target: up only with at least one usable node Ready."""
+def reached(result: Probed, *, spec: et.EdgeTargetSpec, cluster_id: str | None = None) -> Health:
+    """A probe that reached the target: up only with at least one usable node Ready.
+
+    `cluster_id` (the `kube-system` UID, when readable) is recorded so rollouts and cleanups
+    know which EdgeTargets are the same place; without it the last one read stays.
+    """
 
     def found(message: str) -> dict[str, Any]:
         return et.EdgeTargetStatus(
             reachable=True,
             kubernetes_version=result.kubernetes_version,
+            cluster_id=cluster_id,
             ready_nodes=result.ready_nodes,
             total_nodes=result.total_nodes,
             architectures=result.architectures,

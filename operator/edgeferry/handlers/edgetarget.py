@@ -6,11 +6,11 @@ within a second when the spec changes (a new Secret name, a new node selector), 
 up in the status at once, not an interval later. Creation and operator restarts start the
 daemon, which probes first and sleeps after.
 
-A probe is two reads at the target (`/version`, nodes) with the rollout's per-request timeout, so
-a dead site costs at most that. What the result means (conditions, message, up or down, which
-status fields change, whether `Ready` flipped) is decided in `decisions/target_health.py`; this
-module writes it to `.status`, to the `edgeferry_target_up` metric and as a `TargetUp` or
-`TargetDown` event.
+A probe is three reads at the target (`/version`, nodes, the `kube-system` namespace) with the
+rollout's per-request timeout, so a dead site costs at most that. What the result means
+(conditions, message, up or down, which status fields change, whether `Ready` flipped) is
+decided in `decisions/target_health.py`; this module writes it to `.status`, to the
+`edgeferry_target_up` metric and as a `TargetUp` or `TargetDown` event.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ _LOG = logging.getLogger("edgeferry.edgetarget")
 # --- one probe -----------------------------------------------------------------------------------
 def _probe_blocking(
     access: clusters.Access, namespace: str, name: str, spec: et.EdgeTargetSpec
-) -> nodes.ProbeResult:
+) -> tuple[nodes.ProbeResult, str | None]:
+    """What the nodes say, and the cluster's identity."""
     api = access.clients.for_target(namespace, name, spec)
     try:
         read = target_workloads.probe(api, placement=spec.placement, timeout=access.timeout)
-        return nodes.summarize(read.kubernetes_version, read.nodes, placement=spec.placement)
+        summary = nodes.summarize(read.kubernetes_version, read.nodes, placement=spec.placement)
+        return summary, read.cluster_id
     except Exception as exc:
         raise clusters.classify(
             exc, target=f"EdgeTarget {name}", server=clusters.server_of(api)
@@ -72,7 +74,7 @@ async def probe_once(
     else:
         interval = float(spec.probe_interval_seconds)
         try:
-            result = await access.runner.run(
+            result, cluster_id = await access.runner.run(
                 lambda: _probe_blocking(access, namespace, name, spec), deadline=access.deadline
             )
         except TimeoutError:
@@ -86,7 +88,7 @@ async def probe_once(
         except clusters.TargetAccessError as exc:
             health = target_health.unusable(exc.message, reason=exc.reason, previous=previous)
         else:
-            health = target_health.reached(result, spec=spec)
+            health = target_health.reached(result, spec=spec, cluster_id=cluster_id)
     status.update(health.fields)
     status["conditions"] = conditions.merge(
         previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]

@@ -30,7 +30,7 @@ from kubernetes import client as k8s_client
 from edgeferry import settings
 from edgeferry.adapters import clusters, hub, target_workloads
 from edgeferry.decisions import rollout_types as rt
-from edgeferry.decisions import target_cleanup
+from edgeferry.decisions import same_place, target_cleanup
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
@@ -74,16 +74,17 @@ def _deployments_blocking(
 
 
 def _siblings(
-    views: list[runtime.TargetView], *, name: str, spec: et.EdgeTargetSpec
+    views: list[runtime.TargetView], *, name: str, place: same_place.Place
 ) -> list[Mapping[str, str]]:
-    """Labels of the other live EdgeTargets of the namespace that stand for the same place."""
+    """Labels of the other live EdgeTargets of the namespace that may stand for the same
+    place (a cluster not identified yet counts as maybe: keeping is the cautious side)."""
     return [
         v.labels
         for v in views
         if v.name != name
         and not v.deleting
         and v.spec is not None
-        and target_cleanup.same_place(v.spec, spec)
+        and same_place.may_share(same_place.of(v.spec, v.status), place)
     ]
 
 
@@ -145,7 +146,12 @@ async def remove_target_workloads(
         _LOG.info("EdgeTarget %s/%s: invalid spec, nothing was ever written there", ns, et_name)
         access.clients.forget(ns, et_name)
         return
-    siblings = _siblings(list(views.get(ns, [])), name=et_name, spec=spec)
+    try:
+        status = et.parse_status(body.get("status"))
+    except pydantic.ValidationError:
+        status = et.EdgeTargetStatus()
+    place = same_place.of(spec, status)
+    siblings = _siblings(list(views.get(ns, [])), name=et_name, place=place)
     deployments: dict[str, md.LabelSelector | None] = {}
 
     def blocking() -> _Pass:

@@ -26,6 +26,7 @@ from edgeferry.decisions import (
     rollout_events,
     rollout_image,
     rollout_status,
+    same_place,
     target_state,
     waves,
     workload,
@@ -226,10 +227,23 @@ class Reconciler:
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
     # --- release ---------------------------------------------------------------------------------
-    async def release(self, view: runtime.TargetView) -> None:
-        """Remove our workload from a target the selector no longer picks (once)."""
+    async def release(
+        self, view: runtime.TargetView, selected: list[tuple[str, same_place.Place]]
+    ) -> None:
+        """Remove our workload from a target the selector no longer picks (once), unless a
+        selected target may be in the same place: then that workload is the selected one's."""
         spec = view.spec
         if spec is None or view.status.reachable is False:
+            return
+        keeper = same_place.held_by(same_place.of(spec, view.status), selected)
+        if keeper is not None:
+            _LOG.debug(
+                "%s/%s: %s not released: %s may be the same place",
+                self.namespace,
+                self.name,
+                view.name,
+                keeper,
+            )
             return
         try:
             removed: list[str] = await self._ours_at(view, target_workloads.remove, "remove")
@@ -258,7 +272,11 @@ class Reconciler:
         selected = [t for t in live if spec.targets.selector.matches(t.labels)]
         others = [t for t in live if t not in selected]
         self.memory.released -= {t.name for t in selected}
-        seen_list = await asyncio.gather(*(self.observe(t) for t in selected))
+        placed = [(t.name, same_place.of(t.spec, t.status)) for t in selected if t.spec]
+        taken = same_place.collisions(placed)
+        seen_list = await asyncio.gather(
+            *(self.observe(t) for t in selected if t.name not in taken)
+        )
         seen = {s.view.name: s for s in seen_list}
 
         plan = waves.next_actions(
@@ -273,13 +291,16 @@ class Reconciler:
         writes = [w for w in plan.writes if seen[w.target].observation is not None]
         await asyncio.gather(
             *(self.write(spec, seen[w.target], w) for w in writes),
-            *(self.release(t) for t in others if t.name not in self.memory.released),
+            *(self.release(t, placed) for t in others if t.name not in self.memory.released),
         )
         plan = waves.with_errors(
             plan,
             {name: s.error for name, s in seen.items() if s.error},
             reachable={name for name, s in seen.items() if s.state.reachable},
             recorded=self.memory.recorded,
+        )
+        plan = same_place.with_collisions(
+            plan, taken, dict(placed), now=self.now, recorded=self.memory.recorded
         )
         await self._report(plan)
         return self._next_delay(plan, seen)

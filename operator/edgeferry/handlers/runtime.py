@@ -92,6 +92,7 @@ class TargetView:
             self.status.reachable,
             ready.get("status"),
             self.status.architectures,
+            self.status.cluster_id,
             self.deleting,
         )
 

@@ -99,6 +99,9 @@ class EdgeTargetStatus(wire.Model):
     observed_generation: int | None = None
     reachable: bool | None = None
     kubernetes_version: str | None = None
+    cluster_id: str | None = pydantic.Field(default=None, alias="clusterID")
+    """UID of the target's `kube-system` namespace: which cluster it is (see
+    `decisions.same_place`); kept from the last probe that read it."""
     ready_nodes: int | None = None
     total_nodes: int | None = None
     architectures: tuple[str, ...] = ()
