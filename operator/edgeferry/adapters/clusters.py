@@ -27,6 +27,10 @@ thread pool with a deadline, so an `await` on one target returns in time even if
 Clients are cached per (EdgeTarget, Secret resourceVersion): a rotated kubeconfig is picked up
 within `secret_ttl_seconds`, and an unchanged one costs one small GET per TTL, not a new TLS pool
 per reconcile.
+
+Longer than our ~400-line guide on purpose: the kubeconfig checks, the client cache and the
+bounded runner are one trust boundary (what a user's Secret can make the operator do, and how
+long a dead site can hold it), reviewed together.
 """
 
 from __future__ import annotations
