@@ -6,7 +6,14 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import rollout_events, rollout_status, rollout_types, wave_plan, waves
+from edgeferry.decisions import (
+    rollout_events,
+    rollout_status,
+    rollout_types,
+    target_verdict,
+    wave_plan,
+    waves,
+)
 from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
@@ -332,6 +339,34 @@ def test_failing_pods_within_the_deadline_are_waited_for() -> None:
     assert phases(p)["a"] == "Progressing"
     (line,) = p.targets
     assert line.error is not None and "CrashLoopBackOff" in line.error
+
+
+def test_crashing_pods_fail_the_canary_long_before_the_deadline() -> None:
+    canary = progressing("a", started=20, failing=True, crashing=True)
+    p = plan([canary, fresh("b")], progress_deadline_seconds=300)
+    assert write_to(p, "a").reason == "rollback"
+    assert phases(p) == {"a": "RolledBack", "b": "Pending"}
+    assert p.phase == "Degraded"
+    (line,) = [t for t in p.targets if t.name == "a"]
+    assert line.message is not None and "before its 300s progress deadline" in line.message
+
+
+def test_a_stuck_container_fails_the_target_after_the_grace_not_before() -> None:
+    grace = target_verdict.STUCK_GRACE_SECONDS
+    early = plan([progressing("a", started=grace - 10, failing=True, stuck=True)])
+    assert written(early, "rollback") == []
+    assert phases(early)["a"] == "Progressing"
+    assert early.recheck_after_seconds == 10
+    late = plan([progressing("a", started=grace + 1, failing=True, stuck=True)])
+    assert write_to(late, "a").reason == "rollback"
+    assert phases(late)["a"] == "RolledBack"
+
+
+def test_an_early_failure_without_auto_rollback_stays_failed() -> None:
+    canary = progressing("a", started=5, failing=True, crashing=True)
+    p = plan([canary], auto_rollback=False)
+    assert written(p, "rollback") == []
+    assert phases(p)["a"] == "Failed"
 
 
 def test_slow_target_past_the_deadline_without_failing_pods_keeps_waiting() -> None:
