@@ -37,7 +37,6 @@ from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
 from edgeferry.models import release, timestamps
 
-
 STUCK_GRACE_SECONDS = 60
 """How long after a write a container may wait for CrashLoopBackOff, ErrImagePull and the
 like before the target fails: kubelet retries a pull that a registry blip broke, and a model
