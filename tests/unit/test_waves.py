@@ -661,10 +661,14 @@ def test_reachable_targets_get_a_maintain_write_to_correct_drift() -> None:
     assert maintain.record.digest == OLD
 
 
-def test_selector_matching_nothing_is_ready_with_a_hint() -> None:
+def test_selector_matching_nothing_is_stalled_not_ready_with_a_hint() -> None:
     p = plan([])
-    assert p.phase == "Ready"
-    assert condition(p, "Ready").reason == "NoTargetsSelected"
+    assert p.phase == "Degraded"
+    ready = condition(p, "Ready")
+    assert (ready.status, ready.reason) == ("False", "NoTargetsSelected")
+    stalled = condition(p, "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", "NoTargetsSelected")
+    assert condition(p, "Degraded").status == "False"
     assert "selector" in p.message
 
 
@@ -945,3 +949,22 @@ def test_a_released_target_names_what_was_removed_there() -> None:
 
 def test_releasing_a_target_that_held_nothing_is_silent() -> None:
     assert rollout_events.released("edge-1", [], namespace="models") == []
+
+
+# --- serving whatever release: READY after a rollback --------------------------------------------
+def test_after_a_rollback_serving_counts_targets_up_on_the_previous_release() -> None:
+    canary = running("a", OLD, rolled_back_from=NEW, rolled_back_generation=1)
+    p = plan([canary, running("b", OLD), running("c", OLD)], generation=1)
+    status = rollout_status.build(p, generation=1, now=NOW).to_status()
+    assert p.phase == "Degraded"
+    assert status["readyTargets"] == "0/3"
+    assert status["servingTargets"] == "3/3"
+    assert status["counts"]["serving"] == 3
+
+
+def test_targets_with_no_ready_pod_do_not_count_as_serving() -> None:
+    down = running("a", OLD, available=False)
+    down = dataclasses.replace(down, ready_replicas=0)
+    p = plan([down, offline("b"), fresh("c")])
+    status = rollout_status.build(p, generation=1, now=NOW).to_status()
+    assert status["servingTargets"] == "0/3"
