@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step
+from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step, stages
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import conditions, modelimage, vulnerabilities
 
@@ -293,7 +293,7 @@ def test_changed_inputs_start_a_new_run_that_drops_the_old_results() -> None:
     status, world = ready()
     plan = decide(make_spec(), status, world, inputs_digest=OTHER_INPUTS)
     assert (plan.step, plan.reason, plan.new_run) == (Step.LINT, "InputsChanged", True)
-    fresh = pipeline.begin_run(status, inputs_digest=OTHER_INPUTS)
+    fresh = stages.begin_run(status, inputs_digest=OTHER_INPUTS)
     assert fresh.image is None and fresh.scan is None and fresh.lint is None
     assert fresh.stage_inputs == modelimage.StageInputs()
     assert {c.type for c in fresh.conditions} <= set(modelimage.SUMMARY_CONDITIONS)
@@ -548,14 +548,14 @@ def test_stage_keys_ignore_the_order_of_exceptions_and_tags() -> None:
         scan={"exceptions": [exception(later, "CVE-2"), exception(later, "CVE-1")]},
         push={"repository": "127.0.0.1:5000/models/iris", "tags": ["b", "a"]},
     )
-    assert pipeline.stage_keys(one, image_ids=[IMAGE_ID]) == pipeline.stage_keys(
+    assert stages.stage_keys(one, image_ids=[IMAGE_ID]) == stages.stage_keys(
         two, image_ids=[IMAGE_ID]
     )
 
 
 def test_stage_keys_of_smoke_test_and_push_follow_the_image() -> None:
-    one = pipeline.stage_keys(make_spec(), image_ids=[IMAGE_ID])
-    two = pipeline.stage_keys(make_spec(), image_ids=["sha256:" + "5" * 64])
+    one = stages.stage_keys(make_spec(), image_ids=[IMAGE_ID])
+    two = stages.stage_keys(make_spec(), image_ids=["sha256:" + "5" * 64])
     assert one.lint == two.lint
     assert one.smoke_test != two.smoke_test and one.scan != two.scan and one.push != two.push
 

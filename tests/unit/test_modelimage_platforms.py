@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from edgeferry.decisions import inputs, pipeline
+from edgeferry.decisions import inputs, stages
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import modelimage
 from tests.unit.test_modelimage_crd import SPEC
@@ -141,8 +141,8 @@ def test_a_rebuilt_second_platform_reruns_smoke_test_scan_and_push() -> None:
 
 def test_stage_keys_cover_every_platform_image() -> None:
     spec = multi_spec()
-    one = pipeline.stage_keys(spec, image_ids=[IMAGE_ID, "sha256:" + "4" * 64])
-    two = pipeline.stage_keys(spec, image_ids=[IMAGE_ID, "sha256:" + "5" * 64])
+    one = stages.stage_keys(spec, image_ids=[IMAGE_ID, "sha256:" + "4" * 64])
+    two = stages.stage_keys(spec, image_ids=[IMAGE_ID, "sha256:" + "5" * 64])
     assert one.lint == two.lint
     assert one.smoke_test != two.smoke_test and one.scan != two.scan and one.push != two.push
 

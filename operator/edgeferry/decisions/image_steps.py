@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from edgeferry.decisions import lint_verdict, pipeline
+from edgeferry.decisions import lint_verdict, pipeline, stages
 from edgeferry.models import conditions, modelimage, reasons
 
 Stage = Literal["lint", "smoke_test", "scan", "push"]
@@ -68,7 +68,7 @@ def starting(
 ) -> modelimage.ModelImageStatus:
     """The status to write before running the plan's step (or at rest): new run, kstatus, phase."""
     if plan.new_run:
-        status = pipeline.begin_run(status, inputs_digest=inputs_digest)
+        status = stages.begin_run(status, inputs_digest=inputs_digest)
     return record(
         status, pipeline.progress_conditions(plan), generation=generation, phase=plan.phase
     )
@@ -345,7 +345,7 @@ def stage_inputs(
 ) -> modelimage.StageInputs:
     """`status.stageInputs` with one stage's key updated to what it just ran with."""
     image_ids = status.image.image_ids if status.image else ()
-    keys = pipeline.stage_keys(spec, image_ids=image_ids)
+    keys = stages.stage_keys(spec, image_ids=image_ids)
     return status.stage_inputs.model_copy(update={stage: getattr(keys, stage)})
 
 

@@ -10,9 +10,9 @@ converged ModelImage (same inputs, same policy, scan not due) needs nothing at a
 How the status says what is done:
 
 - `status.inputsDigest` names the *run*: the inputs whose image the status describes. Other
-  inputs start a new run (`Plan.new_run`, then `begin_run`), which clears the results of the
+  inputs start a new run (`Plan.new_run`, then `stages.begin_run`), which clears the results of the
   old one.
-- Each stage records in `status.stageInputs` a key of what it ran with (`stage_keys`); a spec
+- Each stage records in `status.stageInputs` a key of what it ran with (`stages.stage_keys`); a spec
   change re-runs exactly the stages whose key changed: a new exception re-gates without a
   rebuild, new push tags push again without a rescan. The smoke test's key includes the image id
   and the scan's key includes the smoke test's, so a stage that ran again is always followed by
@@ -32,9 +32,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Sequence
 
-from edgeferry.decisions import inputs
+from edgeferry.decisions import stages
 from edgeferry.models import conditions, modelimage, reasons, timestamps
 
 
@@ -91,7 +90,7 @@ class Plan:
     reason: str
     message: str
     new_run: bool = False
-    """The inputs changed: call `begin_run` before running the step."""
+    """The inputs changed: call `stages.begin_run` before running the step."""
     recheck_after: datetime.timedelta | None = None
     """At rest: when a rescan or an exception's expiry will need a new look (None: never)."""
     retrying: Step | None = None
@@ -110,64 +109,6 @@ class Plan:
     def needs_local_image(self) -> bool:
         """Whether the step needs the image in the local Docker daemon."""
         return self.step in NEEDS_LOCAL_IMAGE
-
-
-def stage_keys(
-    spec: modelimage.ModelImageSpec, *, image_ids: Sequence[str]
-) -> modelimage.StageInputs:
-    """What each stage runs with, as digests to compare with `status.stageInputs`.
-
-    `image_ids` are the local images of every platform (`ImageStatus.image_ids`): a rebuild of
-    any one of them re-runs the smoke test, the scan and the push. One image is keyed by its id
-    alone, as before multi-platform builds existed, so converged images do not re-run.
-    """
-    image: str | list[str] | None = (
-        None if not image_ids else image_ids[0] if len(image_ids) == 1 else list(image_ids)
-    )
-    smoke = inputs.canonical_digest(
-        {"smokeTest": spec.smoke_test.model_dump(by_alias=True, mode="json"), "image": image}
-    )
-    exceptions = sorted(
-        (e.model_dump(by_alias=True, mode="json") for e in spec.scan.exceptions),
-        key=lambda e: str(e["id"]),
-    )
-    scan = inputs.canonical_digest(
-        {
-            "failOn": spec.scan.fail_on,
-            "onlyFixed": spec.scan.only_fixed,
-            "exceptions": exceptions,
-            "smokeTest": smoke,
-        }
-    )
-    push = inputs.canonical_digest(
-        {"repository": spec.push.repository, "tags": sorted(spec.push.tags), "image": image}
-    )
-    lint = inputs.canonical_digest({"lint": spec.lint.model_dump(by_alias=True, mode="json")})
-    return modelimage.StageInputs(lint=lint, smoke_test=smoke, scan=scan, push=push)
-
-
-def pullable(image: modelimage.ImageStatus) -> bool:
-    """Whether every platform's image can be pulled back from the registry by digest.
-
-    One platform pulls `image.reference`; several pull each platform's manifest digest (the
-    index would give the daemon only its own platform).
-    """
-    if not image.reference:
-        return False
-    platforms = image.platform_images
-    return len(platforms) == 1 or all(p.digest for p in platforms)
-
-
-def begin_run(
-    status: modelimage.ModelImageStatus, *, inputs_digest: str
-) -> modelimage.ModelImageStatus:
-    """The status for a new run: stage results and stage conditions of the old run removed."""
-    return modelimage.ModelImageStatus(
-        observed_generation=status.observed_generation,
-        phase=status.phase,
-        inputs_digest=inputs_digest,
-        conditions=[c for c in status.conditions if c.type not in modelimage.STAGE_CONDITIONS],
-    )
 
 
 def next_step(
@@ -201,7 +142,7 @@ def next_step(
             new_run=True,
         )
     image_ids = status.image.image_ids if status.image is not None else ()
-    keys = stage_keys(spec, image_ids=image_ids)
+    keys = stages.stage_keys(spec, image_ids=image_ids)
 
     linted = status.condition(reasons.LINTED)
     if status.stage_inputs.lint != keys.lint or linted is None or linted.status == "Unknown":
@@ -232,7 +173,7 @@ def next_step(
         built = status.condition(reasons.BUILT)
         if _failed_for(built, generation):
             return _rest(reasons.BUILD_FAILED, _message(built, "the build failed"))
-        if status.image is not None and pullable(status.image):
+        if status.image is not None and stages.pullable(status.image):
             return Plan(
                 Step.PULL,
                 reasons.IMAGE_MISSING,

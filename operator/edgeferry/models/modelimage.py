@@ -9,6 +9,10 @@ half-way through a build. Defaults here equal the CRD's defaults (a unit test co
 Status is written with JSON merge patches, which merge nested objects key by key. `to_patch()`
 therefore spells out every field, unset ones as `null`, so a section that was cleared (say, the
 image of an earlier run) really disappears on the server instead of surviving next to new values.
+
+Longer than our ~400-line guide on purpose: it is one resource's whole wire schema, spec and
+status side by side, mirroring `crds/modelimage.yaml` section by section, so the CRD-versus-model
+tests and a reader compare one file with one file.
 """
 
 from __future__ import annotations
