@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         config = settings.from_env()
     except settings.SettingsError as exc:
         raise SystemExit(f"edgeferry: cannot start: {exc}") from None
+    metrics.SCAN_DB_STALE_THRESHOLD.set(config.scan.db_stale_after_seconds)
     prometheus_client.start_http_server(
         config.metrics_port, addr=config.metrics_host, registry=metrics.REGISTRY
     )

@@ -71,6 +71,11 @@ SCAN_DB_AGE = Gauge(
     "Age of the vulnerability database grype used for the last scan (from its build time).",
     registry=REGISTRY,
 )
+SCAN_DB_STALE_THRESHOLD = Gauge(
+    "edgeferry_scan_db_stale_threshold_seconds",
+    "EDGEFERRY_SCAN_DB_STALE_SECONDS: the database age the stale-database alert compares with.",
+    registry=REGISTRY,
+)
 SCANS = Counter(
     "edgeferry_image_scans_total",
     "Scans run, by outcome (succeeded, failed) and trigger (build, interval, dbchange).",

@@ -3,8 +3,9 @@
 Grouped by the part of the operator they steer, each field documented, so the Helm values, the
 kustomize Deployment and `docs/` can name the same variables. Defaults are the safe production
 choices (online grype DB updates, metrics on their own port); the testbed overrides what it must.
-A value that cannot work (a zero deadline, a word where a number goes) stops the start-up with
-`SettingsError` naming the variable, rather than surfacing later as a hang or a busy loop.
+A value that cannot work (a zero deadline, a word where a number goes, zero parallel targets)
+stops the start-up with `SettingsError` naming the variable, rather than surfacing later as a
+hang, a busy loop or a silently different value. Paths are made absolute here, once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,40 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int,
+    what: str,
+    maximum: int | None = None,
+) -> int:
+    """A whole number in [`minimum`, `maximum`]; a value outside is refused, never clamped."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number; set {what}, e.g. {default}"
+        ) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise SettingsError(f"{name}={raw!r} must be {bound} ({what})")
+    return value
+
+
+def _absolute(raw: str) -> Path:
+    """A configured path made absolute against the start-up working directory, once.
+
+    Adapters run tools in other working directories; a relative path kept as given would name a
+    different place in each of them.
+    """
+    return Path(raw).expanduser().absolute()
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -63,7 +98,12 @@ class ScanSettings:
     db_validate_age: bool
     """Refuse a database older than grype's max age (`GRYPE_DB_VALIDATE_AGE`, default on)."""
     db_stale_after_seconds: int
-    """Age past which the scan-DB-stale alert fires (`EDGEFERRY_SCAN_DB_STALE_SECONDS`)."""
+    """Age past which the scan-DB-stale alert fires (`EDGEFERRY_SCAN_DB_STALE_SECONDS`). The
+    operator exports it as `edgeferry_scan_db_stale_threshold_seconds` and the alert compares
+    against that series, so the rule never holds a second copy of the number."""
+    db_update_url: str | None = None
+    """Where grype looks for database updates (`GRYPE_DB_UPDATE_URL`): a mirror's `latest.json`
+    for clusters with their own DB host; unset keeps grype's default."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +123,11 @@ class RolloutSettings:
     """How long deleting a ModelDeployment or an EdgeTarget retries unreachable targets before
     it lets the object go and reports what was left behind
     (`EDGEFERRY_CLEANUP_DEADLINE_SECONDS`)."""
+    allow_insecure_target_tls: bool = False
+    """Accept `insecure-skip-tls-verify: true` in K3s kubeconfig Secrets
+    (`EDGEFERRY_ALLOW_INSECURE_TARGET_TLS`, default off). Off, such a target is refused with the
+    reason `InsecureTLSRefused`: whoever can write the Secret could otherwise point the operator,
+    with the credentials in it, at any server that answers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +149,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     Raises SettingsError for a value the operator cannot run with.
     """
     e = os.environ if env is None else env
-    workdir = Path(e.get("EDGEFERRY_WORKDIR", "/tmp/edgeferry"))
+    workdir = _absolute(e.get("EDGEFERRY_WORKDIR") or "/tmp/edgeferry")
     insecure = tuple(h for h in e.get("EDGEFERRY_INSECURE_REGISTRIES", "").split(",") if h)
     namespaces = tuple(n for n in e.get("EDGEFERRY_NAMESPACES", "").split(",") if n)
     return Settings(
@@ -114,19 +159,27 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             insecure_registries=insecure,
         ),
         scan=ScanSettings(
-            db_cache_dir=Path(e.get("GRYPE_DB_CACHE_DIR", str(workdir / "grype-db"))),
+            db_cache_dir=_absolute(e.get("GRYPE_DB_CACHE_DIR") or str(workdir / "grype-db")),
             db_auto_update=_flag(e, "GRYPE_DB_AUTO_UPDATE", True),
             db_validate_age=_flag(e, "GRYPE_DB_VALIDATE_AGE", True),
-            db_stale_after_seconds=int(e.get("EDGEFERRY_SCAN_DB_STALE_SECONDS", "172800")),
+            db_stale_after_seconds=_count(
+                e, "EDGEFERRY_SCAN_DB_STALE_SECONDS", 172800, minimum=1, what="seconds"
+            ),
+            db_update_url=e.get("GRYPE_DB_UPDATE_URL") or None,
         ),
         rollout=RolloutSettings(
-            max_parallel_targets=int(e.get("EDGEFERRY_MAX_PARALLEL_TARGETS", "16")),
+            max_parallel_targets=_count(
+                e, "EDGEFERRY_MAX_PARALLEL_TARGETS", 16, minimum=1, what="a number of targets"
+            ),
             target_timeout_seconds=_positive(e, "EDGEFERRY_TARGET_TIMEOUT_SECONDS", 10),
             requeue_seconds=_positive(e, "EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", 5),
             resync_seconds=_positive(e, "EDGEFERRY_ROLLOUT_RESYNC_SECONDS", 20),
             cleanup_deadline_seconds=_positive(e, "EDGEFERRY_CLEANUP_DEADLINE_SECONDS", 120),
+            allow_insecure_target_tls=_flag(e, "EDGEFERRY_ALLOW_INSECURE_TARGET_TLS", False),
         ),
-        metrics_port=int(e.get("EDGEFERRY_METRICS_PORT", "8080")),
+        metrics_port=_count(
+            e, "EDGEFERRY_METRICS_PORT", 8080, minimum=1, maximum=65535, what="a TCP port"
+        ),
         metrics_host=e.get("EDGEFERRY_METRICS_HOST", "0.0.0.0"),
         namespaces=namespaces,
     )

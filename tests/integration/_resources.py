@@ -91,6 +91,21 @@ def apply(cluster: handles.Cluster, namespace: str, *docs: Mapping[str, Any]) ->
     )
 
 
+def refused_at_apply(cluster: handles.Cluster, doc: Mapping[str, Any]) -> str | None:
+    """Send `doc` with a server-side dry run: the API server's refusal (stderr), or None."""
+    result = cluster.kubectl(
+        "-n",
+        "default",
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(dict(doc)),
+        check=False,
+    )
+    return result.stderr if result.returncode != 0 else None
+
+
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
     """The condition of that type in an object's status, or {}."""
     for cond in (obj or {}).get("status", {}).get("conditions") or []:

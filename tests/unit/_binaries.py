@@ -1,8 +1,10 @@
 """The command-line tools the packaging tests run, found where `make` puts them.
 
-kubectl and helm are the pinned builds in the edgeferry cache (`testbed/tools/build.sh`);
-promtool and lua5.4 are Debian packages (`make deps`). These tests need no running service, only
-the binaries, so they are unit tests that skip with the command to run when a tool is missing.
+kubectl and helm are the pinned builds in the edgeferry cache (`testbed/tools/build.sh`, run by
+`make unit`, `make tools` and `make test`); promtool and lua5.4 are Debian packages (`make deps`).
+These tests need no running service, only the binaries. A missing binary FAILS the test with the
+command that provides it: a skip would let `make test` and CI pass without ever rendering the
+chart, running the alert tests or the Argo CD health scripts.
 """
 
 from __future__ import annotations
@@ -20,25 +22,30 @@ from edgeferry_testbed import layout
 REPO = layout.REPO_ROOT
 
 
-def _cached(family: str, version: str, binary: str) -> str:
+def _cached(family: str, version: str, binary: str, *, tool: str) -> str:
     path = toolpaths.cache_root() / "bin" / f"{family}-{version}" / binary
     if not path.is_file():
-        pytest.skip(f"{path} is missing: run `make tools`")
+        pytest.fail(
+            f"{path} is missing: run `make unit` (or `testbed/tools/build.sh {tool}`)",
+            pytrace=False,
+        )
     return str(path)
 
 
 def kubectl() -> str:
-    return _cached("kubernetes", layout.KUBERNETES_VERSION, "kubectl")
+    return _cached("kubernetes", layout.KUBERNETES_VERSION, "kubectl", tool="kubernetes")
 
 
 def helm() -> str:
-    return _cached("helm", layout.HELM_VERSION, "helm")
+    return _cached("helm", layout.HELM_VERSION, "helm", tool="helm")
 
 
 def debian(binary: str, package: str) -> str:
     found = shutil.which(binary)
     if found is None:
-        pytest.skip(f"{binary} is missing: `apt-get install {package}` (or `make deps`)")
+        pytest.fail(
+            f"{binary} is missing: `apt-get install {package}` (or `make deps`)", pytrace=False
+        )
     return found
 
 

@@ -122,12 +122,14 @@ def _mutate_once(doc: dict[str, Any], rng: random.Random) -> None:
     if action == 0 and isinstance(parent, dict):
         del parent[key]
     elif action == 1:
-        parent[key] = rng.choice(ODD_VALUES)
+        parent[key] = copy.deepcopy(rng.choice(ODD_VALUES))
     elif action == 2 and isinstance(parent, dict):
-        parent[rng.choice(["unknownField", "x-extra", key + "s"])] = rng.choice(ODD_VALUES)
+        parent[rng.choice(["unknownField", "x-extra", key + "s"])] = copy.deepcopy(
+            rng.choice(ODD_VALUES)
+        )
     elif action == 3:
         value = parent[key]
-        parent[key] = [value] if not isinstance(value, list) else {"0": value}
+        parent[key] = [copy.deepcopy(value)] if not isinstance(value, list) else {"0": value}
     elif action == 4:
         value = parent[key]
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -121,3 +121,46 @@ def test_image_digest_wins_over_tag() -> None:
     deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"ghcr.io/edgeferry/operator@{digest}"
+
+
+def _operator_env(*values: str) -> dict[str, str | None]:
+    done = _template(*values)
+    assert done.returncode == 0, done.stderr
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    container = next(
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
+    )
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "variable", "expected"),
+    [
+        ("scan.dbStaleSeconds=86400", "EDGEFERRY_SCAN_DB_STALE_SECONDS", "86400"),
+        (
+            "scan.dbUpdateUrl=https://mirror.example/latest.json",
+            "GRYPE_DB_UPDATE_URL",
+            "https://mirror.example/latest.json",
+        ),
+        ("targets.allowInsecureSkipTLSVerify=true", "EDGEFERRY_ALLOW_INSECURE_TARGET_TLS", "true"),
+    ],
+)
+def test_scan_and_target_values_reach_the_operator(
+    value: str, variable: str, expected: str
+) -> None:
+    assert _operator_env(value)[variable] == expected
+
+
+def test_without_an_update_url_grype_keeps_its_default_host() -> None:
+    env = _operator_env()
+    assert "GRYPE_DB_UPDATE_URL" not in env
+    assert env["EDGEFERRY_SCAN_DB_STALE_SECONDS"] == "172800"
+    assert env["EDGEFERRY_ALLOW_INSECURE_TARGET_TLS"] == "false"
+
+
+@pytest.mark.parametrize(
+    "bad", ["scan.dbStaleSeconds=0", "targets.allowInsecureSkipTLSVerify=yes", "targets.x=1"]
+)
+def test_values_schema_rejects_bad_scan_and_target_values(bad: str) -> None:
+    done = _template(bad)
+    assert done.returncode != 0, f"--set {bad} was accepted"

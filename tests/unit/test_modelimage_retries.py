@@ -11,7 +11,7 @@ import datetime
 
 import pytest
 
-from edgeferry.adapters import registry_api
+from edgeferry.adapters import docker_build, registry_api
 from edgeferry.decisions import retries
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import conditions, modelimage
@@ -160,3 +160,20 @@ def test_a_refused_push_still_waits_for_a_spec_edit() -> None:
 )
 def test_registry_errors_relayed_as_text_are_classified(text: str, transient: bool) -> None:
     assert registry_api.is_transient_text(text) is transient
+
+
+@pytest.mark.parametrize(
+    ("text", "daemon"),
+    [
+        # Seen on the testbed when dockerd restarted during a RUN.
+        ("failed to update store for object type *libnetwork.endpoint: open : no such file", True),
+        ("context canceled", True),
+        ("The command '/bin/sh -c false' returned a non-zero code: 1", False),
+        ("COPY failed: file not found in build context", False),
+        ("dockerfile parse error line 3: unknown instruction: RUNN", False),
+    ],
+)
+def test_build_errors_from_the_daemon_itself_are_told_from_dockerfile_errors(
+    text: str, daemon: bool
+) -> None:
+    assert docker_build.is_daemon_trouble(text) is daemon

@@ -221,3 +221,24 @@ def test_dashboard_panels_have_unique_ids_and_use_the_datasource_variable() -> N
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["targets"], f"panel {panel['title']!r} has no query"
+
+
+def test_the_stale_database_alert_compares_with_the_threshold_the_operator_exports() -> None:
+    stale = next(r for r in alert_rules() if r["alert"] == "EdgeferryScanDatabaseStale")
+    assert "edgeferry_scan_db_stale_threshold_seconds" in stale["expr"]
+    assert not re.search(r"\b\d+\b", stale["expr"]), (
+        "the alert holds its own threshold; compare with the exported setting instead"
+    )
+
+
+def test_the_operator_exports_its_stale_database_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    import prometheus_client
+
+    from edgeferry import main
+
+    monkeypatch.setenv("EDGEFERRY_SCAN_DB_STALE_SECONDS", "86400")
+    monkeypatch.setattr(prometheus_client, "start_http_server", lambda *a, **k: None)
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: None)
+    main.main([])
+    assert metrics.REGISTRY.get_sample_value("edgeferry_scan_db_stale_threshold_seconds") == 86400

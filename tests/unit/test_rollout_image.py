@@ -56,3 +56,20 @@ def test_undecided_names_the_pipeline_phase() -> None:
 def test_an_unreadable_status_reads_as_not_admitted() -> None:
     image = rollout_image.from_body("iris", {"status": {"conditions": "garbage"}})
     assert not image.admitted and image.reason == "ImageNotAdmitted"
+
+
+def test_an_unreadable_platform_in_the_image_status_blocks_without_crashing() -> None:
+    """Found by the decision fuzz: a hand-edited platform used to raise out of the rollout."""
+    body = {
+        "status": {
+            "conditions": [{"type": "Admitted", "status": "True", "reason": "x", "message": ""}],
+            "image": {
+                "repository": "reg/iris",
+                "digest": "sha256:" + "a" * 64,
+                "platforms": [{"platform": "linux/a/b/c", "id": "sha256:" + "b" * 64, "size": 9}],
+            },
+        }
+    }
+    image = rollout_image.from_body("iris", body)
+    assert not image.admitted
+    assert "unreadable" in image.message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgeferry import settings
@@ -57,3 +59,56 @@ def test_the_operator_refuses_to_start_with_a_bad_setting(monkeypatch: pytest.Mo
     monkeypatch.setenv("EDGEFERRY_ROLLOUT_RESYNC_SECONDS", "0")
     with pytest.raises(SystemExit, match="cannot start: EDGEFERRY_ROLLOUT_RESYNC_SECONDS='0'"):
         main.main([])
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("EDGEFERRY_MAX_PARALLEL_TARGETS", "many"),
+        ("EDGEFERRY_SCAN_DB_STALE_SECONDS", "2d"),
+        ("EDGEFERRY_METRICS_PORT", "http"),
+    ],
+)
+def test_a_count_that_is_not_a_whole_number_is_refused_naming_the_variable(
+    name: str, raw: str
+) -> None:
+    with pytest.raises(settings.SettingsError, match=f"{name}='{raw}' is not a whole number"):
+        settings.from_env({name: raw})
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("EDGEFERRY_MAX_PARALLEL_TARGETS", "0"),
+        ("EDGEFERRY_MAX_PARALLEL_TARGETS", "-3"),
+        ("EDGEFERRY_SCAN_DB_STALE_SECONDS", "0"),
+        ("EDGEFERRY_METRICS_PORT", "0"),
+        ("EDGEFERRY_METRICS_PORT", "65536"),
+    ],
+)
+def test_a_count_out_of_range_is_refused_not_clamped(name: str, raw: str) -> None:
+    with pytest.raises(settings.SettingsError, match=f"{name}='{raw}' must be"):
+        settings.from_env({name: raw})
+
+
+def test_the_scan_db_update_url_is_kept() -> None:
+    url = "https://grype-mirror.example/databases/latest.json"
+    assert settings.from_env({"GRYPE_DB_UPDATE_URL": url}).scan.db_update_url == url
+    assert settings.from_env({}).scan.db_update_url is None
+
+
+def test_insecure_target_tls_is_refused_unless_allowed() -> None:
+    assert settings.from_env({}).rollout.allow_insecure_target_tls is False
+    allowed = settings.from_env({"EDGEFERRY_ALLOW_INSECURE_TARGET_TLS": "true"})
+    assert allowed.rollout.allow_insecure_target_tls is True
+
+
+def test_relative_paths_are_made_absolute_against_the_start_up_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = settings.from_env({"EDGEFERRY_WORKDIR": "work", "GRYPE_DB_CACHE_DIR": "db/grype"})
+    assert config.build.workdir == tmp_path / "work"
+    assert config.scan.db_cache_dir == tmp_path / "db" / "grype"
+    defaulted = settings.from_env({"EDGEFERRY_WORKDIR": "work"}).scan.db_cache_dir
+    assert defaulted == tmp_path / "work" / "grype-db"

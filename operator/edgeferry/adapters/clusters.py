@@ -12,6 +12,12 @@ A kubeconfig from a Secret is user input that the operator executes, so only inl
 are accepted (`token`, `client-certificate-data`/`client-key-data`, `certificate-authority-data`).
 `exec` and `auth-provider` plugins would run a command on the operator's host, and file paths would
 read the operator's own files; both are refused with a message that says what to put instead.
+`insecure-skip-tls-verify: true` is refused too (reason `InsecureTLSRefused`) unless the operator
+is started with `EDGEFERRY_ALLOW_INSECURE_TARGET_TLS=true`: without verification, whoever can
+answer at the server's address receives the kubeconfig's credentials and decides what the
+operator believes about the site. `proxy-url` is accepted for HTTP(S) proxies: it reaches no
+place that `server` could not already name, and with TLS verified the proxy only sees a tunnel.
+SOCKS proxies are refused (the client would need a library the operator does not ship).
 
 A dead site must cost a bounded time, never a whole reconcile: every client here has urllib3
 retries switched off (one attempt, so a timeout is a timeout, not four), and callers pass
@@ -46,6 +52,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
 from edgeferry.models import edgetarget as et
+from edgeferry.models import reasons
 
 T = TypeVar("T")
 
@@ -69,7 +76,7 @@ _ALLOWED_CLUSTER_KEYS = frozenset(
 class TargetAccessError(Exception):
     """A target could not be used; `reason` is CamelCase for conditions, the message says why."""
 
-    reason = "TargetError"
+    reason = reasons.TARGET_ERROR
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -87,7 +94,7 @@ class Unreachable(TargetAccessError):  # noqa: N818 (a state, like `TimeoutError
     Transient by nature: the site may come back on its own.
     """
 
-    reason = "Unreachable"
+    reason = reasons.UNREACHABLE
 
 
 class CredentialsError(TargetAccessError):
@@ -96,7 +103,7 @@ class CredentialsError(TargetAccessError):
     Needs a person: nothing changes until the Secret (or the remote RBAC) is fixed.
     """
 
-    reason = "CredentialsInvalid"
+    reason = reasons.CREDENTIALS_INVALID
 
 
 def classify(exc: BaseException, *, target: str, server: str | None = None) -> TargetAccessError:
@@ -111,13 +118,15 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
                 f"{target}: the API server{where} refused the credentials ({status} "
                 f"{exc.reason}); give the kubeconfig's user RBAC to read nodes and to manage "
                 "Deployments, Services and Namespaces there",
-                reason="Unauthorized" if status == http.HTTPStatus.UNAUTHORIZED else "Forbidden",
+                reason=reasons.UNAUTHORIZED
+                if status == http.HTTPStatus.UNAUTHORIZED
+                else reasons.FORBIDDEN,
             )
         if status >= http.HTTPStatus.INTERNAL_SERVER_ERROR or status == 0:
             return Unreachable(f"{target}: the API server{where} failed ({status} {exc.reason})")
         return TargetAccessError(
             f"{target}: the API server{where} answered {status} {exc.reason}",
-            reason="RequestRejected",
+            reason=reasons.REQUEST_REJECTED,
         )
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         return classify(exc.reason, target=target, server=server)
@@ -125,7 +134,7 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
         return CredentialsError(
             f"{target}: TLS with the API server{where} failed ({exc}); check "
             "certificate-authority-data in the kubeconfig",
-            reason="TLSError",
+            reason=reasons.TLS_ERROR,
         )
     if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionError):
         # Checked before timeouts: urllib3's NewConnectionError subclasses its timeout error.
@@ -161,8 +170,11 @@ def hub_client() -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration=cfg)
 
 
-def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
-    """Refuse kubeconfigs that would run commands or read files on the operator's host."""
+def check_kubeconfig(
+    document: Mapping[str, Any], *, source: str, allow_insecure_tls: bool = False
+) -> None:
+    """Refuse kubeconfigs that would run commands or read files on the operator's host, skip
+    TLS verification (unless `allow_insecure_tls`), or use a proxy the client cannot speak."""
     for entry in document.get("users") or []:
         user = (entry or {}).get("user") or {}
         refused = sorted(set(user) - _ALLOWED_USER_KEYS)
@@ -172,7 +184,7 @@ def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
                 f"{entry.get('name')!r}; edgeferry only accepts inline credentials (token, or "
                 "client-certificate-data and client-key-data): exec and auth-provider plugins "
                 "would run commands, and file paths would read files, on the operator's host",
-                reason="KubeconfigRefused",
+                reason=reasons.KUBECONFIG_REFUSED,
             )
     for entry in document.get("clusters") or []:
         cluster = (entry or {}).get("cluster") or {}
@@ -182,26 +194,60 @@ def check_kubeconfig(document: Mapping[str, Any], *, source: str) -> None:
                 f"kubeconfig in {source} uses {', '.join(refused)} for cluster "
                 f"{entry.get('name')!r}; put the CA inline as certificate-authority-data "
                 "(`kubectl config view --raw --flatten` writes such a file)",
-                reason="KubeconfigRefused",
+                reason=reasons.KUBECONFIG_REFUSED,
             )
+        _check_tls_and_proxy(
+            cluster, name=entry.get("name"), source=source, allow_insecure_tls=allow_insecure_tls
+        )
 
 
-def client_from_kubeconfig(text: str, *, source: str) -> k8s_client.ApiClient:
+def _check_tls_and_proxy(
+    cluster: Mapping[str, Any], *, name: object, source: str, allow_insecure_tls: bool
+) -> None:
+    skip = cluster.get("insecure-skip-tls-verify", False)
+    if not isinstance(skip, bool):
+        # The client reads any non-empty string, "false" included, as "skip verification".
+        raise CredentialsError(
+            f"kubeconfig in {source} sets insecure-skip-tls-verify to {skip!r} for cluster "
+            f"{name!r}; it must be a YAML boolean (true or false), or left out",
+            reason=reasons.KUBECONFIG_INVALID,
+        )
+    if skip and not allow_insecure_tls:
+        raise CredentialsError(
+            f"kubeconfig in {source} sets insecure-skip-tls-verify for cluster {name!r}; "
+            "edgeferry verifies target API servers: put the server's CA inline as "
+            "certificate-authority-data and remove insecure-skip-tls-verify (or, for a lab "
+            "only, start the operator with EDGEFERRY_ALLOW_INSECURE_TARGET_TLS=true, Helm "
+            "targets.allowInsecureSkipTLSVerify)",
+            reason=reasons.INSECURE_TLS_REFUSED,
+        )
+    proxy = cluster.get("proxy-url")
+    if proxy is not None and not str(proxy).lower().startswith(("http://", "https://")):
+        raise CredentialsError(
+            f"kubeconfig in {source} sets proxy-url {str(proxy)[:100]!r} for cluster {name!r}; "
+            "edgeferry reaches targets through HTTP(S) proxies only (http:// or https://)",
+            reason=reasons.KUBECONFIG_REFUSED,
+        )
+
+
+def client_from_kubeconfig(
+    text: str, *, source: str, allow_insecure_tls: bool = False
+) -> k8s_client.ApiClient:
     """A client for the cluster a kubeconfig (YAML text) describes, after `check_kubeconfig`."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CredentialsError(
             f"{source} does not hold a YAML kubeconfig ({exc.__class__.__name__})",
-            reason="KubeconfigInvalid",
+            reason=reasons.KUBECONFIG_INVALID,
         ) from exc
     if not isinstance(document, dict) or not document.get("clusters"):
         raise CredentialsError(
             f"{source} does not hold a kubeconfig (no clusters); create it with "
             "`kubectl create secret generic <name> --from-file=kubeconfig=<file>`",
-            reason="KubeconfigInvalid",
+            reason=reasons.KUBECONFIG_INVALID,
         )
-    check_kubeconfig(document, source=source)
+    check_kubeconfig(document, source=source, allow_insecure_tls=allow_insecure_tls)
     cfg = _configuration()
     try:
         return k8s_config.new_client_from_config_dict(
@@ -209,7 +255,7 @@ def client_from_kubeconfig(text: str, *, source: str) -> k8s_client.ApiClient:
         )
     except (k8s_config.ConfigException, ValueError, TypeError, KeyError) as exc:
         raise CredentialsError(
-            f"kubeconfig in {source} is not usable: {exc}", reason="KubeconfigInvalid"
+            f"kubeconfig in {source} is not usable: {exc}", reason=reasons.KUBECONFIG_INVALID
         ) from exc
 
 
@@ -233,10 +279,17 @@ class Clients:
     """
 
     def __init__(
-        self, *, hub: k8s_client.ApiClient, timeout: float, secret_ttl_seconds: float = 30.0
+        self,
+        *,
+        hub: k8s_client.ApiClient,
+        timeout: float,
+        secret_ttl_seconds: float = 30.0,
+        allow_insecure_tls: bool = False,
     ) -> None:
         self.hub = hub
         self.timeout = timeout
+        self.allow_insecure_tls = allow_insecure_tls
+        """Accept `insecure-skip-tls-verify: true` (`EDGEFERRY_ALLOW_INSECURE_TARGET_TLS`)."""
         self.secret_ttl_seconds = secret_ttl_seconds
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._lock = threading.Lock()
@@ -262,7 +315,7 @@ class Clients:
         try:
             secret = self._read_secret(namespace, ref.name)
         except CredentialsError as exc:
-            gone = exc.reason in {"SecretNotFound", "SecretForbidden"}
+            gone = exc.reason in {reasons.SECRET_NOT_FOUND, reasons.SECRET_FORBIDDEN}
             if keep_cached and gone and cached is not None:
                 return cached.client
             raise
@@ -277,15 +330,17 @@ class Clients:
             raise CredentialsError(
                 f"Secret {namespace}/{ref.name} has no key {ref.key!r} (keys: {keys}); set "
                 "k3s.kubeconfigSecretRef.key, or store the kubeconfig under that key",
-                reason="KubeconfigMissing",
+                reason=reasons.KUBECONFIG_MISSING,
             )
         try:
             text = base64.b64decode(raw).decode()
         except (ValueError, UnicodeDecodeError) as exc:
             raise CredentialsError(
-                f"{source} is not a UTF-8 kubeconfig", reason="KubeconfigInvalid"
+                f"{source} is not a UTF-8 kubeconfig", reason=reasons.KUBECONFIG_INVALID
             ) from exc
-        fresh = client_from_kubeconfig(text, source=source)
+        fresh = client_from_kubeconfig(
+            text, source=source, allow_insecure_tls=self.allow_insecure_tls
+        )
         with self._lock:
             old = self._cache.get(key)
             self._cache[key] = _Cached(fresh, version, now)
@@ -313,13 +368,13 @@ class Clients:
                     f"Secret {namespace}/{name} (k3s.kubeconfigSecretRef) does not exist; create "
                     f"it in this namespace: `kubectl -n {namespace} create secret generic "
                     f"{name} --from-file=kubeconfig=<file>`",
-                    reason="SecretNotFound",
+                    reason=reasons.SECRET_NOT_FOUND,
                 ) from exc
             if exc.status == http.HTTPStatus.FORBIDDEN:
                 raise CredentialsError(
                     f"the operator may not read Secret {namespace}/{name}; grant its "
                     "ServiceAccount get on secrets in this namespace",
-                    reason="SecretForbidden",
+                    reason=reasons.SECRET_FORBIDDEN,
                 ) from exc
             raise
         return dict(json.loads(response.data) or {})
@@ -368,18 +423,20 @@ class Access:
         return self.timeout * 3
 
 
-_SHARED: dict[tuple[float, int], Access] = {}
+_SHARED: dict[tuple[float, int, bool], Access] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared(*, timeout: float, max_parallel: int) -> Access:
+def shared(*, timeout: float, max_parallel: int, allow_insecure_tls: bool = False) -> Access:
     """The process-wide Access for these settings (one hub client, one thread pool)."""
-    key = (timeout, max_parallel)
+    key = (timeout, max_parallel, allow_insecure_tls)
     with _SHARED_LOCK:
         found = _SHARED.get(key)
         if found is None:
             found = Access(
-                clients=Clients(hub=hub_client(), timeout=timeout),
+                clients=Clients(
+                    hub=hub_client(), timeout=timeout, allow_insecure_tls=allow_insecure_tls
+                ),
                 runner=Runner(max_workers=max_parallel * 2 + 2),
                 timeout=timeout,
             )

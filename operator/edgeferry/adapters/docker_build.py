@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import re
 import tarfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,29 @@ import requests
 import urllib3.exceptions
 
 DEFAULT_TAIL_LINES = 40
+
+
+_DAEMON_TROUBLE = re.compile(
+    r"context canceled|libnetwork|shutting down|use of closed network connection|"
+    r"connection refused|connection reset|error reading from server",
+    re.IGNORECASE,
+)
+"""Build errors that come from the daemon itself, never from the Dockerfile: a daemon that
+shuts down mid-build cancels it, or fails its RUN container's network set-up ("failed to update
+store for object type *libnetwork.endpoint", seen when dockerd restarts during a RUN)."""
+
+
+def is_daemon_trouble(message: str) -> bool:
+    """Whether a build error the daemon reported is its own trouble, not the Dockerfile's."""
+    return bool(_DAEMON_TROUBLE.search(message))
+
+
+def daemon_answers(api: docker.APIClient) -> bool:
+    """Whether the daemon answers a ping now (after a failure: did it go away meanwhile?)."""
+    try:
+        return bool(api.ping())
+    except (docker.errors.DockerException, requests.RequestException, OSError):
+        return False
 
 
 class BuildError(RuntimeError):
@@ -253,9 +277,11 @@ def _build_once(
             message = f"build stream broke off: {error}"
         raise BuildError(message, log_tail=log.tail(), transient=not timed_out) from error
     if log.error is not None:
-        # A daemon shutting down cancels its builds ("context canceled"): not the Dockerfile.
-        cancelled = "context canceled" in log.error
-        raise BuildError(f"build failed: {log.error}", log_tail=log.tail(), transient=cancelled)
+        raise BuildError(
+            f"build failed: {log.error}",
+            log_tail=log.tail(),
+            transient=is_daemon_trouble(log.error),
+        )
     if log.image_id is None:
         # The stream ended without an error or a result: the daemon went away mid-build.
         raise BuildError(

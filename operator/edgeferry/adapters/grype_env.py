@@ -43,6 +43,12 @@ class GrypeSettings:
     update_url: str | None = None
     """``GRYPE_DB_UPDATE_URL``: a mirror's ``latest.json`` for clusters with their own DB host."""
 
+    def __post_init__(self) -> None:
+        # grype runs in whatever directory the scanner gives it; a relative DB directory would
+        # name a different folder there than where it was configured (or imported).
+        if self.db_cache_dir is not None and not self.db_cache_dir.is_absolute():
+            object.__setattr__(self, "db_cache_dir", self.db_cache_dir.absolute())
+
     @classmethod
     def offline(cls, db_cache_dir: pathlib.Path, *, validate_age: bool = False) -> GrypeSettings:
         """A DB that only changes when we import one: no update checks, no network.

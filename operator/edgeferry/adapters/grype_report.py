@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from edgeferry.models import timestamps
+
 Severity = Literal["Critical", "High", "Medium", "Low", "Negligible", "Unknown"]
 #: grype's severities, most severe first.
 SEVERITIES: tuple[Severity, ...] = ("Critical", "High", "Medium", "Low", "Negligible", "Unknown")
@@ -263,11 +265,7 @@ def read_checksum(db_path: str) -> str:
 def _parse_time(text: str) -> datetime.datetime | None:
     if not text or text.startswith("0001-01-01"):
         return None
-    try:
-        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    return timestamps.parse_rfc3339(text)
 
 
 def _fix_state(value: object) -> FixState:

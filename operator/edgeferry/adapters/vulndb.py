@@ -18,6 +18,7 @@ import pathlib
 import subprocess
 
 from edgeferry.adapters import scanner, toolpaths
+from edgeferry.models import timestamps
 
 #: The archive name `build_offline_db` writes into its output directory.
 ARCHIVE_NAME = "vulnerability-db.tar.gz"
@@ -102,10 +103,13 @@ def load_summary(out_dir: pathlib.Path) -> BuildSummary:
     """The summary of the last `build_offline_db` into ``out_dir``."""
     try:
         doc = json.loads((out_dir / SUMMARY_NAME).read_text())
+        built = timestamps.parse_rfc3339(doc["built"])
+        if built is None:
+            raise ValueError(f"built is not an RFC 3339 time: {doc['built']!r}")
         return BuildSummary(
             archive=pathlib.Path(doc.get("archive") or out_dir / ARCHIVE_NAME),
             db_dir=pathlib.Path(doc["vulnerabilityDb"]).parent,
-            built=datetime.datetime.fromisoformat(str(doc["built"]).replace("Z", "+00:00")),
+            built=built,
             checksum=str(doc["checksum"]),
             schema_version=str(doc["schemaVersion"]),
             grype_version=str(doc.get("grypeVersion", "")),

@@ -39,7 +39,22 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
     # targets' size budgets; images from before `status.image.platforms` have one platform.
     built = status.image.platform_images if status.image is not None else ()
     platforms = tuple(p.platform for p in built)
-    sizes = tuple((compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size)
+    try:
+        sizes = tuple(
+            (compat.parse_platform(p.platform).architecture, p.size) for p in built if p.size
+        )
+        for platform in platforms:
+            compat.parse_platform(platform)
+    except ValueError as exc:
+        # Status is editable by hand; a platform nobody can read must not crash the rollout,
+        # and must not roll out either: wait until the ModelImage's pipeline rewrites it.
+        return rt.Image(
+            name=name,
+            admitted=False,
+            reason=reasons.IMAGE_NOT_ADMITTED,
+            message=f"status.image of ModelImage {name} is unreadable ({exc}); its pipeline "
+            "rewrites it on the next reconcile",
+        )
     if admitted is not None and admitted.status == "True" and reference:
         return rt.Image(
             name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes

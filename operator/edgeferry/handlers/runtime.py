@@ -32,6 +32,7 @@ def access_for(config: settings.Settings) -> clusters.Access:
     return clusters.shared(
         timeout=config.rollout.target_timeout_seconds,
         max_parallel=config.rollout.max_parallel_targets,
+        allow_insecure_tls=config.rollout.allow_insecure_target_tls,
     )
 
 

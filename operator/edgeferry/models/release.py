@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 from collections.abc import Mapping
 
-from edgeferry.models import target_objects
+from edgeferry.models import target_objects, timestamps
 
 PREFIX = target_objects.PREFIX
 DIGEST = PREFIX + "digest"
@@ -60,20 +60,6 @@ class TargetRecord:
         return self.digest == digest and self.template == template
 
 
-def _stamp(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_stamp(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
 def _parse_int(value: str | None) -> int | None:
     try:
         return int(value) if value else None
@@ -90,8 +76,8 @@ def record_annotations(record: TargetRecord) -> dict[str, str]:
     pairs: dict[str, str | None] = {
         DIGEST: record.digest,
         PREVIOUS_DIGEST: record.previous_digest,
-        STARTED_AT: _stamp(record.started_at) if record.started_at else None,
-        READY_AT: _stamp(record.ready_at) if record.ready_at else None,
+        STARTED_AT: timestamps.format_rfc3339(record.started_at) if record.started_at else None,
+        READY_AT: timestamps.format_rfc3339(record.ready_at) if record.ready_at else None,
         ROLLED_BACK_FROM: record.rolled_back_from,
         ROLLED_BACK_GENERATION: (
             str(record.rolled_back_generation)
@@ -118,8 +104,8 @@ def record_from_annotations(annotations: Mapping[str, str] | None) -> TargetReco
     return TargetRecord(
         digest=digest,
         previous_digest=found.get(PREVIOUS_DIGEST) or None,
-        started_at=_parse_stamp(found.get(STARTED_AT)),
-        ready_at=_parse_stamp(found.get(READY_AT)),
+        started_at=timestamps.parse_rfc3339(found.get(STARTED_AT)),
+        ready_at=timestamps.parse_rfc3339(found.get(READY_AT)),
         rolled_back_from=found.get(ROLLED_BACK_FROM) or None,
         rolled_back_generation=_parse_int(found.get(ROLLED_BACK_GENERATION)),
         architectures=_parse_list(found.get(ARCHITECTURES)),

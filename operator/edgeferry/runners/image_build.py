@@ -60,7 +60,7 @@ def build(
                     )
                 )
         except docker_build.BuildError as exc:
-            if exc.transient:
+            if exc.transient or not docker_build.daemon_answers(api()):
                 raise errors.TransientError(
                     f"{platform}: {exc.message}", reason=reasons.DOCKER_UNAVAILABLE
                 ) from exc

@@ -24,6 +24,7 @@ def scanner_config(config: settings.Settings) -> scanner.ScannerConfig:
         db_cache_dir=config.scan.db_cache_dir,
         auto_update=config.scan.db_auto_update,
         validate_age=config.scan.db_validate_age,
+        update_url=config.scan.db_update_url,
     )
     return scanner.ScannerConfig(grype=grype)
 
