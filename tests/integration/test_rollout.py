@@ -441,6 +441,93 @@ def test_failing_canary_is_rolled_back_and_no_further_wave_starts(
     assert operator_metric(testbed_handle, "edgeferry_rollout_degraded", **labels) == 1
 
 
+def test_crashing_canary_fails_before_its_deadline_and_the_fleet_keeps_serving(
+    fleet: Fleet, testbed_handle: handles.Testbed
+) -> None:
+    refs = build_images(fleet, good="server", bad="server")
+    apply_deployment(fleet, res.model_deployment("model", image="good", selector=AMD64))
+    res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
+
+    # Pods that kwok drives to Failed, and a deadline far longer than they need to show it.
+    deadline = 600
+    patch_deployment(
+        fleet,
+        "model",
+        {
+            "spec": {
+                "imageRef": {"name": "bad"},
+                "template": {"labels": {clusters.CHAOS_LABEL: "true"}},
+                "rollout": {"progressDeadlineSeconds": deadline},
+            }
+        },
+    )
+    started = time.monotonic()
+    obj = res.wait_deployment_phase(
+        fleet.hub, fleet.namespace, "model", phase="Degraded", timeout=deadline + 60
+    )
+    # Reported, not asserted: the status message below says it failed before the deadline.
+    print(f"crashing canary failed {time.monotonic() - started:.0f}s after the patch")
+
+    canary = res.target_line(obj, "cloud")
+    assert canary["phase"] == "RolledBack", canary
+    assert canary["digest"] == refs["good"]
+    assert f"before its {deadline}s progress deadline" in canary["message"], canary
+    assert "failed" in canary["lastError"], canary
+    assert res.condition(obj, "Degraded")["reason"] == "RolloutHalted"
+    assert any(
+        r == "RolledBack" and "clearly fail" in m
+        for _, r, m in res.events(fleet.hub, fleet.namespace, "model")
+    )
+
+    # READY counts the new release (none), SERVING every target up on any release (all).
+    ready_everywhere(fleet, "model", refs["good"], ["cloud", "edge-2"])
+    serving = res.wait_until(
+        "both targets to count as serving",
+        lambda: (
+            found
+            if (found := res.get_object(fleet.hub, fleet.namespace, "modeldeployments", "model"))
+            and found["status"].get("servingTargets") == "2/2"
+            else None
+        ),
+        timeout=60,
+    )
+    assert serving["status"]["readyTargets"] == "0/2"
+    assert serving["status"]["counts"]["serving"] == 2
+    table = fleet.hub.kubectl("-n", fleet.namespace, "get", "modeldeployment", "model").stdout
+    header, row = table.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    assert (columns["READY"], columns["SERVING"]) == ("0/2", "2/2"), table
+
+
+def test_a_selector_matching_no_target_is_stalled_not_ready(
+    fleet: Fleet, testbed_handle: handles.Testbed
+) -> None:
+    build_images(fleet, server="server")
+    nowhere = {"matchLabels": {"tier": "nowhere"}}
+    apply_deployment(fleet, res.model_deployment("model", image="server", selector=nowhere))
+    obj = res.wait_deployment_phase(
+        fleet.hub,
+        fleet.namespace,
+        "model",
+        phase="Degraded",
+        check=lambda o: res.condition(o, "Stalled").get("status") == "True",
+    )
+    stalled = res.condition(obj, "Stalled")
+    assert stalled["reason"] == "NoTargetsSelected", stalled
+    ready = res.condition(obj, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NoTargetsSelected"), ready
+    assert "selector" in obj["status"]["message"]
+    assert obj["status"]["servingTargets"] == "0/0"
+
+    labels = {"namespace": fleet.namespace, "name": "model"}
+    res.wait_until(
+        "the stalled gauge",
+        lambda: operator_metric(testbed_handle, "edgeferry_rollout_stalled", **labels) == 1,
+        timeout=30,
+    )
+    assert operator_metric(testbed_handle, "edgeferry_rollout_degraded", **labels) == 0
+
+
 def test_offline_edge_is_deferred_and_catches_up_when_back(fleet: Fleet) -> None:
     refs = build_images(fleet, server="server")
     bed = testbed.Testbed()

@@ -10,6 +10,7 @@ fields it changed. The scripts stick to the Lua 5.1 subset Argo CD's gopher-lua 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 import re
 import subprocess
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from edgeferry.decisions import rollout_status, rollout_types, waves
+from edgeferry.models import modeldeployment as md
 from tests.unit import _binaries
 
 REPO = _binaries.REPO
@@ -104,6 +107,26 @@ def _wave_failed(obj: dict[str, Any]) -> None:
     )
 
 
+def _rolled_back_serving(obj: dict[str, Any]) -> None:
+    """After a failed canary was rolled back: nothing on the new digest, all on the old one."""
+    _wave_failed(obj)
+    obj["status"]["readyTargets"] = "0/3"
+    obj["status"]["servingTargets"] = "3/3"
+
+
+def _no_targets_selected(obj: dict[str, Any]) -> None:
+    """The status edgeferry's own decision writes for a selector that matches nothing."""
+    plan = waves.next_actions(
+        [],
+        image=rollout_types.Image(name="iris", admitted=True, digest=obj["status"]["digest"]),
+        rollout=md.RolloutStrategy(),
+        generation=obj["metadata"]["generation"],
+        now=dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC),
+    )
+    written = rollout_status.build(plan, generation=obj["metadata"]["generation"]).to_status()
+    obj["status"] = written
+
+
 def _generation_ahead(obj: dict[str, Any]) -> None:
     obj["metadata"]["generation"] = obj["status"]["observedGeneration"] + 1
 
@@ -127,6 +150,8 @@ CASES = [
     ("edgetarget-ready", _generation_ahead, "Progressing", "observe generation 2"),
     ("modeldeployment-progressing", _paused, "Suspended", ""),
     ("modeldeployment-progressing", _wave_failed, "Degraded", "rolled back"),
+    ("modeldeployment-ready", _rolled_back_serving, "Degraded", "3/3 targets serve"),
+    ("modeldeployment-ready", _no_targets_selected, "Degraded", "matches no EdgeTarget"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from edgeferry.decisions import rollout_status, rollout_types
+from edgeferry.decisions import rollout_status, rollout_types, waves
 from edgeferry.models import conditions
 from edgeferry.models import modeldeployment as md
 
@@ -162,3 +162,16 @@ def test_stalled_gauge_follows_the_stalled_condition() -> None:
     stalled = conditions.Condition("Stalled", "True", "RolloutHalted", "halted")
     p = dataclasses.replace(plan_of([outcome("a", "Failed")], conds=(stalled,)), phase="Degraded")
     assert rollout_status.gauges(p, rollout_status.build(p, generation=1, now=NOW)).stalled
+
+
+def test_a_selector_matching_nothing_sets_the_stalled_gauge_not_the_degraded_one() -> None:
+    p = waves.next_actions(
+        [],
+        image=rollout_types.Image(name="iris", admitted=True, digest="r/iris@sha256:" + "a" * 64),
+        rollout=md.RolloutStrategy(),
+        generation=1,
+        now=NOW,
+    )
+    shown = rollout_status.gauges(p, rollout_status.build(p, generation=1, now=NOW))
+    assert shown.stalled and not shown.degraded
+    assert all(n == 0 for n in shown.targets.values())

@@ -6,7 +6,14 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from edgeferry.decisions import rollout_events, rollout_status, rollout_types, wave_plan, waves
+from edgeferry.decisions import (
+    rollout_events,
+    rollout_status,
+    rollout_types,
+    target_verdict,
+    wave_plan,
+    waves,
+)
 from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
@@ -334,6 +341,34 @@ def test_failing_pods_within_the_deadline_are_waited_for() -> None:
     assert line.error is not None and "CrashLoopBackOff" in line.error
 
 
+def test_crashing_pods_fail_the_canary_long_before_the_deadline() -> None:
+    canary = progressing("a", started=20, failing=True, crashing=True)
+    p = plan([canary, fresh("b")], progress_deadline_seconds=300)
+    assert write_to(p, "a").reason == "rollback"
+    assert phases(p) == {"a": "RolledBack", "b": "Pending"}
+    assert p.phase == "Degraded"
+    (line,) = [t for t in p.targets if t.name == "a"]
+    assert line.message is not None and "before its 300s progress deadline" in line.message
+
+
+def test_a_stuck_container_fails_the_target_after_the_grace_not_before() -> None:
+    grace = target_verdict.STUCK_GRACE_SECONDS
+    early = plan([progressing("a", started=grace - 10, failing=True, stuck=True)])
+    assert written(early, "rollback") == []
+    assert phases(early)["a"] == "Progressing"
+    assert early.recheck_after_seconds == 10
+    late = plan([progressing("a", started=grace + 1, failing=True, stuck=True)])
+    assert write_to(late, "a").reason == "rollback"
+    assert phases(late)["a"] == "RolledBack"
+
+
+def test_an_early_failure_without_auto_rollback_stays_failed() -> None:
+    canary = progressing("a", started=5, failing=True, crashing=True)
+    p = plan([canary], auto_rollback=False)
+    assert written(p, "rollback") == []
+    assert phases(p)["a"] == "Failed"
+
+
 def test_slow_target_past_the_deadline_without_failing_pods_keeps_waiting() -> None:
     p = plan([progressing("a", started=500, failing=False)], progress_deadline_seconds=120)
     assert written(p, "rollback") == []
@@ -626,10 +661,14 @@ def test_reachable_targets_get_a_maintain_write_to_correct_drift() -> None:
     assert maintain.record.digest == OLD
 
 
-def test_selector_matching_nothing_is_ready_with_a_hint() -> None:
+def test_selector_matching_nothing_is_stalled_not_ready_with_a_hint() -> None:
     p = plan([])
-    assert p.phase == "Ready"
-    assert condition(p, "Ready").reason == "NoTargetsSelected"
+    assert p.phase == "Degraded"
+    ready = condition(p, "Ready")
+    assert (ready.status, ready.reason) == ("False", "NoTargetsSelected")
+    stalled = condition(p, "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", "NoTargetsSelected")
+    assert condition(p, "Degraded").status == "False"
     assert "selector" in p.message
 
 
@@ -910,3 +949,22 @@ def test_a_released_target_names_what_was_removed_there() -> None:
 
 def test_releasing_a_target_that_held_nothing_is_silent() -> None:
     assert rollout_events.released("edge-1", [], namespace="models") == []
+
+
+# --- serving whatever release: READY after a rollback --------------------------------------------
+def test_after_a_rollback_serving_counts_targets_up_on_the_previous_release() -> None:
+    canary = running("a", OLD, rolled_back_from=NEW, rolled_back_generation=1)
+    p = plan([canary, running("b", OLD), running("c", OLD)], generation=1)
+    status = rollout_status.build(p, generation=1, now=NOW).to_status()
+    assert p.phase == "Degraded"
+    assert status["readyTargets"] == "0/3"
+    assert status["servingTargets"] == "3/3"
+    assert status["counts"]["serving"] == 3
+
+
+def test_targets_with_no_ready_pod_do_not_count_as_serving() -> None:
+    down = running("a", OLD, available=False)
+    down = dataclasses.replace(down, ready_replicas=0)
+    p = plan([down, offline("b"), fresh("c")])
+    status = rollout_status.build(p, generation=1, now=NOW).to_status()
+    assert status["servingTargets"] == "0/3"

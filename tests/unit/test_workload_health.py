@@ -114,3 +114,45 @@ def test_progress_deadline_exceeded_is_failing_even_without_failing_pods() -> No
 def test_many_failures_are_summarised_in_one_line() -> None:
     assert workload_health.summarize_failures(["a", "b", "c"]) == "a (and 2 more failing pods)"
     assert workload_health.summarize_failures([]) is None
+
+
+# --- clear failures, before any deadline ---------------------------------------------------------
+def failed_pod(n: int) -> dict[str, Any]:
+    done = {"terminated": {"exitCode": 1, "reason": "Error"}}
+    found = pod(phase="Failed")
+    found["metadata"]["name"] = f"iris-{n}"
+    found["status"]["containerStatuses"] = [{"name": "model", "state": done}]
+    return found
+
+
+def test_failed_pods_up_to_the_limit_make_a_target_crashing() -> None:
+    limit = workload_health.FAILED_PODS_LIMIT
+    almost = assess(deployment(available=0), [failed_pod(n) for n in range(limit - 1)])
+    assert almost.failing and not almost.crashing
+    seen = assess(deployment(available=0), [failed_pod(n) for n in range(limit)])
+    assert seen.failing and seen.crashing
+
+
+def test_restarts_of_one_container_up_to_the_limit_make_a_target_crashing() -> None:
+    running = pod()
+    running["status"]["containerStatuses"][0]["restartCount"] = workload_health.RESTARTS_LIMIT
+    seen = assess(deployment(available=0), [running])
+    assert seen.failing and seen.crashing
+    assert seen.failure is not None and "restarted" in seen.failure
+
+
+def test_image_pull_back_off_is_stuck_not_crashing() -> None:
+    seen = assess(deployment(available=0), [pod(waiting="ImagePullBackOff")])
+    assert seen.failing and seen.stuck and not seen.crashing
+
+
+def test_a_slow_start_is_neither_stuck_nor_crashing() -> None:
+    seen = assess(deployment(available=0), [pod(waiting="ContainerCreating")])
+    assert not (seen.failing or seen.stuck or seen.crashing)
+
+
+def test_failures_of_an_older_template_do_not_make_a_target_crashing() -> None:
+    old = [failed_pod(n) for n in range(workload_health.FAILED_PODS_LIMIT)]
+    for found in old:
+        found["spec"]["containers"][0]["image"] = OLD_IMAGE
+    assert not assess(deployment(available=0), old).crashing

@@ -4,7 +4,9 @@
 -- Healthy: every compatible target runs the admitted digest (Ready=True). Progressing: waves
 -- rolling out, waiting for deferred targets, or waiting for the image to be admitted.
 -- Suspended: spec.rollout.paused. Degraded: a wave failed (Degraded=True, rolled back) or the
--- rollout stalled (Stalled=True, e.g. its image is blocked).
+-- rollout stalled (Stalled=True, e.g. its image is blocked or its selector matches no target).
+-- A Degraded message starts with status.servingTargets, so "rolled back, still serving the
+-- previous release" reads apart from "down".
 
 -- BEGIN edgeferry kstatus: shared by health-modelimage.lua, health-edgetarget.lua and
 -- health-modeldeployment.lua, byte for byte (tests/unit/test_argocd_health.py checks). Argo CD
@@ -76,6 +78,10 @@ if current and obj.spec ~= nil and obj.spec.rollout ~= nil and obj.spec.rollout.
 end
 local degraded = condition(obj, "Degraded")
 if current and is_true(degraded) then
-  return {status = "Degraded", message = message_of(degraded, "Rollout degraded")}
+  local message = message_of(degraded, "Rollout degraded")
+  if obj.status.servingTargets ~= nil then
+    message = string.format("%s targets serve (any release). %s", obj.status.servingTargets, message)
+  end
+  return {status = "Degraded", message = message}
 end
 return kstatus(obj)

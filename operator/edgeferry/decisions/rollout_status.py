@@ -6,7 +6,8 @@ fleet, pushes the object toward etcd's size limit, and makes every status write 
 Fleet truncates its messages to a few entries for the same reason. So the status keeps:
 
 - counts per target phase, always complete, so `kubectl get md` ("3/4") and the metrics are
-  exact at any scale;
+  exact at any scale; plus `serving`, the targets with a ready Pod whatever release they run,
+  so "rolled back, serving the previous release" reads apart from "down";
 - at most `limit` targets in detail, the ones that need attention first (Failed, RolledBack,
   Progressing, Deferred, Pending, Incompatible, then Ready), by name within a phase, plus how
   many were left out. A healthy fleet therefore shows its first targets by name, a troubled
@@ -127,7 +128,9 @@ def build(
         template_hash=plan.template_hash,
         current_wave=plan.current_wave,
         total_waves=len(plan.waves),
-        counts=count(o.phase for o in plan.targets),
+        counts=count(o.phase for o in plan.targets).model_copy(
+            update={"serving": sum(o.ready_replicas > 0 for o in plan.targets)}
+        ),
         targets=lines,
         targets_not_listed=left_out,
         message=_cut(plan.message, MAX_SUMMARY),
@@ -232,10 +235,13 @@ def deployment_state(
     if halted_wave:
         phase, reason, message = "Degraded", reasons.ROLLOUT_HALTED, degraded.message
     elif not items:
-        phase, reason = "Ready", reasons.NO_TARGETS_SELECTED
+        # Not Ready: nothing runs the model anywhere, which is what a selector typo looks like.
+        # Stalled, as for no compatible target: only a label or selector change can move it.
+        phase, reason = "Degraded", reasons.NO_TARGETS_SELECTED
         message = (
-            "targets.selector matches no EdgeTarget in this namespace; nothing to roll out. "
-            "Compare it with `kubectl get edgetargets --show-labels`."
+            "targets.selector matches no EdgeTarget in this namespace, so the model runs "
+            "nowhere. Compare it with `kubectl get edgetargets --show-labels`, then fix the "
+            "selector or label the targets."
         )
     elif not plannable:
         phase, reason = "Degraded", reasons.NO_COMPATIBLE_TARGETS
@@ -284,7 +290,8 @@ def deployment_state(
             reason=reason,
             message=message,
             reconciling=progressing,
-            stalled=reason in (reasons.ROLLOUT_HALTED, reasons.NO_COMPATIBLE_TARGETS),
+            stalled=reason
+            in (reasons.ROLLOUT_HALTED, reasons.NO_COMPATIBLE_TARGETS, reasons.NO_TARGETS_SELECTED),
         ),
     )
     return phase, conds, message
@@ -318,6 +325,7 @@ class Gauges:
     (the phases then count 0, so a blocked rollout is one number on a dashboard)."""
     wave: int
     degraded: bool
+    """Phase `Degraded` with targets selected; with none, nothing failed: it is only stalled."""
     stalled: bool
 
 
@@ -330,6 +338,6 @@ def gauges(plan: rt.Plan, status: md.ModelDeploymentStatus) -> Gauges:
     return Gauges(
         targets={**per_phase, "Blocked": status.counts.total if blocked else 0},
         wave=plan.current_wave,
-        degraded=plan.phase == "Degraded",
+        degraded=plan.phase == "Degraded" and status.counts.total > 0,
         stalled=conditions.is_true(status.conditions, reasons.STALLED) or blocked,
     )

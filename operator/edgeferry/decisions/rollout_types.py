@@ -65,6 +65,12 @@ class TargetState:
     `ProgressDeadlineExceeded`."""
     failure: str | None = None
     """What fails, in words, e.g. `CrashLoopBackOff: container model exited 1`."""
+    crashing: bool = False
+    """Pods clearly fail (Failed Pods or restarts over `workload_health`'s limits): the target
+    fails without waiting for the progress deadline."""
+    stuck: bool = False
+    """A container waits for CrashLoopBackOff, ImagePullBackOff and the like: the target fails
+    once `target_verdict.STUCK_GRACE_SECONDS` have passed since the write."""
 
 
 # --- outputs -------------------------------------------------------------------------------------

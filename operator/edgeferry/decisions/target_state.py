@@ -93,5 +93,7 @@ def answered(
         replicas=found.replicas,
         failing=found.failing,
         failure=found.failure,
+        crashing=found.crashing,
+        stuck=found.stuck,
     )
     return state, None

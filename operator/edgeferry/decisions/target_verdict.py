@@ -10,6 +10,10 @@ being rolled out is:
 - *failed* past the deadline with failing pods (crash loops, image pull errors, the
   Deployment's own `ProgressDeadlineExceeded`): `RolledBack` to the last proven release when
   `autoRollback` allows and there is one, else `Failed`;
+- *failed* before the deadline when its Pods clearly fail: at once when they are `crashing`
+  (Failed Pods or restarts over `workload_health`'s limits), after `STUCK_GRACE_SECONDS` when a
+  container is `stuck` (CrashLoopBackOff, ErrImagePull, ImagePullBackOff...). Waiting out the
+  deadline would only keep a broken canary up longer; the deadline stays for slow starts;
 - `RolledBack` (and failed) while its record says this very digest was rolled back at this
   generation: a retry takes a spec edit or a new digest.
 
@@ -32,6 +36,12 @@ from edgeferry.decisions import compat
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
 from edgeferry.models import release, timestamps
+
+STUCK_GRACE_SECONDS = 60
+"""How long after a write a container may wait for CrashLoopBackOff, ErrImagePull and the
+like before the target fails: kubelet retries a pull that a registry blip broke, and a model
+server may crash once while a dependency comes up; a minute covers both, while a release that
+cannot start fails minutes before `progressDeadlineSeconds` (300 s by default)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +185,14 @@ def assess(
             message=f"was Ready, now {replicas}; Kubernetes is restoring it (no rollback)",
         )
 
-    left = rollout.progress_deadline_seconds - (now - started).total_seconds()
+    elapsed = (now - started).total_seconds()
+    left = rollout.progress_deadline_seconds - elapsed
+    if t.failing and (t.crashing or (t.stuck and elapsed >= STUCK_GRACE_SECONDS)):
+        why = (
+            f"pods clearly fail {math.floor(elapsed)}s after the write, before its "
+            f"{rollout.progress_deadline_seconds}s progress deadline"
+        )
+        return _failed(base, record=record, target=target, why=why)
     if left >= 0 or not t.failing:
         if t.failing:
             message = f"pods failing, {replicas}; deadline in {math.ceil(left)}s"
@@ -183,31 +200,28 @@ def assess(
             message = f"past the progress deadline but no pod is failing ({replicas}); waits"
         else:
             message = f"{replicas}; deadline in {math.ceil(left)}s"
-        return dataclasses.replace(
-            base,
-            phase="Progressing",
-            recheck=max(1.0, left) if left >= 0 else None,
-            message=message,
-        )
-    return _missed_deadline(base, record=record, target=target)
+        recheck = max(1.0, left) if left >= 0 else None
+        if t.stuck and elapsed < STUCK_GRACE_SECONDS:
+            recheck = max(1.0, min(left, STUCK_GRACE_SECONDS - elapsed))
+        return dataclasses.replace(base, phase="Progressing", recheck=recheck, message=message)
+    missed = f"missed its {rollout.progress_deadline_seconds}s progress deadline"
+    return _failed(base, record=record, target=target, why=missed)
 
 
-def _missed_deadline(v: Verdict, *, record: release.TargetRecord, target: Release) -> Verdict:
-    """Failed past the progress deadline: roll back if allowed and possible, else stay Failed."""
+def _failed(v: Verdict, *, record: release.TargetRecord, target: Release, why: str) -> Verdict:
+    """Failed (past the deadline, or early since its pods clearly fail): roll back if allowed
+    and possible, else stay Failed. `why` starts each message."""
     rollout, desired = target.rollout, target.digest
     v = dataclasses.replace(v, failed=True, settled=True, error=v.state.failure or "pods failing")
-    missed = f"missed its {rollout.progress_deadline_seconds}s progress deadline"
     if not rollout.auto_rollback:
-        message = (
-            f"{missed}; autoRollback is off, so it keeps {timestamps.short_reference(desired)}"
-        )
+        message = f"{why}; autoRollback is off, so it keeps {timestamps.short_reference(desired)}"
         return dataclasses.replace(v, phase="Failed", message=message)
     if record.previous_digest is None:
-        message = f"{missed}; no earlier digest ran here to roll back to"
+        message = f"{why}; no earlier digest ran here to roll back to"
         return dataclasses.replace(v, phase="Failed", message=message)
     if rollout.paused:
         back_to = timestamps.short_reference(record.previous_digest)
-        message = f"{missed}; rolls back to {back_to} when resumed"
+        message = f"{why}; rolls back to {back_to} when resumed"
         return dataclasses.replace(v, phase="Failed", message=message)
     back = release.TargetRecord(
         digest=record.previous_digest,
@@ -221,7 +235,7 @@ def _missed_deadline(v: Verdict, *, record: release.TargetRecord, target: Releas
     return dataclasses.replace(
         v,
         phase="RolledBack",
-        message=f"{missed}; rolled back to {timestamps.short_reference(record.previous_digest)}",
+        message=f"{why}; rolled back to {timestamps.short_reference(record.previous_digest)}",
         write=rt.Write(v.name, "rollback", back),
         record=back,
         digest=back.digest,

@@ -6,6 +6,13 @@ the current template in a crash loop, with image pull errors, or in phase `Faile
 Deployment's own `ProgressDeadlineExceeded`. Pods of an older template are ignored: a rollout
 must not be blamed for the Pods it is replacing. `target_verdict` then decides what a failing
 target past its deadline means.
+
+Some failures are clear long before the deadline, and waiting it out only prolongs a broken
+canary: `crashing` (at least `FAILED_PODS_LIMIT` Pods of the current template Failed, or one of
+its containers restarted `RESTARTS_LIMIT` times) and `stuck` (a container waits for one of
+`FAILING_WAITING_REASONS`, such as CrashLoopBackOff or ImagePullBackOff). `target_verdict` fails
+a crashing target at once and a stuck one after a short grace; slow starts (a big image over a
+thin link: Pending, ContainerCreating, not ready yet) are neither, and keep the deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +37,14 @@ FAILING_WAITING_REASONS = frozenset(
 )
 """Container waiting reasons that mean the Pod will not become ready without a change."""
 
+FAILED_PODS_LIMIT = 3
+"""Failed Pods of the current template that make a target clearly failing: one Failed Pod can
+be a node going away, three replaced Pods that fail again are the release."""
+
+RESTARTS_LIMIT = 3
+"""Restarts of one container of the current template that make a target clearly failing: a
+container that crashed three times will not start on the fourth attempt."""
+
 _MAX_FAILURE_TEXT = 300
 
 
@@ -47,6 +62,11 @@ class Observation:
     replicas: int = 0
     failing: bool = False
     failure: str | None = None
+    crashing: bool = False
+    """At least `FAILED_PODS_LIMIT` Failed Pods or `RESTARTS_LIMIT` restarts of one container
+    (current template only): failing, whatever the deadline."""
+    stuck: bool = False
+    """A container of the current template waits for a `FAILING_WAITING_REASONS` reason."""
     image: str | None = None
     """The image of the Deployment's current pod template."""
 
@@ -79,13 +99,19 @@ def _pod_image(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _statuses(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The container statuses of a Pod, init containers included."""
+    status = pod.get("status", {})
+    return list(status.get("containerStatuses") or []) + list(
+        status.get("initContainerStatuses") or []
+    )
+
+
 def _pod_failure(pod: Mapping[str, Any]) -> str | None:
     """Why this Pod will not become ready on its own, or None."""
     name = pod.get("metadata", {}).get("name", "?")
     status = pod.get("status", {})
-    statuses = list(status.get("containerStatuses") or []) + list(
-        status.get("initContainerStatuses") or []
-    )
+    statuses = _statuses(pod)
     for cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in FAILING_WAITING_REASONS:
@@ -101,6 +127,11 @@ def _pod_failure(pod: Mapping[str, Any]) -> str | None:
                 )
         return f"pod {name} failed: {status.get('reason') or status.get('message') or 'Failed'}"
     return None
+
+
+def _restarts(pod: Mapping[str, Any]) -> int:
+    """The highest restart count of one container of this Pod."""
+    return max((int(cs.get("restartCount") or 0) for cs in _statuses(pod)), default=0)
 
 
 def summarize_failures(failures: Sequence[str]) -> str | None:
@@ -142,14 +173,23 @@ def assess(
         and int(status.get("replicas", 0)) == wanted
         and not deadline_exceeded
     )
-    failures = [
-        reason
+    current = [
+        pod
         for pod in pods
         if not pod.get("metadata", {}).get("deletionTimestamp") and _pod_image(pod) == image
-        for reason in [_pod_failure(pod)]
-        if reason is not None
     ]
+    failures = [reason for pod in current for reason in [_pod_failure(pod)] if reason is not None]
+    failed_pods = sum(pod.get("status", {}).get("phase") == "Failed" for pod in current)
+    restarts = max((_restarts(pod) for pod in current), default=0)
+    crashing = not available and (failed_pods >= FAILED_PODS_LIMIT or restarts >= RESTARTS_LIMIT)
+    if crashing and not failures:
+        failures = [f"a container of the current template restarted {restarts} times"]
     failing = deadline_exceeded or (not available and bool(failures))
+    stuck = not available and any(
+        ((cs.get("state") or {}).get("waiting") or {}).get("reason") in FAILING_WAITING_REASONS
+        for pod in current
+        for cs in _statuses(pod)
+    )
     failure: str | None = None
     if deadline_exceeded:
         message = (progressing or {}).get("message") or "no progress"
@@ -166,5 +206,7 @@ def assess(
         replicas=wanted,
         failing=failing,
         failure=failure[:_MAX_FAILURE_TEXT] if failure else None,
+        crashing=crashing,
+        stuck=stuck,
         image=image,
     )

@@ -303,6 +303,9 @@ class PhaseCounts(wire.Model):
     rolled_back: int = 0
     deferred: int = 0
     incompatible: int = 0
+    serving: int = 0
+    """Targets with at least one ready Pod of our Deployment, whatever release they run: after
+    a rollback `ready` counts 0 on the new digest while these still serve the previous one."""
 
     def of(self, phase: TargetPhase) -> int:
         """The count for one phase, by its name in `TargetPhase`."""
@@ -329,6 +332,13 @@ class ModelDeploymentStatus(wire.Model):
     def ready_targets(self) -> str:
         """`ready/total` for the printer column."""
         return f"{self.counts.ready}/{self.counts.total}"
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def serving_targets(self) -> str:
+        """`serving/total` for the printer column: up, whatever release (`ready_targets`
+        counts only the release being rolled out)."""
+        return f"{self.counts.serving}/{self.counts.total}"
 
     @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
