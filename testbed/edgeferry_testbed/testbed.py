@@ -59,11 +59,7 @@ class Testbed:
     def up(self, *, base_images: bool = True) -> env.TestbedEnv:
         started = time.monotonic()
         self._ensure_tools()
-        with _timed("docker daemon ready"):
-            _say(f"docker daemon: {services.ensure_docker(self.sup, self.layout)}")
-        with _timed("registry ready"):
-            how = services.ensure_registry(self.sup, self.layout)
-            _say(f"registry {self.layout.registry}: {how}")
+        self._ensure_docker_and_registry()
         with _timed("control planes ready"):
             self._ensure_control_planes()
         with _timed("prometheus ready"):
@@ -86,13 +82,16 @@ class Testbed:
         Needs none of the Go tools, so a cold machine can make the images (debootstrap: mostly
         downloads and unpacking) while the tools compile (CPU), instead of after them.
         """
+        self._ensure_docker_and_registry()
+        with _timed("base images ready"):
+            return self._ensure_base_images()
+
+    def _ensure_docker_and_registry(self) -> None:
         with _timed("docker daemon ready"):
             _say(f"docker daemon: {services.ensure_docker(self.sup, self.layout)}")
         with _timed("registry ready"):
             how = services.ensure_registry(self.sup, self.layout)
             _say(f"registry {self.layout.registry}: {how}")
-        with _timed("base images ready"):
-            return self._ensure_base_images()
 
     def _ensure_tools(self) -> None:
         needed = [
