@@ -226,10 +226,14 @@ def big_server_image(
         name, base=described.base_images["busybox"], registry=registry, variant=variant
     )
     first, _, rest = image["spec"]["build"]["dockerfile"].partition("\n")
-    slow = f"RUN sleep {build_seconds}\n" if build_seconds else ""
-    image["spec"]["build"]["dockerfile"] = (
-        f"{first}\n{slow}RUN dd if=/dev/urandom of=/ballast bs=1M count=160 2>/dev/null\n{rest}"
+    # The variant goes into the slow steps, so Docker's layer cache (warm from earlier runs)
+    # never skips them and the registry has none of their blobs yet.
+    slow = f"RUN echo {variant} > /variant && sleep {build_seconds}\n" if build_seconds else ""
+    ballast = (
+        f"RUN echo {variant} > /variant.ballast"
+        " && dd if=/dev/urandom of=/ballast bs=1M count=160 2>/dev/null\n"
     )
+    image["spec"]["build"]["dockerfile"] = f"{first}\n{slow}{ballast}{rest}"
     return config_map, image
 
 
