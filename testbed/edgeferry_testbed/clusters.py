@@ -1,5 +1,7 @@
-"""Real Kubernetes control planes on loopback: one etcd, and per cluster a kube-apiserver,
-kube-controller-manager, kube-scheduler and a kwok that plays the kubelets of fake nodes.
+"""Real Kubernetes control planes on this host: one etcd, and per cluster a kube-apiserver,
+kube-controller-manager, kube-scheduler, a kwok that plays the kubelets of fake nodes, and one
+real node (`realnodes`). The API servers listen on the testbed's host address, which the real
+nodes' Pods reach too (an in-cluster operator, say); etcd and the rest stay on 127.0.0.1.
 
 The clusters share one etcd under distinct `--etcd-prefix`es (cheaper on 2 cores than one etcd
 each, and still isolated at the API). Workloads really go through the controllers: a Deployment
@@ -66,13 +68,13 @@ def prepare(lay: layout.Layout, cluster: layout.ClusterLayout) -> tuple[ClusterF
     """Credentials, kubeconfig and kwok stages of one cluster; returns the files and admin token."""
     files = ClusterFiles(lay, cluster)
     files.dir.mkdir(parents=True, exist_ok=True)
-    certs = pki.ensure_serving_certs(lay.state_dir / "pki")
+    certs = pki.ensure_serving_certs(lay.state_dir / "pki", serving_addresses(lay))
     token, _ = pki.ensure_admin_token(files.dir)
     pki.ensure_service_account_key(files.dir)
     pki.write_kubeconfig(
         files.kubeconfig,
         cluster=cluster.name,
-        server=f"https://127.0.0.1:{cluster.apiserver_port}",
+        server=api_url(lay, cluster),
         ca_cert=certs.ca_cert,
         token=token,
     )
@@ -80,6 +82,15 @@ def prepare(lay: layout.Layout, cluster: layout.ClusterLayout) -> tuple[ClusterF
     docs = [(stages_dir / rel).read_text().strip() for rel in _STAGES]
     files.kwok_config.write_text("\n---\n".join(docs) + "\n")
     return files, token
+
+
+def serving_addresses(lay: layout.Layout) -> tuple[str, ...]:
+    """What the API servers' one certificate must be valid for, besides 127.0.0.1."""
+    return (lay.host_address, *(c.kubernetes_service_ip for c in lay.clusters))
+
+
+def api_url(lay: layout.Layout, cluster: layout.ClusterLayout) -> str:
+    return f"https://{lay.host_address}:{cluster.apiserver_port}"
 
 
 def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[str]:
@@ -91,8 +102,8 @@ def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[st
     )
     return [
         str(lay.tool("kubernetes", layout.KUBERNETES_VERSION, "kube-apiserver")),
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        f"--bind-address={lay.host_address}",
+        f"--advertise-address={lay.host_address}",
         f"--secure-port={cluster.apiserver_port}",
         f"--etcd-servers=http://127.0.0.1:{lay.etcd_client_port}",
         f"--etcd-prefix=/{cluster.name}/registry",
@@ -106,7 +117,11 @@ def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[st
         f"--service-account-signing-key-file={files.dir / 'sa.key'}",
         f"--service-cluster-ip-range={cluster.service_cidr}",
         "--authorization-mode=RBAC",
-        "--endpoint-reconciler-type=none",
+        # The `kubernetes` Service points at the host address: in-cluster clients reach it.
+        "--endpoint-reconciler-type=lease",
+        # logs/exec at the real node: the kubelet trusts the testbed CA for client certs.
+        f"--kubelet-client-certificate={certs.cert}",
+        f"--kubelet-client-key={certs.key}",
         "--allow-privileged=true",
         "--profiling=false",
         "--max-requests-inflight=800",
@@ -179,10 +194,13 @@ def api_get(lay: layout.Layout, cluster: layout.ClusterLayout, path: str, token:
     """GET an apiserver path with the admin token, trusting the testbed CA only."""
     ctx = ssl.create_default_context(cafile=str(lay.state_dir / "pki" / "ca.crt"))
     req = urllib.request.Request(
-        f"https://127.0.0.1:{cluster.apiserver_port}{path}",
+        f"{api_url(lay, cluster)}{path}",
         headers={"Authorization": f"Bearer {token}"},
     )
-    with urllib.request.urlopen(req, timeout=3, context=ctx) as resp:
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    with opener.open(req, timeout=3) as resp:
         return bytes(resp.read())
 
 

@@ -19,6 +19,8 @@ class ClusterEnv:
     api_url: str
     architectures: list[str]
     nodes: list[str]
+    real_nodes: list[str] = dataclasses.field(default_factory=list)
+    """Nodes with a real kubelet and containerd (tainted; see `layout.REAL_NODE_TAINT`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,10 @@ class TestbedEnv:
     base_images: dict[str, str]
     tools: dict[str, str]
     state_dir: str
+    host_address: str = ""
+    """The testbed's address on `lo` that Pods reach too (API servers, the Pods' registry)."""
+    pod_registry: str = ""
+    """The registry as Pods reach it (same storage as `registry`)."""
 
     def cluster(self, name: str) -> ClusterEnv:
         for c in self.clusters:

@@ -128,6 +128,43 @@ def ensure_busybox_base(
     return _make(api, recipe, build)
 
 
+PAUSE_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "pause" / "pause.c"
+
+
+def ensure_pause_image(docker_client: ClientLike, registry_host: str) -> str:
+    """``<registry>/edgeferry/pause@sha256:...``: the Pod sandbox image of the real nodes.
+
+    containerd needs one to hold each Pod's namespaces and no hub is reachable for
+    registry.k8s.io/pause, so ours is a static C program built here with gcc (about 20 lines:
+    sleep until TERM, reap orphans). Only the host's architecture: real nodes run natively.
+    """
+    api = _api(docker_client)
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise ImageRecipeError("gcc is missing (the pause image is compiled): apt-get install gcc")
+    recipe = _Recipe(
+        key="pause",
+        repository=f"{registry_host}/edgeferry/pause",
+        tag="1",
+        inputs=_digest_of("pause", _RECIPE_VERSION, _host_platform(), _file_sha256(PAUSE_SOURCE)),
+    )
+
+    def build() -> str:
+        with _step("pause: gcc -static + import"), tempfile.TemporaryDirectory() as tmp:
+            root = pathlib.Path(tmp) / "root"
+            root.mkdir()
+            rootfs.run(
+                [gcc, "-O2", "-static", "-s", "-o", str(root / "pause"), str(PAUSE_SOURCE)],
+                what="compile the pause program",
+            )
+            changes = ['ENTRYPOINT ["/pause"]', f"LABEL {RECIPE_LABEL}={recipe.inputs}"]
+            return _import(
+                api, rootfs.tar_directory(root), recipe.repository, recipe.tag, changes=changes
+            )
+
+    return _make(api, recipe, build)
+
+
 def ensure_python_sklearn_base(
     docker_client: ClientLike,
     registry_host: str,

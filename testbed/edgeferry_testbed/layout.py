@@ -21,6 +21,15 @@ PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+HOST_ADDRESS = "10.255.0.1"
+"""The testbed's own address on `lo`: the API servers, kubelets and the Pods' registry listen
+there. Pods reach it through their bridge's gateway (a local address is local on any interface),
+the host reaches it like 127.0.0.1, and nothing outside this machine routes to it."""
+
+REAL_NODE_TAINT = {"key": "edgeferry.io/real-node", "value": "true", "effect": "NoSchedule"}
+"""Keeps workloads that did not ask for a real node on the kwok nodes, where tests expect them."""
+REAL_NODE_LABEL = "edgeferry.io/node-kind"
+
 
 @dataclasses.dataclass(frozen=True)
 class FakeNode:
@@ -35,6 +44,14 @@ class FakeNode:
 
 
 @dataclasses.dataclass(frozen=True)
+class RealNode:
+    """A real kubelet with its own containerd: Pods there pull the image and run it."""
+
+    name: str
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterLayout:
     """One control plane: the hub (where the operator runs) or a K3s-shaped edge site."""
 
@@ -42,6 +59,7 @@ class ClusterLayout:
     role: str  # "hub" or "edge"
     index: int
     nodes: tuple[FakeNode, ...]
+    real_nodes: tuple[RealNode, ...] = ()
 
     @property
     def apiserver_port(self) -> int:
@@ -58,6 +76,36 @@ class ClusterLayout:
     @property
     def kwok_port(self) -> int:
         return 31473 + self.index
+
+    @property
+    def kubelet_port(self) -> int:
+        return 31483 + self.index
+
+    @property
+    def kubelet_healthz_port(self) -> int:
+        return 31493 + self.index
+
+    @property
+    def kube_proxy_healthz_port(self) -> int:
+        return 31503 + self.index
+
+    @property
+    def kube_proxy_metrics_port(self) -> int:
+        return 31513 + self.index
+
+    @property
+    def real_pod_subnet(self) -> str:
+        """Pod addresses of the real node (its CNI bridge); apart from kwok's `pod_cidr`."""
+        return f"10.{210 + self.index}.0.0/24"
+
+    @property
+    def bridge(self) -> str:
+        return f"ef-{self.name}"[:15]
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service range: the `kubernetes` Service of this cluster."""
+        return f"10.{96 + self.index}.0.1"
 
     @property
     def service_cidr(self) -> str:
@@ -88,6 +136,19 @@ def _k3s_node(cluster: str, i: int, arch: str) -> FakeNode:
     )
 
 
+def _k3s_real_node(cluster: str) -> RealNode:
+    name = f"{cluster}-real-1"
+    return RealNode(
+        name,
+        {
+            "node.kubernetes.io/instance-type": "k3s",
+            "k3s.io/hostname": name,
+            "topology.kubernetes.io/region": "edge",
+            "topology.kubernetes.io/zone": cluster,
+        },
+    )
+
+
 def default_clusters() -> tuple[ClusterLayout, ...]:
     """The hub with cloud nodes (two CPU, one GPU) and two edge sites: arm64 and amd64."""
     cloud = {
@@ -114,12 +175,21 @@ def default_clusters() -> tuple[ClusterLayout, ...]:
                 gpus=1,
             ),
         ),
+        real_nodes=(RealNode("hub-real-1", {**cloud, "edgeferry.io/pool": "real"}),),
     )
     edge1 = ClusterLayout(
-        "edge-1", "edge", 1, (_k3s_node("edge-1", 1, "arm64"), _k3s_node("edge-1", 2, "arm64"))
+        "edge-1",
+        "edge",
+        1,
+        (_k3s_node("edge-1", 1, "arm64"), _k3s_node("edge-1", 2, "arm64")),
+        (_k3s_real_node("edge-1"),),
     )
     edge2 = ClusterLayout(
-        "edge-2", "edge", 2, (_k3s_node("edge-2", 1, "amd64"), _k3s_node("edge-2", 2, "amd64"))
+        "edge-2",
+        "edge",
+        2,
+        (_k3s_node("edge-2", 1, "amd64"), _k3s_node("edge-2", 2, "amd64")),
+        (_k3s_real_node("edge-2"),),
     )
     return (hub, edge1, edge2)
 
@@ -136,6 +206,7 @@ class Layout:
     registry_port: int = 5000
     prometheus_port: int = 31090
     operator_metrics_port: int = 31080
+    host_address: str = HOST_ADDRESS
 
     @property
     def bin_dir(self) -> Path:
@@ -144,6 +215,12 @@ class Layout:
     @property
     def registry(self) -> str:
         return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def pod_registry(self) -> str:
+        """The registry as Pods (and the daemons in them) reach it: the same storage as
+        `registry`, served on the host address because a Pod's 127.0.0.1 is its own."""
+        return f"{self.host_address}:{self.registry_port}"
 
     @property
     def env_file(self) -> Path:

@@ -1,7 +1,8 @@
 """Keys and credentials of the local clusters, made with the openssl CLI.
 
-One CA signs one serving certificate valid for 127.0.0.1 and localhost (every apiserver binds
-there). Each cluster gets its own ServiceAccount signing key and admin token, so a credential of
+One CA signs one serving certificate valid for the testbed's host address (every apiserver binds
+there), 127.0.0.1, and each cluster's `kubernetes` Service address (what in-cluster clients
+dial). Each cluster gets its own ServiceAccount signing key and admin token, so a credential of
 one cluster never works on another, as with real separate sites.
 """
 
@@ -25,8 +26,9 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def ensure_serving_certs(pki_dir: Path) -> ServingCerts:
-    """The CA and the loopback serving certificate, created once per state directory."""
+def ensure_serving_certs(pki_dir: Path, addresses: tuple[str, ...] = ()) -> ServingCerts:
+    """The CA and the serving certificate, created once per state directory (and again when
+    the addresses it must be valid for change)."""
     pki_dir.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = pki_dir / "ca.key", pki_dir / "ca.crt"
     key, cert = pki_dir / "serving.key", pki_dir / "serving.crt"
@@ -46,13 +48,15 @@ def ensure_serving_certs(pki_dir: Path) -> ServingCerts:
             "-subj",
             "/CN=edgeferry-testbed-ca",
         )
-    if not cert.exists():
-        csr, ext = pki_dir / "serving.csr", pki_dir / "serving.ext"
-        ext.write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-            "extendedKeyUsage=serverAuth,clientAuth\n"
-        )
+    csr, ext = pki_dir / "serving.csr", pki_dir / "serving.ext"
+    ips = "".join(f"IP:{a}," for a in ("127.0.0.1", *addresses))
+    wanted_ext = (
+        f"subjectAltName={ips}DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    if not cert.exists() or not ext.exists() or ext.read_text() != wanted_ext:
+        ext.write_text(wanted_ext)
         _openssl(
             "req",
             "-newkey",

@@ -55,19 +55,27 @@ def registry_answers(lay: layout.Layout) -> bool:
 
 def ensure_registry(sup: procs.Supervisor, lay: layout.Layout) -> str:
     """The Debian `docker-registry` on 127.0.0.1, storing under the user cache (images survive
-    `down`, so base images are not rebuilt on every run)."""
-    if registry_answers(lay):
+    `down`, so base images are not rebuilt on every run), and a second process on the same
+    storage at the host address for Pods (dind in the operator's Pod, containerd of real nodes)."""
+    how = _ensure_registry_process(sup, lay, "registry", lay.registry)
+    pods = _ensure_registry_process(sup, lay, "registry-pods", lay.pod_registry)
+    return f"{how}; for Pods at {lay.pod_registry}: {pods}"
+
+
+def _ensure_registry_process(
+    sup: procs.Supervisor, lay: layout.Layout, name: str, address: str
+) -> str:
+    if procs.http_ok(f"http://{address}/v2/"):
         return "reused"
-    if not procs.port_is_free(lay.registry_port):
-        raise procs.TestbedError(
-            f"port 127.0.0.1:{lay.registry_port} is taken by something that is not a registry"
-        )
+    host, _, port = address.rpartition(":")
+    if not procs.port_is_free(int(port), host):
+        raise procs.TestbedError(f"port {address} is taken by something that is not a registry")
     binary = shutil.which("docker-registry")
     if binary is None:
         raise procs.TestbedError(
             "docker-registry is not installed: `apt-get install docker-registry`"
         )
-    config = lay.state_dir / "registry.yml"
+    config = lay.state_dir / f"{name}.yml"
     storage = lay.cache_dir / "registry"
     storage.mkdir(parents=True, exist_ok=True)
     config.write_text(
@@ -77,14 +85,14 @@ def ensure_registry(sup: procs.Supervisor, lay: layout.Layout) -> str:
         f"  filesystem:\n    rootdirectory: {storage}\n"
         "  delete:\n    enabled: true\n"
         "http:\n"
-        f"  addr: 127.0.0.1:{lay.registry_port}\n"
+        f"  addr: {address}\n"
     )
-    sup.start("registry", [binary, "serve", str(config)])
+    sup.start(name, [binary, "serve", str(config)])
     procs.wait_until(
-        lambda: registry_answers(lay),
+        lambda: procs.http_ok(f"http://{address}/v2/"),
         timeout=30,
-        what="the registry",
-        on_timeout=lambda: sup.log_tail("registry"),
+        what=f"the registry at {address}",
+        on_timeout=lambda: sup.log_tail(name),
     )
     return "started"
 

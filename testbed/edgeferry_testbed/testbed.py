@@ -20,15 +20,18 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import clusters, env, layout, pki, procs, services
+from edgeferry_testbed import clusters, env, layout, pki, procs, realnodes, services
 
 # Stop order: consumers before what they consume; the data stores and daemons last.
 _STOP_ORDER = (
     "operator",
+    "kube-proxy",
+    "kubelet",
     "kwok",
     "scheduler",
     "controller-manager",
     "apiserver",
+    "containerd",
     "etcd",
     "prometheus",
     "registry",
@@ -87,6 +90,8 @@ class Testbed:
             return self._ensure_base_images()
 
     def _ensure_docker_and_registry(self) -> None:
+        address = realnodes.ensure_host_address(self.layout)
+        _say(f"host address {self.layout.host_address} on lo: {address}")
         with _timed("docker daemon ready"):
             _say(f"docker daemon: {services.ensure_docker(self.sup, self.layout)}")
         with _timed("registry ready"):
@@ -99,6 +104,8 @@ class Testbed:
             self.layout.tool("kubernetes", layout.KUBERNETES_VERSION, "kube-apiserver"),
             self.layout.tool("kubernetes", layout.KUBERNETES_VERSION, "kubectl"),
             self.layout.tool("kwok", layout.KWOK_VERSION),
+            self.layout.tool("kubernetes", layout.KUBERNETES_VERSION, "kubelet"),
+            self.layout.tool("kubernetes", layout.KUBERNETES_VERSION, "kube-proxy"),
         ]
         if all(p.exists() for p in needed):
             return
@@ -121,6 +128,7 @@ class Testbed:
             on_timeout=lambda: self.sup.log_tail("etcd"),
         )
         tokens = {c.name: clusters.prepare(lay, c)[1] for c in lay.clusters}
+        self._sandbox_image = self._ensure_pause_image()
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(lay.clusters)) as pool:
             futures = [pool.submit(self._ensure_cluster, c, tokens[c.name]) for c in lay.clusters]
             for fut in futures:
@@ -128,16 +136,23 @@ class Testbed:
 
     def _check_ports_free(self) -> None:
         lay = self.layout
-        ports = {"etcd client": lay.etcd_client_port, "etcd peer": lay.etcd_peer_port}
+        local, host = "127.0.0.1", lay.host_address
+        ports = {
+            "etcd client": (local, lay.etcd_client_port),
+            "etcd peer": (local, lay.etcd_peer_port),
+        }
         for c in lay.clusters:
-            ports[f"{c.name} kube-apiserver"] = c.apiserver_port
-            ports[f"{c.name} kube-controller-manager"] = c.controller_manager_port
-            ports[f"{c.name} kube-scheduler"] = c.scheduler_port
-            ports[f"{c.name} kwok"] = c.kwok_port
+            ports[f"{c.name} kube-apiserver"] = (host, c.apiserver_port)
+            ports[f"{c.name} kube-controller-manager"] = (local, c.controller_manager_port)
+            ports[f"{c.name} kube-scheduler"] = (local, c.scheduler_port)
+            ports[f"{c.name} kwok"] = (local, c.kwok_port)
+            if c.real_nodes:
+                ports[f"{c.name} kubelet"] = (host, c.kubelet_port)
+                ports[f"{c.name} kubelet healthz"] = (local, c.kubelet_healthz_port)
         taken = [
-            f"{what} (127.0.0.1:{port})"
-            for what, port in ports.items()
-            if not procs.port_is_free(port)
+            f"{what} ({address}:{port})"
+            for what, (address, port) in ports.items()
+            if not procs.port_is_free(port, address)
         ]
         if taken:
             raise procs.TestbedError(
@@ -155,6 +170,7 @@ class Testbed:
         self.sup.start(
             f"kwok-{name}", clusters.kwok_argv(lay, cluster), env=clusters.kwok_env(lay, cluster)
         )
+        self._ensure_real_nodes(cluster)
         api = self.api_client(name)
         core = k8s_client.CoreV1Api(api)
         for node in cluster.nodes:
@@ -170,6 +186,13 @@ class Testbed:
             what=f"{name}: fake nodes Ready ({', '.join(sorted(wanted))})",
             on_timeout=lambda: self.sup.log_tail(f"kwok-{name}"),
         )
+        real = {n.name for n in cluster.real_nodes}
+        procs.wait_until(
+            lambda: real <= clusters.ready_node_names(lay, cluster, token),
+            timeout=120,
+            what=f"{name}: real nodes Ready ({', '.join(sorted(real))})",
+            on_timeout=lambda: self.sup.log_tail(f"kubelet-{name}", 40),
+        )
         procs.wait_until(
             lambda: _has_default_service_account(core),
             timeout=90,
@@ -178,9 +201,40 @@ class Testbed:
         )
         api.close()
         _say(
-            f"cluster {name} ({cluster.role}) ready at https://127.0.0.1:{cluster.apiserver_port}"
+            f"cluster {name} ({cluster.role}) ready at {clusters.api_url(lay, cluster)}"
             f" with nodes {', '.join(f'{n.name}/{n.arch}' for n in cluster.nodes)}"
+            f" (kwok) and {', '.join(n.name for n in cluster.real_nodes) or 'none'} (real)"
         )
+
+    def _ensure_pause_image(self) -> str:
+        from edgeferry_testbed import images  # docker builds: only when asked
+
+        client = docker.DockerClient(base_url=services.DOCKER_SOCKET, timeout=600)
+        try:
+            return images.ensure_pause_image(client, self.layout.registry)
+        finally:
+            client.close()
+
+    def _ensure_real_nodes(self, cluster: layout.ClusterLayout) -> None:
+        """containerd, then the kubelet (and on the hub kube-proxy) of the cluster's real node."""
+        if not cluster.real_nodes:
+            return
+        lay, name = self.layout, cluster.name
+        kubeconfig = clusters.kubeconfig_path(lay, cluster)
+        files = realnodes.prepare(
+            lay, cluster, sandbox_image=self._sandbox_image, kubeconfig=kubeconfig
+        )
+        self.sup.start(f"containerd-{name}", realnodes.containerd_argv(lay, cluster))
+        procs.wait_until(
+            files.containerd_socket.exists,
+            timeout=30,
+            what=f"{name}: containerd socket",
+            on_timeout=lambda: self.sup.log_tail(f"containerd-{name}"),
+        )
+        node = cluster.real_nodes[0]
+        self.sup.start(f"kubelet-{name}", realnodes.kubelet_argv(lay, cluster, node, kubeconfig))
+        if cluster.role == "hub":
+            self.sup.start(f"kube-proxy-{name}", realnodes.kube_proxy_argv(lay, cluster))
 
     def start_apiserver(self, name: str) -> None:
         """Start (or find running) one cluster's kube-apiserver and wait until it is ready."""
@@ -204,7 +258,7 @@ class Testbed:
         self.sup.stop(f"apiserver-{name}")
         port = self.layout.cluster(name).apiserver_port
         procs.wait_until(
-            lambda: procs.port_is_free(port),
+            lambda: procs.port_is_free(port, self.layout.host_address),
             timeout=30,
             what=f"{name}: kube-apiserver port to close",
         )
@@ -240,9 +294,10 @@ class Testbed:
                     name=c.name,
                     role=c.role,
                     kubeconfig=str(clusters.kubeconfig_path(lay, c)),
-                    api_url=f"https://127.0.0.1:{c.apiserver_port}",
+                    api_url=clusters.api_url(lay, c),
                     architectures=c.architectures,
                     nodes=[n.name for n in c.nodes],
+                    real_nodes=[n.name for n in c.real_nodes],
                 )
                 for c in lay.clusters
             ],
@@ -257,6 +312,8 @@ class Testbed:
                 "grype": str(lay.tool("grype", layout.GRYPE_VERSION)),
             },
             state_dir=str(lay.state_dir),
+            host_address=lay.host_address,
+            pod_registry=lay.pod_registry,
         )
 
     def status(self) -> list[dict[str, Any]]:
@@ -267,7 +324,14 @@ class Testbed:
             for c in self.layout.clusters
             for kind in ("apiserver", "controller-manager", "scheduler", "kwok")
         ]
-        names += ["prometheus", "registry", "dockerd", "operator"]
+        names += [
+            f"{kind}-{c.name}"
+            for c in self.layout.clusters
+            if c.real_nodes
+            for kind in ("containerd", "kubelet")
+        ]
+        names += [f"kube-proxy-{c.name}" for c in self.layout.clusters if c.role == "hub"]
+        names += ["prometheus", "registry", "registry-pods", "dockerd", "operator"]
         for name in names:
             found = self.sup.find(name)
             rows.append(
@@ -295,6 +359,11 @@ class Testbed:
             return len(_STOP_ORDER)
 
         for name in sorted(running, key=lambda n: (rank(n), n)):
+            if name.startswith("containerd-"):
+                cluster = self.layout.cluster(name.removeprefix("containerd-"))
+                removed = realnodes.remove_pod_containers(self.layout, cluster)
+                if removed:
+                    _say(f"{cluster.name}: removed {removed} Pod containers of the real node")
             if self.sup.stop(name):
                 stopped.append(name)
         leftovers = [m.name for m in self.sup.all()]

@@ -38,7 +38,7 @@ build_into() { # wrapper dir, out dir, ldflags, packages...
 kubernetes() {
   local v; v=$(mod_version k8s.io/kubernetes kubernetes)
   local out="$cache/bin/kubernetes-$v"
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && return 0
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/kubelet" ] && [ -x "$out/kube-proxy" ] && return 0
   local minor=${v#v1.}; minor=${minor%%.*}
   local ld="" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -46,10 +46,12 @@ kubernetes() {
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=edgeferry-testbed"
     ld+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  timed "kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)" \
+  # kubelet and kube-proxy run the testbed's real nodes; one `go build` shares the packages.
+  timed "kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy)" \
     build_into kubernetes "$out" "$ld" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 etcd() {
