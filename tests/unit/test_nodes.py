@@ -23,8 +23,14 @@ def node(
     }
 
 
-def placement(**doc: Any) -> et.CloudPlacement:
+def placement(**doc: Any) -> et.Placement:
     spec = et.EdgeTargetSpec.model_validate({"type": "Cloud", "namespace": "m", "cloud": doc})
+    return spec.placement
+
+
+def k3s_placement(**doc: Any) -> et.Placement:
+    section = {"kubeconfigSecretRef": {"name": "site"}, **doc}
+    spec = et.EdgeTargetSpec.model_validate({"type": "K3s", "namespace": "m", "k3s": section})
     return spec.placement
 
 
@@ -63,3 +69,25 @@ def test_only_ready_schedulable_matching_nodes_count() -> None:
     assert summary == nodes.ProbeResult(
         kubernetes_version="v1.31.0", ready_nodes=2, total_nodes=4, architectures=("amd64", "arm64")
     )
+
+
+REAL = {"key": "edgeferry.io/real-node", "value": "true", "effect": "NoSchedule"}
+
+
+def test_a_k3s_target_counts_only_the_site_nodes_its_selector_and_tolerations_allow() -> None:
+    found = [
+        node("amd64", labels={"edgeferry.io/node-kind": "real"}, taints=[REAL]),
+        node("arm64", labels={"edgeferry.io/node-kind": "real"}, taints=[REAL], ready=False),
+        node("arm64", labels={"type": "kwok"}),
+        node("amd64", labels={"edgeferry.io/node-kind": "real"}, taints=[REAL, GPU]),
+    ]
+    real = k3s_placement(
+        nodeSelector={"edgeferry.io/node-kind": "real"},
+        tolerations=[{"key": "edgeferry.io/real-node", "value": "true", "effect": "NoSchedule"}],
+    )
+    assert nodes.summarize_nodes(found, placement=real) == (1, 2, ("amd64",))
+
+
+def test_a_k3s_target_without_placement_counts_every_untainted_node() -> None:
+    found = [node("amd64", taints=[REAL]), node("arm64"), node("amd64")]
+    assert nodes.summarize_nodes(found, placement=k3s_placement()) == (2, 2, ("amd64", "arm64"))

@@ -86,6 +86,11 @@ def schema_paths(node: dict[str, Any], path: str) -> set[str]:
 EDGE_TARGET_SAMPLES = [
     {"type": "Cloud", "namespace": "models", "cloud": {"tolerations": [{"key": "gpu"}]}},
     {"type": "K3s", "namespace": "models", "k3s": {"kubeconfigSecretRef": {"name": "edge-a"}}},
+    {
+        "type": "K3s",
+        "namespace": "models",
+        "k3s": {"kubeconfigSecretRef": {"name": "edge-a"}, "tolerations": [{"key": "gpu"}]},
+    },
 ]
 MODEL_DEPLOYMENT_SAMPLE = {
     "imageRef": {"name": "iris"},
@@ -271,3 +276,23 @@ def test_zero_replicas_is_refused_by_the_crd_and_the_model_alike() -> None:
     assert md.parse_spec({**spec, "template": {"replicas": 1}}).template.replicas == 1
     with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
         md.parse_spec({**spec, "template": {"replicas": 0}})
+
+
+def test_k3s_placement_has_the_cloud_schema_and_rules_with_messages_naming_k3s() -> None:
+    spec = schema("edgetarget")["properties"]["spec"]["properties"]
+    cloud, k3s = spec["cloud"]["properties"], spec["k3s"]["properties"]
+    assert k3s["tolerations"] == cloud["tolerations"]
+
+    def without_messages(node: dict[str, Any]) -> dict[str, Any]:
+        rules = [{"rule": r["rule"]} for r in node["x-kubernetes-validations"]]
+        return {**node, "x-kubernetes-validations": rules}
+
+    assert without_messages(k3s["nodeSelector"]) == without_messages(cloud["nodeSelector"])
+    (message,) = [r["message"] for r in k3s["nodeSelector"]["x-kubernetes-validations"]]
+    assert message.startswith("k3s.nodeSelector keys ")
+
+
+def test_the_k3s_rule_against_a_cloud_section_points_to_the_k3s_placement() -> None:
+    rules = schema("edgetarget")["properties"]["spec"]["x-kubernetes-validations"]
+    (forbid_cloud,) = [r for r in rules if r.get("fieldPath") == ".cloud"]
+    assert "set k3s.nodeSelector and k3s.tolerations" in forbid_cloud["message"]

@@ -98,6 +98,16 @@ def test_no_usable_node_at_a_cloud_target_stalls_and_names_its_node_selector() -
     )
 
 
+def test_no_usable_node_at_a_k3s_target_with_placement_names_its_k3s_node_selector() -> None:
+    section = {"kubeconfigSecretRef": {"name": "edge-1"}, "nodeSelector": {"hardware": "gpu"}}
+    spec = et.EdgeTargetSpec(type="K3s", namespace="models", k3s=section)
+    health = target_health.reached(Found(ready_nodes=0, total_nodes=0), spec=spec)
+    assert "no node matches k3s.nodeSelector {'hardware': 'gpu'} and tolerates its taints" in (
+        health.message
+    )
+    assert by_type(health)["Stalled"].reason == "NoUsableNodes"
+
+
 def test_no_usable_node_at_a_k3s_target_blames_the_taints() -> None:
     health = target_health.reached(Found(ready_nodes=0, total_nodes=0), spec=K3S)
     assert "every node is tainted NoSchedule/NoExecute" in health.message

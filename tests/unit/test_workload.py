@@ -236,13 +236,39 @@ def test_cloud_tolerations_reach_the_pods() -> None:
     assert pod_spec(w)["tolerations"] == tolerations
 
 
-def test_k3s_target_has_no_cloud_placement() -> None:
+def test_k3s_target_without_placement_only_pins_os_and_architecture() -> None:
     w = render(target=k3s())
     assert pod_spec(w)["nodeSelector"] == {
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "arm64",
     }
     assert "tolerations" not in pod_spec(w)
+
+
+def test_k3s_node_selector_and_tolerations_reach_the_pods_at_the_site() -> None:
+    tolerations = [{"key": "edgeferry.io/real-node", "value": "true", "effect": "NoSchedule"}]
+    section = {
+        "kubeconfigSecretRef": {"name": "edge-a"},
+        "nodeSelector": {"edgeferry.io/node-kind": "real"},
+        "tolerations": tolerations,
+    }
+    w = render(target=k3s(k3s=section))
+    assert pod_spec(w)["nodeSelector"] == {
+        "edgeferry.io/node-kind": "real",
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "arm64",
+    }
+    assert pod_spec(w)["tolerations"] == [{"operator": "Equal", **tolerations[0]}]
+
+
+def test_k3s_selector_on_architecture_gives_way_to_the_checked_architectures() -> None:
+    section = {
+        "kubeconfigSecretRef": {"name": "edge-a"},
+        "nodeSelector": {"kubernetes.io/arch": "x"},
+    }
+    w = render(target=k3s(k3s=section), rec=record(architectures=("amd64", "arm64")))
+    assert pod_spec(w)["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "affinity" in pod_spec(w)
 
 
 # --- the template --------------------------------------------------------------------------------

@@ -341,7 +341,7 @@ class NodesRead:
     """UID of the `kube-system` namespace; None when the site does not let us read it."""
 
 
-def probe(api: k8s_client.ApiClient, *, placement: et.CloudPlacement, timeout: float) -> NodesRead:
+def probe(api: k8s_client.ApiClient, *, placement: et.Placement, timeout: float) -> NodesRead:
     """The target's Kubernetes version, cluster identity and the nodes matching the
     placement's node selector."""
     core = k8s_client.CoreV1Api(api)

@@ -1,10 +1,10 @@
 """Which nodes of a target our Pods could land on, and what they run.
 
-An EdgeTarget is only as useful as its nodes: for a Cloud target the nodes matching its node
-selector whose taints it tolerates, for a K3s target every node whose taints allow ordinary
-Pods. The probe reads the nodes; this module applies Kubernetes' scheduling rules to them, so
-the rule a user meets in `kubectl get et` (`2/3` nodes, their architectures) is tested without a
-cluster.
+An EdgeTarget is only as useful as its nodes: those matching its node selector whose taints it
+tolerates (`cloud` for a Cloud target, `k3s` for a K3s one; without either, every node whose
+taints allow ordinary Pods). The probe reads the nodes; this module applies Kubernetes'
+scheduling rules to them, so the rule a user meets in `kubectl get et` (`2/3` nodes, their
+architectures) is tested without a cluster.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
 
 
 def summarize_nodes(
-    nodes: Iterable[Mapping[str, Any]], *, placement: et.CloudPlacement
+    nodes: Iterable[Mapping[str, Any]], *, placement: et.Placement
 ) -> tuple[int, int, tuple[str, ...]]:
     """(ready, total, architectures of the ready) among the nodes the placement can use."""
     usable = [
@@ -74,7 +74,7 @@ def summarize_nodes(
 
 
 def summarize(
-    kubernetes_version: str, nodes: Iterable[Mapping[str, Any]], *, placement: et.CloudPlacement
+    kubernetes_version: str, nodes: Iterable[Mapping[str, Any]], *, placement: et.Placement
 ) -> ProbeResult:
     """What a probe found: the version, and ready/total usable nodes with their architectures."""
     ready, total, arches = summarize_nodes(nodes, placement=placement)

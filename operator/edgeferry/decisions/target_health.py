@@ -95,11 +95,12 @@ def reached(result: Probed, *, spec: et.EdgeTargetSpec, cluster_id: str | None =
         ).to_status()
 
     if result.total_nodes == 0:
+        placement = spec.placement
         where = (
-            f"matches cloud.nodeSelector {dict(spec.placement.node_selector)} and tolerates "
-            "its taints"
-            if spec.type == "Cloud"
-            else "accepts ordinary Pods (every node is tainted NoSchedule/NoExecute)"
+            "accepts ordinary Pods (every node is tainted NoSchedule/NoExecute)"
+            if spec.type == "K3s" and placement == et.Placement()
+            else f"matches {spec.type.lower()}.nodeSelector {dict(placement.node_selector)} "
+            "and tolerates its taints"
         )
         message = (
             f"reachable (Kubernetes {result.kubernetes_version}) but no node {where}; models "

@@ -14,7 +14,7 @@ What edgeferry decides and the template cannot override, on purpose:
   `emptyDir` at `/tmp` for scratch) and all capabilities dropped. Images must declare a numeric
   `USER`, which the kubelet needs to verify `runAsNonRoot`.
 - Pods are pinned to Linux nodes of the architectures the image was checked against, plus the
-  Cloud target's node selector and tolerations.
+  target's node selector and tolerations (`cloud.` or `k3s.`).
 - The rollout memory (`release.TargetRecord`) is carried as `edgeferry.io/` annotations on the
   Deployment's own metadata, so a restarted operator knows what ran before; they are not on
   the pod template, so changing them never restarts Pods. The record includes the pod template

@@ -3,9 +3,11 @@
 An EdgeTarget is either a node pool of the hub cluster (`Cloud`: chosen by node selector and
 tolerations, into a namespace) or a remote K3s cluster (`K3s`: reached through a kubeconfig
 Secret in the *same* namespace as the EdgeTarget, so a user can never point the operator at a
-Secret they could not read themselves). Deployments select targets by the EdgeTarget's labels
-(region, tier, arch, hardware), not by anything in the spec, so the spec only says how to reach
-the place and what to substitute there.
+Secret they could not read themselves; all of its nodes, or those a node selector and
+tolerations choose, e.g. a factory's GPU nodes). Both kinds carry one `Placement`, so the
+probe, the node count and the rendered Pods treat them alike. Deployments select targets by the
+EdgeTarget's labels (region, tier, arch, hardware), not by anything in the spec, so the spec
+only says how to reach the place and what to substitute there.
 
 The CRD (`crds/edgetarget.yaml`) is the validating authority: it rejects bad objects at admission
 with CEL rules. The same invariants are repeated here, cheaply, so that code constructing a spec
@@ -29,7 +31,7 @@ DEFAULT_PROBE_INTERVAL_SECONDS = 30
 
 
 class Toleration(wire.Model):
-    """A Kubernetes toleration, copied verbatim onto the Pods of a Cloud target."""
+    """A Kubernetes toleration, copied verbatim onto the Pods of the target."""
 
     key: str | None = None
     operator: Literal["Equal", "Exists"] = "Equal"
@@ -42,8 +44,9 @@ class Toleration(wire.Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-class CloudPlacement(wire.Model):
-    """Which nodes of the hub cluster a Cloud target stands for."""
+class Placement(wire.Model):
+    """Which nodes of its cluster a target stands for: the hub's for Cloud (`cloud`), the
+    site's for K3s (`k3s`). Empty means every node that takes ordinary Pods."""
 
     node_selector: dict[str, str] = pydantic.Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
@@ -56,8 +59,9 @@ class SecretKeyRef(wire.Model):
     key: str = DEFAULT_KUBECONFIG_KEY
 
 
-class K3sAccess(wire.Model):
-    """How the operator reaches a remote K3s cluster."""
+class K3sAccess(Placement):
+    """How the operator reaches a remote K3s cluster, and which of its nodes the target
+    stands for (`Placement`'s fields, beside the Secret as in the CRD's `k3s` section)."""
 
     kubeconfig_secret_ref: SecretKeyRef
 
@@ -67,7 +71,7 @@ class EdgeTargetSpec(wire.Model):
 
     type: TargetType
     namespace: str
-    cloud: CloudPlacement | None = None
+    cloud: Placement | None = None
     k3s: K3sAccess | None = pydantic.Field(default=None, alias="k3s")
     """Spelled out: the camelCase generator would write `k3S`."""
     registry_mirror: str | None = None
@@ -82,15 +86,21 @@ class EdgeTargetSpec(wire.Model):
             if self.k3s is None:
                 raise ValueError("type K3s requires k3s.kubeconfigSecretRef")
             if self.cloud is not None:
-                raise ValueError("type K3s cannot have a cloud section (nodes are remote)")
+                raise ValueError(
+                    "type K3s cannot have a cloud section (it picks hub nodes): "
+                    "use k3s.nodeSelector and k3s.tolerations"
+                )
         if self.type == "Cloud" and self.k3s is not None:
             raise ValueError("type Cloud cannot have a k3s section (it uses the hub's own nodes)")
         return self
 
     @property
-    def placement(self) -> CloudPlacement:
-        """Node selector and tolerations to render; empty for K3s (the whole cluster is ours)."""
-        return self.cloud if self.cloud is not None else CloudPlacement()
+    def placement(self) -> Placement:
+        """Node selector and tolerations to probe with and render, from `cloud` or `k3s`
+        (only the placement: the kubeconfig reference stays out of it)."""
+        if self.k3s is not None:
+            return Placement(node_selector=self.k3s.node_selector, tolerations=self.k3s.tolerations)
+        return self.cloud if self.cloud is not None else Placement()
 
 
 class EdgeTargetStatus(wire.Model):
