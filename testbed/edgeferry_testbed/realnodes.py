@@ -230,6 +230,13 @@ def prepare(
     return files
 
 
+def _write(path: Path, text: str) -> None:
+    """Write only what changed: kube-proxy exits when its configuration file is touched, and a
+    second `up` must leave a running node alone."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def containerd_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[str]:
     return ["/usr/bin/containerd", f"--config={NodeFiles(lay, cluster).containerd_config}"]
 
@@ -278,6 +285,15 @@ def kube_proxy_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[s
         str(lay.tool("kubernetes", layout.KUBERNETES_VERSION, "kube-proxy")),
         f"--config={NodeFiles(lay, cluster).kube_proxy_config}",
     ]
+
+
+def remove_proxy_rules(lay: layout.Layout, cluster: layout.ClusterLayout) -> None:
+    """kube-proxy leaves its iptables chains behind when it stops: `--cleanup` removes them."""
+    files = NodeFiles(lay, cluster)
+    if files.kube_proxy_config.exists():
+        subprocess.run(
+            [*kube_proxy_argv(lay, cluster), "--cleanup"], capture_output=True, check=False
+        )
 
 
 def remove_pod_containers(lay: layout.Layout, cluster: layout.ClusterLayout) -> int:

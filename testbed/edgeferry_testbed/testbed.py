@@ -366,6 +366,9 @@ class Testbed:
                     _say(f"{cluster.name}: removed {removed} Pod containers of the real node")
             if self.sup.stop(name):
                 stopped.append(name)
+            if name.startswith("kube-proxy-"):
+                cluster = self.layout.cluster(name.removeprefix("kube-proxy-"))
+                realnodes.remove_proxy_rules(self.layout, cluster)
         leftovers = [m.name for m in self.sup.all()]
         if leftovers:
             raise procs.TestbedError(f"still running after down: {leftovers}")
