@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-APT_PACKAGES := docker.io docker-registry prometheus lua5.4 debootstrap busybox-static openssl jq
+APT_PACKAGES := docker.io docker-registry prometheus lua5.4 debootstrap busybox-static openssl jq qemu-user-static
 
 .PHONY: help deps venv tools prepare unit-tools testbed-up testbed-down testbed-status lint unit integration test demo clean
 
