@@ -255,8 +255,8 @@ def build_image(
             return result
     raise BuildError(
         f"build for {platform} produced a {result.platform} image: a base image has no "
-        f"{platform} variant, and without emulation this daemon cannot RUN {platform} code "
-        f"(build {platform} images FROM scratch or from {platform} bases, without RUN)",
+        f"{platform} variant (build {platform} images FROM scratch or from {platform} bases; "
+        f"a daemon without emulation cannot RUN {platform} code either)",
         log_tail=result.log_tail,
     )
 
