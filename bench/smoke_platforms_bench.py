@@ -16,6 +16,8 @@ from edgeferry.decisions import dockerfile
 from edgeferry.models import modelimage
 from edgeferry_testbed import images
 
+PINNED = "bench.invalid/base@sha256:" + "0" * 64
+"""The spec wants a pinned base; the Dockerfile is then pointed at the local image given."""
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 
 
@@ -27,12 +29,12 @@ def iris_image(api: object, base: str, platform: str, model: bytes) -> str:
                 "source": {"configMap": {"name": "iris-model", "key": "model.pkl"}},
                 "sha256": "0" * 64,
             },
-            "build": {"runtime": {"template": "sklearn-http", "baseImage": base}},
+            "build": {"runtime": {"template": "sklearn-http", "baseImage": PINNED}},
             "push": {"repository": "127.0.0.1:5000/bench/iris", "tags": ["v1"]},
         }
     )
     files = {**dockerfile.template_files(spec), dockerfile.model_context_path(spec): model}
-    text = dockerfile.render(spec, name="iris-bench")
+    text = dockerfile.render(spec, name="iris-bench").replace(f"FROM {PINNED}", f"FROM {base}")
     return docker_build.build_image(api, text, files=files, platform=platform).image_id  # type: ignore[arg-type]
 
 
