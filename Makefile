@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 APT_PACKAGES := docker.io docker-registry prometheus lua5.4 debootstrap busybox-static openssl jq \
-  containerd runc containernetworking-plugins iptables iproute2 gcc libc6-dev
+  qemu-user-static containerd runc containernetworking-plugins iptables iproute2 gcc libc6-dev
 
 .PHONY: help deps venv tools prepare unit-tools testbed-up testbed-down testbed-status lint unit integration test demo clean
 

@@ -86,6 +86,10 @@ class BuildSettings:
     insecure_registries: tuple[str, ...]
     """Registry hosts reached over plain HTTP (`EDGEFERRY_INSECURE_REGISTRIES`, comma-separated);
     loopback registries are always plain HTTP."""
+    skip_emulated_smoke_tests: bool = False
+    """Leave platforms the daemon would emulate out of the smoke test
+    (`EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS`, default off): for a daemon whose host has no
+    qemu-user-static in binfmt_misc. Off, every platform of an image is smoke-tested."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +161,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             docker_host=e.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
             workdir=workdir,
             insecure_registries=insecure,
+            skip_emulated_smoke_tests=_flag(e, "EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS", False),
         ),
         scan=ScanSettings(
             db_cache_dir=_absolute(e.get("GRYPE_DB_CACHE_DIR") or str(workdir / "grype-db")),

@@ -2,9 +2,10 @@
 
 No hub is reachable here, so every image the tests and samples build starts from a base we make
 ourselves: a static busybox rootfs (seconds, for tiny test images), a debootstrapped Debian with
-python3 and scikit-learn (minutes, for real model servers), and an arm64-only image (so rollouts
-can be refused on nodes of the wrong architecture). Each is referred to by the registry's manifest
-digest, never by tag, exactly as a user's Dockerfile should pin its base.
+python3 and scikit-learn (minutes, for real model servers; the arm64 one under emulation), and an
+arm64-only image (so rollouts can be refused on nodes of the wrong architecture). Each is
+referred to by the registry's manifest digest, never by tag, as a user's Dockerfile should pin
+its base.
 
 Making the sklearn base is slow, so each image records a marker under
 ``~/.cache/edgeferry/images/``: a hash of the recipe and the digest the registry served. When the
@@ -210,61 +211,66 @@ def ensure_python_sklearn_arm64_base(
     mirror: str | None = None,
     packages: Sequence[str] = SKLEARN_PACKAGES,
 ) -> str:
-    """``<registry>/base/python-sklearn:<suite>-arm64`` pinned: the same base for linux/arm64.
+    """``<registry>/base/python-sklearn:<suite>-arm64-configured`` pinned: the same base for
+    linux/arm64, made the same way as the amd64 one.
 
-    Nothing arm64 can run here (no qemu), so debootstrap only downloads (``--foreign``) and
-    the packages are unpacked with ``dpkg-deb -x``, which runs no package code; the dpkg
-    database is written from the packages' own control fields, so syft and grype see what is
-    installed, as on amd64. Maintainer scripts never ran: enough for images that add files
-    (model servers made by edgeferry's runtime templates), which is all a base is for here.
-    The image is built ``FROM scratch`` + ``ADD rootfs.tar`` for linux/arm64, because
-    ``docker import`` on Engine 20.10 cannot record a foreign platform.
+    debootstrap runs its second stage, Debian's maintainer scripts, as arm64 code under
+    emulation (`emulation.ensure_arm64`, which `up` and `base-images` run first): minutes
+    slower than the amd64 base. An earlier recipe only unpacked the packages (no emulation
+    then); its numpy could not load, because the alternatives links a postinst makes (libblas.so.3)
+    were missing, which nothing saw until the smoke test ran arm64. "configured" in the key and
+    tag keeps the two recipes' markers and tags apart. The image is built ``FROM scratch`` +
+    ``ADD rootfs.tar`` for linux/arm64, because ``docker import`` on Engine 20.10 cannot record a
+    foreign platform.
     """
     api = _api(docker_client)
     recipe = _Recipe(
-        key="python-sklearn-arm64",
+        key="python-sklearn-arm64-configured",
         repository=f"{registry_host}/base/python-sklearn",
-        tag=f"{suite}-arm64",
-        inputs=_digest_of("python-sklearn-arm64", _RECIPE_VERSION, suite, *sorted(packages)),
+        tag=f"{suite}-arm64-configured",
+        inputs=_digest_of(
+            "python-sklearn-arm64-configured", _RECIPE_VERSION, suite, *sorted(packages)
+        ),
     )
 
     def build() -> str:
-        if shutil.which("debootstrap") is None or shutil.which("dpkg-deb") is None:
-            raise ImageRecipeError("debootstrap/dpkg-deb missing: apt-get install debootstrap")
-        _remove_stale_workdirs("python-sklearn-arm64-")
-        with tempfile.TemporaryDirectory(prefix="python-sklearn-arm64-", dir=MARKER_DIR) as work:
+        if shutil.which("debootstrap") is None:
+            raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
+        _remove_stale_workdirs("arm64-python-sklearn-")
+        with tempfile.TemporaryDirectory(prefix="arm64-python-sklearn-", dir=MARKER_DIR) as work:
             tree = pathlib.Path(work) / "rootfs"
-            with _step(f"debootstrap --foreign --arch=arm64 {suite}"):
-                command = [
-                    "debootstrap",
-                    "--foreign",
-                    "--arch=arm64",
-                    "--variant=minbase",
-                    f"--include={','.join(packages)}",
-                    suite,
-                    str(tree),
-                    mirror or host_debian_mirror(),
-                ]
-                rootfs.run(command, what="debootstrap --foreign")
-            with _step("unpack the arm64 packages without running them"):
-                count = rootfs.unpack_foreign(tree)
-            print(f"[images] {count} arm64 packages unpacked")
-            with _step("strip caches, docs, apt lists, test suites; add user app"):
-                rootfs.strip(tree)
-                rootfs.add_user(tree, "app", rootfs.APP_UID)
-            with _step("build FROM scratch + rootfs for linux/arm64"):
-                result = docker_build.build_image(
-                    api,
-                    "FROM scratch\nADD rootfs.tar /\n"
-                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-                    "ENV LANG=C.UTF-8\nENV PYTHONUNBUFFERED=1\n"
-                    'CMD ["python3"]\n',
-                    files={"rootfs.tar": rootfs.tar_directory(tree)},
-                    tag=f"{recipe.repository}:{recipe.tag}",
-                    labels={RECIPE_LABEL: recipe.inputs},
-                    platform="linux/arm64",
-                    timeout_s=900,
-                )
+            try:
+                with _step(f"debootstrap --arch=arm64 {suite} (second stage emulated)"):
+                    command = [
+                        "debootstrap",
+                        "--arch=arm64",
+                        "--variant=minbase",
+                        f"--include={','.join(packages)}",
+                        suite,
+                        str(tree),
+                        mirror or host_debian_mirror(),
+                    ]
+                    rootfs.run(command, what="debootstrap --arch=arm64")
+                with _step("purge build-only packages (emulated)"):
+                    rootfs.prune_packages(tree)
+                with _step("strip caches, docs, apt lists, test suites; add user app"):
+                    rootfs.strip(tree)
+                    rootfs.add_user(tree, "app", rootfs.APP_UID)
+                with _step("build FROM scratch + rootfs for linux/arm64"):
+                    result = docker_build.build_image(
+                        api,
+                        "FROM scratch\nADD rootfs.tar /\n"
+                        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+                        "ENV LANG=C.UTF-8\nENV PYTHONUNBUFFERED=1\n"
+                        'CMD ["python3"]\n',
+                        files={"rootfs.tar": rootfs.tar_directory(tree)},
+                        tag=f"{recipe.repository}:{recipe.tag}",
+                        labels={RECIPE_LABEL: recipe.inputs},
+                        platform="linux/arm64",
+                        timeout_s=900,
+                    )
+            finally:
+                rootfs.unmount_below(tree)
         if result.architecture != "arm64":
             raise ImageRecipeError(f"daemon built {result.architecture}, not arm64")
         print(f"[images] python-sklearn arm64 image size: {result.size_bytes / 1e6:.0f} MB")

@@ -62,6 +62,7 @@ _PRUNE = (
     "binutils",
     "binutils-common",
     "binutils-x86-64-linux-gnu",
+    "binutils-aarch64-linux-gnu",
     "libbinutils",
     "libctf0",
     "libctf-nobfd0",
@@ -200,31 +201,6 @@ def prune_packages(rootfs: pathlib.Path) -> None:
         ["chroot", str(rootfs), "python3", "-c", "import sklearn.linear_model, scipy.optimize"],
         what="sklearn import check after pruning",
     )
-
-
-def unpack_foreign(rootfs: pathlib.Path) -> int:
-    """Unpack every package debootstrap --foreign downloaded (but `_PRUNE`) and record them in
-    the dpkg database; returns how many. Runs `dpkg-deb` on the host, never the packages."""
-    entries = []
-    debpaths = (rootfs / "debootstrap" / "debpaths").read_text().splitlines()
-    for line in sorted(debpaths):
-        package, path = line.split()
-        if package in _PRUNE:
-            continue
-        deb = rootfs / path.lstrip("/")
-        run(["dpkg-deb", "-x", str(deb), str(rootfs)], what=f"dpkg-deb -x {deb.name}")
-        control = subprocess.run(
-            ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
-        ).stdout.rstrip("\n")
-        first, _, rest = control.partition("\n")
-        entries.append(f"{first}\nStatus: install ok installed\n{rest}")
-    (rootfs / "var/lib/dpkg/status").write_text("\n\n".join(entries) + "\n")
-    for name in ("passwd", "group"):  # base-passwd's postinst would have made them
-        target = rootfs / "etc" / name
-        if not target.exists():
-            shutil.copyfile(rootfs / "usr/share/base-passwd" / f"{name}.master", target)
-    shutil.rmtree(rootfs / "debootstrap")
-    return len(entries)
 
 
 def tar_directory(directory: pathlib.Path) -> bytes:

@@ -20,7 +20,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import clusters, env, layout, pki, procs, realnodes, services
+from edgeferry_testbed import clusters, emulation, env, layout, pki, procs, realnodes, services
 
 # Stop order: consumers before what they consume; the data stores and daemons last.
 _STOP_ORDER = (
@@ -92,6 +92,11 @@ class Testbed:
     def _ensure_docker_and_registry(self) -> None:
         address = realnodes.ensure_host_address(self.layout)
         _say(f"host address {self.layout.host_address} on lo: {address}")
+        with _timed("arm64 emulation ready"):  # before any image is made or run
+            try:
+                _say(emulation.ensure_arm64())
+            except emulation.EmulationError as exc:
+                raise procs.TestbedError(str(exc)) from exc
         with _timed("docker daemon ready"):
             _say(f"docker daemon: {services.ensure_docker(self.sup, self.layout)}")
         with _timed("registry ready"):

@@ -10,8 +10,9 @@ import docker
 import pytest
 
 from edgeferry.adapters import docker_build, hadolint, index_push, oci_index, registry, smoke
+from edgeferry.decisions import smoke_platforms
 from edgeferry_testbed import images
-from tests.integration import _containers
+from tests.integration import _containers, _programs
 
 pytestmark = pytest.mark.integration
 
@@ -373,3 +374,26 @@ def test_the_sklearn_base_serves_a_real_prediction(
     assert result.prediction is not None
     assert json.loads(result.prediction.body) == {"predictions": [0, 2]}
     assert _containers.containers_labelled(api, run_id) == []
+
+
+def test_a_platform_the_daemon_cannot_emulate_reads_as_emulation_missing(
+    api: docker.APIClient, run_id: str
+) -> None:
+    # No binfmt rule for riscv64 is registered here (only aarch64), so this daemon stands for one
+    # without emulation: the decision must recognise what it really says.
+    program = bytearray(_programs.arm64_program_exiting_42_bytes())
+    program[18:20] = (243).to_bytes(2, "little")  # EM_RISCV
+    built = docker_build.build_image(
+        api,
+        f'FROM scratch\nCOPY serve /serve\nLABEL run={run_id}\nCMD ["/serve"]\n',
+        files={"serve": bytes(program)},
+        platform="linux/riscv64",
+    )
+    result = smoke.smoke_test(api, built.image_id, platform="linux/riscv64", timeout_s=30)
+    assert (result.passed, result.reason) == (False, "ContainerExited"), result
+    run = smoke_platforms.Run("linux/riscv64", built.image_id, emulated=True)
+    reason, message = smoke_platforms.failure(
+        run, reason=result.reason, message=result.message, log_tail=result.log_tail
+    )
+    assert reason == "EmulationMissing", (result.message, result.log_tail)
+    assert message.startswith("linux/riscv64 (emulated): the Docker daemon cannot run"), message

@@ -5,14 +5,24 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from edgeferry.adapters import registry
-from edgeferry_testbed import env, handles, layout, operator_process, procs, samples, testbed
+from edgeferry.adapters import docker_build, index_push, registry
+from edgeferry_testbed import (
+    env,
+    handles,
+    images,
+    layout,
+    operator_process,
+    procs,
+    samples,
+    testbed,
+)
 from tests.integration import _resources
 from tests.integration._resources import apply, condition, events
 
@@ -98,7 +108,7 @@ def test_clean_model_image_is_admitted_pushed_and_ready(
     namespace: str,
 ) -> None:
     apply(hub, namespace, sample(testbed_handle.env, "modelimage-iris.yaml"))
-    obj = wait_for(hub, namespace, "iris", settled("Ready"))
+    obj = wait_for(hub, namespace, "iris", settled("Ready"), timeout=600)  # arm64 is emulated
     for type_ in ("Linted", "Built", "SmokeTested", "Scanned", "Admitted", "Pushed", "Ready"):
         assert condition(obj, type_)["status"] == "True", (type_, condition(obj, type_))
     # kstatus' abnormal-true types are absent, not False, on a resource at rest.
@@ -108,8 +118,13 @@ def test_clean_model_image_is_admitted_pushed_and_ready(
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["smokeTest"]["result"] == "Passed"
     assert '"predictions": [0, 2]' in status["smokeTest"]["prediction"]
+    # Both platforms ran, each its own build's image, arm64 under emulation.
     smoke = condition(obj, "SmokeTested")["message"]
-    assert "smoke-tested linux/amd64 only" in smoke and "linux/arm64" in smoke, smoke
+    assert re.fullmatch(
+        r"linux/amd64: prediction ok in [0-9.]+ s; linux/arm64 \(emulated\): prediction ok in "
+        r"[0-9.]+ s",
+        smoke,
+    ), smoke
     assert status["scan"]["counts"]["critical"] == 0 and status["scan"]["counts"]["high"] == 0
     assert status["scan"]["grypeVersion"] and status["scan"]["dbChecksum"]
     repository = f"{testbed_handle.registry}/models/iris"
@@ -426,4 +441,52 @@ def test_multi_platform_dockerfile_with_run_fails_to_build_naming_arm64(
     assert "linux/amd64" in built["message"], built["message"]
     assert not (obj["status"].get("image") or {}).get("platforms")
     repository = f"{testbed_handle.registry}/models/{namespace}/runs"
+    assert registry.manifest_digest(repository, "v1") is None
+
+
+def test_an_image_whose_arm64_server_exits_fails_the_smoke_test_naming_linux_arm64(
+    image_operator: testbed.Testbed,
+    hub: handles.Cluster,
+    testbed_handle: handles.Testbed,
+    namespace: str,
+) -> None:
+    # A base index whose arm64 variant lacks scikit-learn (as a publisher's broken arm64 build
+    # would): its amd64 child is the testbed's sklearn base, its arm64 child that base with a
+    # RUN step, run under emulation, that removes sklearn. The sample's template and model stay.
+    registry_host = testbed_handle.registry
+    with contextlib.closing(testbed_handle.docker()) as client:
+        api = client.api
+        arm64_base = images.ensure_python_sklearn_arm64_base(client, registry_host)
+        broken = docker_build.build_image(
+            api,
+            f"FROM {arm64_base}\nRUN rm -r /usr/lib/python3/dist-packages/sklearn\n",
+            platform="linux/arm64",
+        )
+        amd64_id = api.inspect_image(testbed_handle.env.base_images["pythonSklearn"])["Id"]
+        base_repository = f"{registry_host}/base/{namespace}/sklearn-arm64-broken"
+        pushed = index_push.push_index(
+            api,
+            [
+                index_push.PlatformBuild("linux/amd64", amd64_id),
+                index_push.PlatformBuild("linux/arm64", broken.image_id),
+            ],
+            base_repository,
+            ["v1"],
+        )
+    doc = sample(testbed_handle.env, "modelimage-iris.yaml")
+    doc["metadata"]["name"] = "iris-arm-broken"
+    doc["spec"]["build"]["runtime"]["baseImage"] = f"{base_repository}@{pushed.digest}"
+    repository = f"{registry_host}/models/{namespace}/iris-arm-broken"
+    doc["spec"]["push"]["repository"] = repository
+    apply(hub, namespace, doc)
+    obj = wait_for(hub, namespace, "iris-arm-broken", settled("Blocked"), timeout=600)
+    tested = condition(obj, "SmokeTested")
+    assert (tested["status"], tested["reason"]) == ("False", "ContainerExited"), tested
+    message = tested["message"]
+    assert message.startswith("linux/arm64 (emulated): container exited with code 1"), message
+    assert "; linux/amd64: prediction ok in " in message, message
+    assert "container log tail (linux/arm64):" in message, message
+    assert "No module named 'sklearn'" in message, message
+    admitted = condition(obj, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "SmokeTestFailed")
     assert registry.manifest_digest(repository, "v1") is None

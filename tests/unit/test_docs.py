@@ -96,7 +96,10 @@ def _written_smoke_test_reasons() -> set[str]:
         re.findall(rf'Condition\(\s*{smoke_tested},\s*"True",\s*{reason}', _operator_source())
     )
     assert reasons.HEALTH_TIMEOUT in failed and reasons.SMOKE_TEST_PASSED in passed
-    return failed | passed
+    platforms = (OPERATOR / "decisions" / "smoke_platforms.py").read_text()
+    told = _reason_words(re.findall(rf"return {reason}, ", platforms))
+    assert reasons.EMULATION_MISSING in told
+    return failed | passed | told
 
 
 def test_the_smoke_tested_reasons_in_the_docs_are_the_ones_the_code_writes() -> None:

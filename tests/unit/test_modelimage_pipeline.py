@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step, stages
+from edgeferry.decisions import (
+    image_steps,
+    lint_verdict,
+    pipeline,
+    retries,
+    scan_step,
+    smoke_platforms,
+    stages,
+)
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import conditions, modelimage, vulnerabilities
 
@@ -156,17 +164,22 @@ class World:
             return status
         assert image is not None
         if plan.step is Step.SMOKE_TEST:
-            skip = image_steps.smoke_test_skip(spec, image)
+            runs = smoke_platforms.plan(image, daemon_platform="linux/amd64", skip_emulated=False)
+            skip = image_steps.smoke_test_skip(spec, runs, daemon_platform="linux/amd64")
             if skip is not None:
                 return image_steps.smoke_test_skipped(
                     status, spec, skip, generation=generation
                 ).status
-            outcome = image_steps.SmokeOutcome(
-                passed=self.smoke_passes,
-                reason="Passed" if self.smoke_passes else "HealthTimeout",
-                message="" if self.smoke_passes else "never healthy",
-            )
-            return image_steps.smoke_tested(status, spec, outcome, generation=generation).status
+            outcomes = [
+                image_steps.SmokeOutcome(
+                    run=run,
+                    passed=self.smoke_passes,
+                    reason="Passed" if self.smoke_passes else "HealthTimeout",
+                    message="" if self.smoke_passes else "never healthy",
+                )
+                for run in (runs.runs if self.smoke_passes else runs.runs[:1])
+            ]
+            return image_steps.smoke_tested(status, spec, outcomes, generation=generation).status
         if plan.step in (Step.SCAN, Step.RESCAN):
             facts = scan_step.ScanFacts(
                 findings_per_image=tuple(tuple(self.findings) for _ in image.platform_images),

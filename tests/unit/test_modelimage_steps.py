@@ -7,7 +7,7 @@ test withdraws admission, when a scan may re-match the cached SBOM.
 
 from __future__ import annotations
 
-from edgeferry.decisions import image_steps, pipeline, scan_step
+from edgeferry.decisions import image_steps, pipeline, scan_step, smoke_platforms
 from edgeferry.decisions.pipeline import Step
 from edgeferry.models import modelimage, vulnerabilities
 from tests.unit.test_modelimage_pipeline import DIGEST, IMAGE_ID, NOW, make_spec
@@ -28,24 +28,105 @@ def built(*platforms: str) -> modelimage.ModelImageStatus:
 
 
 # --- smoke test ---------------------------------------------------------------------------------
+AMD64 = "linux/amd64"
+NATIVE = smoke_platforms.Run(AMD64, IMAGE_ID, emulated=False)
+EMULATED = smoke_platforms.Run("linux/arm64", ARM_ID, emulated=True)
 
 
-def test_smoke_test_runs_the_host_platform_image() -> None:
-    both = image("linux/arm64", "linux/amd64")
-    assert image_steps.smoke_test_skip(make_spec(), both) is None
-    target = image_steps.smoke_test_target(both)
-    assert target is not None and target.platform == "linux/amd64"
+def plan(*platforms: str, daemon: str = AMD64, skip_emulated: bool = False) -> smoke_platforms.Plan:
+    return smoke_platforms.plan(
+        image(*platforms), daemon_platform=daemon, skip_emulated=skip_emulated
+    )
 
 
-def test_smoke_test_is_skipped_when_no_platform_runs_on_the_host() -> None:
-    why = image_steps.smoke_test_skip(make_spec(), image("linux/arm64"))
-    assert why == "image platform linux/arm64 cannot run on this linux/amd64 host"
+def ran(
+    run: smoke_platforms.Run,
+    *,
+    passed: bool = True,
+    reason: str = "Passed",
+    message: str = "",
+    log_tail: tuple[str, ...] = (),
+    startup_ms: float | None = 1150,
+    prediction_latency_ms: float | None = 50,
+) -> image_steps.SmokeOutcome:
+    return image_steps.SmokeOutcome(
+        run=run,
+        passed=passed,
+        reason=reason,
+        message=message,
+        log_tail=log_tail,
+        startup_ms=startup_ms,
+        prediction_latency_ms=prediction_latency_ms,
+        prediction='{"predictions": [0]}' if passed else None,
+    )
+
+
+def smoke_tested(
+    *outcomes: image_steps.SmokeOutcome, skipped: tuple[str, ...] = ()
+) -> image_steps.Recorded:
+    status = built(*(o.run.platform for o in outcomes), *skipped)
+    return image_steps.smoke_tested(status, make_spec(), outcomes, skipped=skipped, generation=2)
+
+
+def smoke_condition(recorded: image_steps.Recorded) -> tuple[str, str, str]:
+    tested = recorded.status.condition("SmokeTested")
+    assert tested is not None
+    return tested.status, tested.reason, tested.message
+
+
+def test_a_platform_other_than_the_daemons_is_emulated() -> None:
+    assert smoke_platforms.emulated("linux/arm64", daemon_platform=AMD64)
+    assert not smoke_platforms.emulated(AMD64, daemon_platform=AMD64)
+    assert smoke_platforms.emulated(AMD64, daemon_platform="linux/arm64")
+
+
+def test_every_platform_runs_its_own_image_native_first() -> None:
+    # image() gives the first platform IMAGE_ID, the second ARM_ID
+    assert plan("linux/arm64", AMD64).runs == (
+        smoke_platforms.Run(AMD64, ARM_ID, emulated=False),
+        smoke_platforms.Run("linux/arm64", IMAGE_ID, emulated=True),
+    )
+
+
+def test_on_an_arm64_daemon_amd64_is_the_emulated_one() -> None:
+    runs = plan(AMD64, "linux/arm64", daemon="linux/arm64").runs
+    assert [(r.platform, r.emulated) for r in runs] == [("linux/arm64", False), (AMD64, True)]
+    assert runs[1].image_id == IMAGE_ID
+
+
+def test_the_skip_setting_leaves_emulated_platforms_out() -> None:
+    assert plan(AMD64, "linux/arm64", skip_emulated=True) == smoke_platforms.Plan(
+        (NATIVE,), ("linux/arm64",)
+    )
+
+
+def test_an_arm64_only_image_is_smoke_tested_under_emulation() -> None:
+    runs = plan("linux/arm64")
+    assert image_steps.smoke_test_skip(make_spec(), runs, daemon_platform=AMD64) is None
+    assert runs.runs == (smoke_platforms.Run("linux/arm64", IMAGE_ID, emulated=True),)
+
+
+def test_smoke_test_is_skipped_when_every_platform_is_emulated_and_left_out() -> None:
+    runs = plan("linux/arm64", skip_emulated=True)
+    assert image_steps.smoke_test_skip(make_spec(), runs, daemon_platform=AMD64) == (
+        "linux/arm64 is emulated on this linux/amd64 Docker daemon and "
+        "EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS is on"
+    )
 
 
 def test_smoke_test_is_skipped_when_disabled() -> None:
     spec = make_spec(smokeTest={"enabled": False})
-    assert image_steps.smoke_test_skip(spec, image("linux/amd64")) == (
+    assert image_steps.smoke_test_skip(spec, plan(AMD64), daemon_platform=AMD64) == (
         "spec.smokeTest.enabled is false"
+    )
+
+
+def test_emulated_platforms_get_longer_deadlines() -> None:
+    assert smoke_platforms.timeout_seconds(NATIVE, 60) == 60
+    assert smoke_platforms.timeout_seconds(EMULATED, 60) == 60 * smoke_platforms.EMULATION_SLOWDOWN
+    assert smoke_platforms.request_timeout_seconds(NATIVE) == 10
+    assert smoke_platforms.request_timeout_seconds(EMULATED) == (
+        10 * smoke_platforms.EMULATION_SLOWDOWN
     )
 
 
@@ -59,45 +140,107 @@ def test_a_skipped_smoke_test_counts_as_smoke_tested() -> None:
     assert recorded.event is None
 
 
-def test_a_failed_smoke_test_withdraws_admission_and_warns() -> None:
-    outcome = image_steps.SmokeOutcome(
-        passed=False, reason="HealthTimeout", message="never healthy", log_tail=("boom",)
+def test_a_passed_smoke_test_says_what_ran_on_each_platform() -> None:
+    recorded = smoke_tested(ran(NATIVE), ran(EMULATED, startup_ms=9300, prediction_latency_ms=480))
+    assert smoke_condition(recorded) == (
+        "True",
+        "Passed",
+        "linux/amd64: prediction ok in 1.2 s; linux/arm64 (emulated): prediction ok in 9.8 s",
     )
-    recorded = image_steps.smoke_tested(built("linux/amd64"), make_spec(), outcome, generation=2)
+    assert recorded.status.condition("Admitted") is None and recorded.event is None
+    smoke = recorded.status.smoke_test
+    assert smoke is not None and smoke.result == "Passed"
+    assert (smoke.health_latency_ms, smoke.prediction_latency_ms) == (None, 50)
+
+
+def test_a_smoke_test_without_prediction_says_healthy() -> None:
+    recorded = smoke_tested(ran(NATIVE, prediction_latency_ms=None))
+    assert smoke_condition(recorded)[2] == "linux/amd64: healthy in 1.1 s"
+
+
+def test_emulated_platforms_left_out_are_named_as_not_run() -> None:
+    recorded = smoke_tested(ran(NATIVE), skipped=("linux/arm64",))
+    assert smoke_condition(recorded)[2] == (
+        "linux/amd64: prediction ok in 1.2 s; "
+        "linux/arm64 (emulated): not run (EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS is on)"
+    )
+
+
+def test_a_failure_on_the_emulated_platform_fails_the_smoke_test_naming_it() -> None:
+    failed = ran(
+        EMULATED,
+        passed=False,
+        reason="ContainerExited",
+        message="container exited with code 1 before /healthz answered",
+        log_tail=("ModuleNotFoundError: No module named 'sklearn'",),
+    )
+    recorded = smoke_tested(ran(NATIVE), failed)
+    message = (
+        "linux/arm64 (emulated): container exited with code 1 before /healthz answered; "
+        "linux/amd64: prediction ok in 1.2 s; container log tail (linux/arm64):\n"
+        "ModuleNotFoundError: No module named 'sklearn'"
+    )
+    assert smoke_condition(recorded) == ("False", "ContainerExited", message)
     admitted = recorded.status.condition("Admitted")
-    assert admitted is not None and (admitted.status, admitted.reason) == (
-        "False",
-        "SmokeTestFailed",
-    )
-    message = "never healthy; container log tail:\nboom"
+    assert admitted is not None
+    assert (admitted.status, admitted.reason) == ("False", "SmokeTestFailed")
     assert admitted.message == f"not admitted: the smoke test failed: {message}"
-    tested = recorded.status.condition("SmokeTested")
-    assert tested is not None and (tested.status, tested.reason) == ("False", "HealthTimeout")
     assert recorded.event == image_steps.Event("Warning", "SmokeTestFailed", message)
     assert recorded.status.smoke_test is not None
     assert recorded.status.smoke_test.result == "Failed"
 
 
-def test_a_passed_smoke_test_leaves_admission_to_the_gate() -> None:
-    outcome = image_steps.SmokeOutcome(
-        passed=True, reason="Passed", message="", startup_ms=120, prediction_latency_ms=8
+def test_a_failed_native_smoke_test_withdraws_admission_and_warns() -> None:
+    failed = ran(
+        NATIVE, passed=False, reason="HealthTimeout", message="never healthy", log_tail=("boom",)
     )
-    recorded = image_steps.smoke_tested(built("linux/amd64"), make_spec(), outcome, generation=1)
-    assert recorded.status.condition("Admitted") is None and recorded.event is None
-    tested = recorded.status.condition("SmokeTested")
-    assert tested is not None
-    assert tested.message == "healthy after 120 ms; prediction answered in 8 ms"
+    recorded = smoke_tested(failed)
+    message = "linux/amd64: never healthy; container log tail (linux/amd64):\nboom"
+    assert smoke_condition(recorded) == ("False", "HealthTimeout", message)
+    admitted = recorded.status.condition("Admitted")
+    assert admitted is not None and admitted.reason == "SmokeTestFailed"
 
 
-def test_a_passed_smoke_test_names_the_platforms_it_could_not_run() -> None:
-    outcome = image_steps.SmokeOutcome(passed=True, reason="Passed", message="", startup_ms=5)
-    status = built("linux/amd64", "linux/arm64")
-    recorded = image_steps.smoke_tested(status, make_spec(), outcome, generation=1)
-    assert recorded.status.smoke_test is not None
-    assert recorded.status.smoke_test.message == (
-        "smoke-tested linux/amd64 only; linux/arm64 cannot run on this linux/amd64 host and is "
-        "not smoke-tested; healthy after 5 ms"
+def test_exec_format_error_on_an_emulated_platform_says_emulation_is_missing() -> None:
+    failed = ran(
+        EMULATED,
+        passed=False,
+        reason="ContainerExited",
+        message="container exited with code 1 before /healthz answered",
+        log_tail=("exec /usr/bin/python3: exec format error",),
     )
+    status, reason, message = smoke_condition(smoke_tested(ran(NATIVE), failed))
+    assert (status, reason) == ("False", "EmulationMissing")
+    assert message.startswith(
+        "linux/arm64 (emulated): the Docker daemon cannot run linux/arm64 programs (exec format "
+        "error): register qemu-user-static in binfmt_misc, with the F flag, on the daemon's "
+        "host, or set EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS=true"
+    ), message
+
+
+def test_exec_format_error_natively_is_the_images_own_failure() -> None:
+    failed = ran(
+        NATIVE,
+        passed=False,
+        reason="StartFailed",
+        message="container did not start: exec format error",
+    )
+    assert smoke_condition(smoke_tested(failed))[1] == "StartFailed"
+
+
+def test_a_long_log_keeps_the_failing_platform_and_the_logs_end() -> None:
+    failed = ran(
+        EMULATED,
+        passed=False,
+        reason="ContainerExited",
+        message="container exited with code 1 " + "x" * 2000,
+        log_tail=tuple(f"line {n} " + "y" * 200 for n in range(10)),
+    )
+    message = smoke_condition(smoke_tested(failed))[2]
+    assert len(message) == 1200
+    assert message.startswith("linux/arm64 (emulated): container exited with code 1 ")
+    assert message.endswith("line 9 " + "y" * 200)
+    assert "; container log tail (linux/arm64):\n" in message
 
 
 # --- scan ---------------------------------------------------------------------------------------

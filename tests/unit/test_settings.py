@@ -103,6 +103,12 @@ def test_insecure_target_tls_is_refused_unless_allowed() -> None:
     assert allowed.rollout.allow_insecure_target_tls is True
 
 
+def test_emulated_platforms_are_smoke_tested_unless_the_switch_says_skip() -> None:
+    assert settings.from_env({}).build.skip_emulated_smoke_tests is False
+    on = settings.from_env({"EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS": "true"})
+    assert on.build.skip_emulated_smoke_tests is True
+
+
 def test_relative_paths_are_made_absolute_against_the_start_up_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -185,6 +185,12 @@ def connect(docker_host: str | None = None, *, timeout_s: float = 120.0) -> dock
     return api
 
 
+def daemon_platform(api: docker.APIClient) -> str:
+    """The platform the daemon runs natively (``linux/amd64``): others it can only emulate."""
+    version = api.version()
+    return f"{version.get('Os', 'linux')}/{version.get('Arch', '')}"
+
+
 def context_tar(dockerfile: str, files: Mapping[str, bytes] | None = None) -> bytes:
     """A build context as tar bytes: ``Dockerfile`` plus the given files, deterministic."""
     files = dict(files or {})
@@ -249,8 +255,8 @@ def build_image(
             return result
     raise BuildError(
         f"build for {platform} produced a {result.platform} image: a base image has no "
-        f"{platform} variant, and without emulation this daemon cannot RUN {platform} code "
-        f"(build {platform} images FROM scratch or from {platform} bases, without RUN)",
+        f"{platform} variant (build {platform} images FROM scratch or from {platform} bases; "
+        f"a daemon without emulation cannot RUN {platform} code either)",
         log_tail=result.log_tail,
     )
 

@@ -84,11 +84,14 @@ def smoke_test(
     command: list[str] | None = None,
     mem_limit: str | None = None,
     tail_lines: int = DEFAULT_TAIL_LINES,
+    platform: str | None = None,
 ) -> SmokeResult:
     """Run ``image``, wait until ``health_path`` answers 2xx, then send ``prediction`` if given.
 
     The container carries ``labels`` (so callers can find strays) and is force-removed at the end
-    whatever happened.
+    whatever happened. ``platform`` (``linux/arm64``) is the one the container runs as: the
+    daemon refuses an image of another platform, and runs a foreign one under emulation if its
+    host has it.
     """
     container_id: str | None = None
     session = requests.Session()
@@ -103,6 +106,7 @@ def smoke_test(
                 environment=environment,
                 command=command,
                 mem_limit=mem_limit,
+                platform=platform,
             )
         except docker.errors.ImageNotFound as error:
             raise SmokeError(f"image {image} not found: {error.explanation}") from error
@@ -177,6 +181,7 @@ def _start(
     environment: Mapping[str, str] | None,
     command: list[str] | None,
     mem_limit: str | None,
+    platform: str | None,
 ) -> str:
     host_config = api.create_host_config(
         port_bindings={port: ("127.0.0.1",)},  # empty HostPort: the daemon picks a free one
@@ -190,6 +195,7 @@ def _start(
         labels=dict(labels or {}),
         environment=dict(environment or {}),
         host_config=host_config,
+        platform=platform,
     )
     container_id = str(container["Id"])
     try:

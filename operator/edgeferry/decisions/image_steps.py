@@ -17,10 +17,11 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from edgeferry.decisions import lint_verdict, pipeline, stages
+from edgeferry.decisions import lint_verdict, pipeline, smoke_platforms, stages
 from edgeferry.models import conditions, modelimage, reasons
 
 Stage = Literal["lint", "smoke_test", "scan", "push"]
+_SMOKE_MESSAGE_LIMIT = 1200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +43,10 @@ class Recorded:
 
 @dataclasses.dataclass(frozen=True)
 class SmokeOutcome:
-    """What the smoke test container did, as the smoke-test adapter observed it."""
+    """What one platform's smoke test container did, as the smoke-test adapter observed it."""
 
+    run: smoke_platforms.Run
+    """Which platform's image ran, and whether emulated."""
     passed: bool
     reason: str
     """`Passed`, or why not (`ContainerExited`, `HealthTimeout`, ...): the condition's reason."""
@@ -174,20 +177,14 @@ def pull_references(image: modelimage.ImageStatus) -> list[tuple[str, str | None
 # --- smoke test ---------------------------------------------------------------------------------
 
 
-def smoke_test_target(image: modelimage.ImageStatus) -> modelimage.PlatformImage | None:
-    """The platform image the smoke test runs: the host's (there is no emulation), if built."""
-    runnable = [p for p in image.platform_images if p.platform == modelimage.HOST_PLATFORM]
-    return runnable[0] if runnable else None
-
-
-def smoke_test_skip(spec: modelimage.ModelImageSpec, image: modelimage.ImageStatus) -> str | None:
-    """Why the smoke test is skipped (disabled, or no platform runs on this host); None: run it."""
+def smoke_test_skip(
+    spec: modelimage.ModelImageSpec, plan: smoke_platforms.Plan, *, daemon_platform: str
+) -> str | None:
+    """Why the smoke test is skipped (disabled, or every platform emulated and left out by the
+    operator's settings); None: run `plan`."""
     if not spec.smoke_test.enabled:
         return "spec.smokeTest.enabled is false"
-    if smoke_test_target(image) is None:
-        others = ", ".join(_other_platforms(image))
-        return f"image platform {others} cannot run on this {modelimage.HOST_PLATFORM} host"
-    return None
+    return smoke_platforms.nothing_runs(plan, daemon_platform=daemon_platform)
 
 
 def smoke_test_skipped(
@@ -209,46 +206,55 @@ def smoke_test_skipped(
 def smoke_tested(
     status: modelimage.ModelImageStatus,
     spec: modelimage.ModelImageSpec,
-    outcome: SmokeOutcome,
+    outcomes: Sequence[SmokeOutcome],
     *,
+    skipped: Sequence[str] = (),
     generation: int,
 ) -> Recorded:
-    """The smoke test ran on the host platform; a failure also withdraws admission."""
-    assert status.image is not None
-    if outcome.passed:
-        message = f"healthy after {outcome.startup_ms or 0:.0f} ms" + (
-            f"; prediction answered in {outcome.prediction_latency_ms:.0f} ms"
-            if outcome.prediction_latency_ms is not None
-            else ""
+    """The smoke test ran on each platform of `outcomes` (in that order, up to the first that
+    failed); `skipped` emulated platforms were left out. A failure names its platform first and
+    withdraws admission."""
+    assert status.image is not None and outcomes
+    failed = next((o for o in outcomes if not o.passed), None)
+    parts = [
+        smoke_platforms.passed(
+            o.run, startup_ms=o.startup_ms, prediction_latency_ms=o.prediction_latency_ms
         )
+        for o in outcomes
+        if o.passed
+    ]
+    if skipped:
+        parts.append(smoke_platforms.skipped(skipped))
+    reason = reasons.SMOKE_TEST_PASSED
+    if failed is None:
+        message = "; ".join(parts)
     else:
-        tail = "\n".join(outcome.log_tail[-10:])
-        message = f"{outcome.message}; container log tail:\n{tail}"[-1200:]
-    others = _other_platforms(status.image)
-    if others:
-        host = modelimage.HOST_PLATFORM
-        verb = "is" if len(others) == 1 else "are"
-        message = (
-            f"smoke-tested {host} only; {', '.join(others)} cannot run on this "
-            f"{host} host and {verb} not smoke-tested; {message}"
+        reason, first = smoke_platforms.failure(
+            failed.run, reason=failed.reason, message=failed.message, log_tail=failed.log_tail
         )
+        head = "; ".join([first, *parts])
+        header = f"; container log tail ({failed.run.platform}):\n"
+        # Cut the log's start, then the head's end: the platform and the log's end stay in view.
+        tail = "\n".join(failed.log_tail[-10:])[-(_SMOKE_MESSAGE_LIMIT - 300 - len(header)) :]
+        message = head[: _SMOKE_MESSAGE_LIMIT - len(header) - len(tail)] + header + tail
+    shown = failed or outcomes[0]
     fields = {
         "smoke_test": modelimage.SmokeTestStatus(
-            result="Passed" if outcome.passed else "Failed",
-            health_latency_ms=outcome.health_latency_ms,
-            prediction_latency_ms=outcome.prediction_latency_ms,
-            prediction=outcome.prediction[:512] if outcome.prediction is not None else None,
+            result="Passed" if failed is None else "Failed",
+            health_latency_ms=shown.health_latency_ms,
+            prediction_latency_ms=shown.prediction_latency_ms,
+            prediction=shown.prediction[:512] if shown.prediction is not None else None,
             message=message,
         ),
         "stage_inputs": stage_inputs(status, spec, "smoke_test"),
     }
-    if outcome.passed:
+    if failed is None:
         passed = conditions.Condition(
             reasons.SMOKE_TESTED, "True", reasons.SMOKE_TEST_PASSED, message
         )
         return Recorded(record(status, [passed], generation=generation, fields=fields))
     updates = [
-        conditions.Condition(reasons.SMOKE_TESTED, "False", outcome.reason, message),
+        conditions.Condition(reasons.SMOKE_TESTED, "False", reason, message),
         conditions.Condition(
             reasons.ADMITTED,
             "False",
@@ -258,7 +264,7 @@ def smoke_tested(
     ]
     return Recorded(
         record(status, updates, generation=generation, fields=fields),
-        Event("Warning", reasons.SMOKE_TEST_FAILED, message[-900:]),
+        Event("Warning", reasons.SMOKE_TEST_FAILED, message[:900]),
     )
 
 
@@ -333,11 +339,6 @@ def push_failed(
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _other_platforms(image: modelimage.ImageStatus) -> list[str]:
-    """Platforms of the image that cannot run (and so are not smoke-tested) on this host."""
-    return [p.platform for p in image.platform_images if p.platform != modelimage.HOST_PLATFORM]
 
 
 def stage_inputs(

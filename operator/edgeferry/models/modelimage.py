@@ -39,8 +39,6 @@ LintThreshold = Literal["error", "warning", "info", "style", "none"]
 Platform = Literal["linux/amd64", "linux/arm64"]
 DEFAULT_PLATFORM: Platform = "linux/amd64"
 """What a ModelImage that names no platform is built for."""
-HOST_PLATFORM: Platform = "linux/amd64"
-"""The only platform the operator's Docker daemon can run (no emulation): smoke tests run here."""
 Phase = Literal[
     "Pending",
     "Linting",

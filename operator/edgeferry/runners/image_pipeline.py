@@ -27,7 +27,14 @@ import pydantic
 
 from edgeferry import metrics, settings
 from edgeferry.adapters import docker_build, hadolint, hub, registry, scanner, smoke
-from edgeferry.decisions import image_steps, lint_verdict, pipeline, retries, scan_step
+from edgeferry.decisions import (
+    image_steps,
+    lint_verdict,
+    pipeline,
+    retries,
+    scan_step,
+    smoke_platforms,
+)
 from edgeferry.models import modelimage, reasons
 from edgeferry.runners import (
     errors,
@@ -258,42 +265,59 @@ class Reconciler:
                 ) from exc
 
     def _smoke_test(self, spec: modelimage.ModelImageSpec) -> None:
+        """Run each platform's own image (`smoke_platforms.plan`), stopping at the first failure."""
         image = self.status.image
         assert image is not None and image.id
-        skip = image_steps.smoke_test_skip(spec, image)
+        daemon_platform = docker_build.daemon_platform(self._docker())
+        plan = smoke_platforms.plan(
+            image,
+            daemon_platform=daemon_platform,
+            skip_emulated=self.config.build.skip_emulated_smoke_tests,
+        )
+        skip = image_steps.smoke_test_skip(spec, plan, daemon_platform=daemon_platform)
         if skip is not None:
             self._apply(
                 image_steps.smoke_test_skipped(self.status, spec, skip, generation=self.generation)
             )
             return
-        target = image_steps.smoke_test_target(image)
-        assert target is not None
         predict = spec.smoke_test.predict
-        result = smoke.smoke_test(
-            self._docker(),
-            target.id,
-            port=spec.smoke_test.port,
-            health_path=spec.smoke_test.health_path,
-            prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
-            if predict
-            else None,
-            timeout_s=spec.smoke_test.timeout_seconds,
-            labels={"edgeferry.io/smoke-test": f"{self.namespace}.{self.name}"},
+        outcomes: list[image_steps.SmokeOutcome] = []
+        for run in plan.runs:
+            result = smoke.smoke_test(
+                self._docker(),
+                run.image_id,
+                port=spec.smoke_test.port,
+                health_path=spec.smoke_test.health_path,
+                prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
+                if predict
+                else None,
+                timeout_s=smoke_platforms.timeout_seconds(run, spec.smoke_test.timeout_seconds),
+                request_timeout_s=smoke_platforms.request_timeout_seconds(run),
+                labels={"edgeferry.io/smoke-test": f"{self.namespace}.{self.name}"},
+                platform=run.platform,
+            )
+            _LOG.info("%s/%s: %s: %s", self.namespace, self.name, run.label, result.message)
+            prediction = result.prediction
+            outcomes.append(
+                image_steps.SmokeOutcome(
+                    run=run,
+                    passed=result.passed,
+                    reason=result.reason,
+                    message=result.message,
+                    log_tail=result.log_tail,
+                    startup_ms=result.startup_ms,
+                    health_latency_ms=result.health_latency_ms,
+                    prediction_latency_ms=prediction.latency_ms if prediction else None,
+                    prediction=prediction.body if prediction else None,
+                )
+            )
+            if not result.passed:
+                break
+        recorded = image_steps.smoke_tested(
+            self.status, spec, outcomes, skipped=plan.skipped, generation=self.generation
         )
-        prediction = result.prediction
-        outcome = image_steps.SmokeOutcome(
-            passed=result.passed,
-            reason=result.reason,
-            message=result.message,
-            log_tail=result.log_tail,
-            startup_ms=result.startup_ms,
-            health_latency_ms=result.health_latency_ms,
-            prediction_latency_ms=prediction.latency_ms if prediction else None,
-            prediction=prediction.body if prediction else None,
-        )
-        recorded = image_steps.smoke_tested(self.status, spec, outcome, generation=self.generation)
         self._apply(recorded)
-        if not result.passed:
+        if not outcomes[-1].passed:
             metrics.IMAGE_BLOCKED.labels(self.namespace, self.name, reasons.SMOKE_TEST_FAILED).set(
                 1
             )
