@@ -117,14 +117,19 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
     where = f" at {server}" if server else ""
     if isinstance(exc, k8s_exceptions.ApiException):
         status = exc.status or 0
-        if status in (http.HTTPStatus.UNAUTHORIZED, http.HTTPStatus.FORBIDDEN):
+        if status == http.HTTPStatus.UNAUTHORIZED:
             return CredentialsError(
                 f"{target}: the API server{where} refused the credentials ({status} "
-                f"{exc.reason}); give the kubeconfig's user RBAC to read nodes and to manage "
-                "Deployments, Services and Namespaces there",
-                reason=reasons.UNAUTHORIZED
-                if status == http.HTTPStatus.UNAUTHORIZED
-                else reasons.FORBIDDEN,
+                f"{exc.reason}); put a valid token or client certificate in the kubeconfig",
+                reason=reasons.UNAUTHORIZED,
+            )
+        if status == http.HTTPStatus.FORBIDDEN:
+            return CredentialsError(
+                f"{target}: the API server{where} denied a request: {_denied(exc)}; grant it to "
+                "the user the target is reached as (at a K3s site apply manifests/edge/, at a "
+                "Cloud target manifests/workload-access/ in the target namespace; see "
+                "docs/install.md)",
+                reason=reasons.FORBIDDEN,
             )
         if status >= http.HTTPStatus.INTERNAL_SERVER_ERROR or status == 0:
             return Unreachable(f"{target}: the API server{where} failed ({status} {exc.reason})")
@@ -150,6 +155,16 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
         detail = str(exc).split(": ", 1)[-1][:200]
         return Unreachable(f"{target}: cannot connect to the API server{where} ({detail})")
     return TargetAccessError(f"{target}: {type(exc).__name__}: {exc}"[:500])
+
+
+def _denied(exc: k8s_exceptions.ApiException) -> str:
+    """What a 403 refused, in the API server's words: they name the user, the verb, the resource
+    and the namespace, which is exactly the rule to add."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message)[:300] if message else f"{exc.status} {exc.reason}"
 
 
 # --- building clients ----------------------------------------------------------------------------
