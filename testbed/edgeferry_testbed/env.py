@@ -19,6 +19,9 @@ class ClusterEnv:
     api_url: str
     architectures: list[str]
     nodes: list[str]
+    target_kubeconfig: str | None = None
+    """Edges: the kubeconfig EdgeTargets get, with the token of the shipped edge RBAC
+    (`edge_access`); `kubeconfig` is the admin's. None for the hub."""
 
 
 @dataclasses.dataclass(frozen=True)
