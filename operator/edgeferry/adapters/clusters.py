@@ -42,6 +42,7 @@ import dataclasses
 import http
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -125,10 +126,8 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
             )
         if status == http.HTTPStatus.FORBIDDEN:
             return CredentialsError(
-                f"{target}: the API server{where} denied a request: {_denied(exc)}; grant it to "
-                "the user the target is reached as (at a K3s site apply manifests/edge/, at a "
-                "Cloud target manifests/workload-access/ in the target namespace; see "
-                "docs/install.md)",
+                f"{target}: forbidden: {_denied(exc)}; grant it (K3s: manifests/edge/; "
+                "Cloud: manifests/workload-access/)",
                 reason=reasons.FORBIDDEN,
             )
         if status >= http.HTTPStatus.INTERNAL_SERVER_ERROR or status == 0:
@@ -157,14 +156,27 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
     return TargetAccessError(f"{target}: {type(exc).__name__}: {exc}"[:500])
 
 
+_DENIAL = re.compile(
+    r'User "(?P<user>[^"]+)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]+)" in API group '
+    r'"(?P<group>[^"]*)"(?: in the namespace "(?P<namespace>[^"]+)"| at the cluster scope)?'
+)
+
+
 def _denied(exc: k8s_exceptions.ApiException) -> str:
-    """What a 403 refused, in the API server's words: they name the user, the verb, the resource
-    and the namespace, which is exactly the rule to add."""
+    """What a 403 refused, from the API server's answer: the user, verb, resource and namespace,
+    which is exactly the rule to add. Short, because status fields are cut (to ~250 characters)."""
     try:
         message = json.loads(exc.body or "{}").get("message")
     except (ValueError, AttributeError):
         message = None
-    return str(message)[:300] if message else f"{exc.status} {exc.reason}"
+    if not message:
+        return f"{exc.status} {exc.reason}"
+    found = _DENIAL.search(str(message))
+    if found is None:
+        return str(message)[:200]
+    resource = found["resource"] + (f".{found['group']}" if found["group"] else "")
+    where = f"in namespace {found['namespace']}" if found["namespace"] else "cluster-wide"
+    return f"{found['user']} may not {found['verb']} {resource} {where}"
 
 
 # --- building clients ----------------------------------------------------------------------------
