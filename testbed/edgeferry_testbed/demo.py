@@ -42,10 +42,13 @@ def kubectl(described: env.TestbedEnv, *args: str, stdin: str | None = None) -> 
 
 
 def kubeconfig_secrets(described: env.TestbedEnv) -> list[dict[str, Any]]:
-    """One Secret per edge cluster holding its (self-contained) kubeconfig."""
+    """One Secret per edge cluster holding the kubeconfig of its edgeferry token (the shipped
+    edge RBAC, `edge_access`), as a site would hand it over; never the admin's."""
     secrets = []
     for cluster in described.edges:
-        with open(cluster.kubeconfig, "rb") as f:
+        if cluster.target_kubeconfig is None:
+            raise procs.TestbedError(f"{cluster.name}: no edge kubeconfig; run `up` again")
+        with open(cluster.target_kubeconfig, "rb") as f:
             data = base64.b64encode(f.read()).decode()
         secrets.append(
             {

@@ -21,6 +21,9 @@ class ClusterEnv:
     nodes: list[str]
     real_nodes: list[str] = dataclasses.field(default_factory=list)
     """Nodes with a real kubelet and containerd (tainted; see `layout.REAL_NODE_TAINT`)."""
+    target_kubeconfig: str | None = None
+    """Edges: the kubeconfig EdgeTargets get, with the token of the shipped edge RBAC
+    (`edge_access`); `kubeconfig` is the admin's. None for the hub."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,14 @@ class Cluster:
     def kubeconfig(self) -> str:
         return self.info.kubeconfig
 
+    @property
+    def target_kubeconfig(self) -> str:
+        """The kubeconfig to give an EdgeTarget for this edge: the operator's edge identity,
+        limited to the shipped edge RBAC (`kubeconfig` is the admin's, for assertions)."""
+        if self.info.target_kubeconfig is None:
+            raise ValueError(f"{self.name} is not an edge: Cloud targets need no kubeconfig")
+        return self.info.target_kubeconfig
+
     def api_client(self) -> k8s_client.ApiClient:
         return k8s_config.new_client_from_config(config_file=self.kubeconfig)
 

@@ -20,7 +20,17 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import clusters, emulation, env, layout, pki, procs, realnodes, services
+from edgeferry_testbed import (
+    clusters,
+    edge_access,
+    emulation,
+    env,
+    layout,
+    pki,
+    procs,
+    realnodes,
+    services,
+)
 
 # Stop order: consumers before what they consume; the data stores and daemons last.
 _STOP_ORDER = (
@@ -65,6 +75,10 @@ class Testbed:
         self._ensure_docker_and_registry()
         with _timed("control planes ready"):
             self._ensure_control_planes()
+        with _timed("edge RBAC applied"):
+            for cluster in self.layout.clusters:
+                if cluster.role == "edge":
+                    edge_access.ensure(self.layout, cluster)
         with _timed("prometheus ready"):
             _say(
                 f"prometheus {services.prometheus_url(self.layout)}: "
@@ -299,6 +313,9 @@ class Testbed:
                     name=c.name,
                     role=c.role,
                     kubeconfig=str(clusters.kubeconfig_path(lay, c)),
+                    target_kubeconfig=str(edge_access.kubeconfig_path(lay, c))
+                    if c.role == "edge"
+                    else None,
                     api_url=clusters.api_url(lay, c),
                     architectures=c.architectures,
                     nodes=[n.name for n in c.nodes],

@@ -14,8 +14,8 @@ minutes, for its image:
   (GHSA-x84v-xcm2-53pg, High, in the offline advisory fixtures), which the gate blocks.
 
 EdgeTargets stand for the three clusters of the testbed: the hub's CPU pool (`Cloud`) and the two
-edge sites (`K3s`, each reached through a kubeconfig Secret made from the testbed's own
-kubeconfig file, which has its CA and token inline).
+edge sites (`K3s`, each reached through a kubeconfig Secret holding the token of the shipped edge
+RBAC, `manifests/edge/`, with its CA inline; the admin kubeconfig is only for assertions).
 """
 
 from __future__ import annotations
@@ -334,7 +334,9 @@ def testbed_targets(bed: handles.Testbed, *, workload_namespace: str) -> list[di
             )
             continue
         secret = f"{target}-kubeconfig"
-        docs.append(kubeconfig_secret(secret, Path(bed.cluster(cluster).kubeconfig).read_text()))
+        docs.append(
+            kubeconfig_secret(secret, Path(bed.cluster(cluster).target_kubeconfig).read_text())
+        )
         docs.append(
             edge_target(
                 target,

@@ -83,7 +83,9 @@ def real_targets(
         _resources.apply(
             hub,
             namespace,
-            _resources.kubeconfig_secret(secret, _read(edge.kubeconfig)),
+            _resources.kubeconfig_secret(
+                secret, _read(edge.info.target_kubeconfig or edge.kubeconfig)
+            ),
             cloud,
             k3s,
         )

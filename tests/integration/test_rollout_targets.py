@@ -69,7 +69,7 @@ def test_missing_kubeconfig_secret_stalls_the_target_with_the_fix(fleet: Fleet) 
 def test_kubeconfig_that_would_run_a_command_is_refused(
     fleet: Fleet, testbed_handle: handles.Testbed
 ) -> None:
-    config = yaml.safe_load(Path(testbed_handle.cluster("edge-1").kubeconfig).read_text())
+    config = yaml.safe_load(Path(testbed_handle.cluster("edge-1").target_kubeconfig).read_text())
     config["users"][0]["user"] = {
         "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh"}
     }
@@ -131,7 +131,7 @@ def test_deletion_does_not_hang_on_an_unreachable_target(
     res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
 
     # A site that never answers (a closed port), in the same namespace.
-    dead = Path(testbed_handle.cluster("edge-1").kubeconfig).read_text()
+    dead = Path(testbed_handle.cluster("edge-1").target_kubeconfig).read_text()
     dead = dead.replace(testbed_handle.cluster("edge-1").info.api_url, "https://127.0.0.1:31499")
     res.apply(
         fleet.hub,

@@ -28,7 +28,7 @@ EXTRA = ("cloud-gpu", "edge-2-spare", "edge-2b")
 
 
 def _add_same_place_targets(fleet: Fleet) -> None:
-    kubeconfig = Path(fleet.cluster_of("edge-2").kubeconfig).read_text()
+    kubeconfig = Path(fleet.cluster_of("edge-2").target_kubeconfig).read_text()
     res.apply(
         fleet.hub,
         fleet.namespace,

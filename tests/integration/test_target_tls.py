@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_kubeconfig_that_skips_tls_verification_is_refused_with_the_fix(
     fleet: Fleet, testbed_handle: handles.Testbed
 ) -> None:
-    config = yaml.safe_load(Path(testbed_handle.cluster("edge-1").kubeconfig).read_text())
+    config = yaml.safe_load(Path(testbed_handle.cluster("edge-1").target_kubeconfig).read_text())
     cluster = config["clusters"][0]["cluster"]
     cluster.pop("certificate-authority-data", None)
     cluster["insecure-skip-tls-verify"] = True

@@ -42,6 +42,7 @@ import dataclasses
 import http
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -117,14 +118,17 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
     where = f" at {server}" if server else ""
     if isinstance(exc, k8s_exceptions.ApiException):
         status = exc.status or 0
-        if status in (http.HTTPStatus.UNAUTHORIZED, http.HTTPStatus.FORBIDDEN):
+        if status == http.HTTPStatus.UNAUTHORIZED:
             return CredentialsError(
                 f"{target}: the API server{where} refused the credentials ({status} "
-                f"{exc.reason}); give the kubeconfig's user RBAC to read nodes and to manage "
-                "Deployments, Services and Namespaces there",
-                reason=reasons.UNAUTHORIZED
-                if status == http.HTTPStatus.UNAUTHORIZED
-                else reasons.FORBIDDEN,
+                f"{exc.reason}); put a valid token or client certificate in the kubeconfig",
+                reason=reasons.UNAUTHORIZED,
+            )
+        if status == http.HTTPStatus.FORBIDDEN:
+            return CredentialsError(
+                f"{target}: forbidden: {_denied(exc)}; grant it (K3s: manifests/edge/; "
+                "Cloud: manifests/workload-access/)",
+                reason=reasons.FORBIDDEN,
             )
         if status >= http.HTTPStatus.INTERNAL_SERVER_ERROR or status == 0:
             return Unreachable(f"{target}: the API server{where} failed ({status} {exc.reason})")
@@ -150,6 +154,29 @@ def classify(exc: BaseException, *, target: str, server: str | None = None) -> T
         detail = str(exc).split(": ", 1)[-1][:200]
         return Unreachable(f"{target}: cannot connect to the API server{where} ({detail})")
     return TargetAccessError(f"{target}: {type(exc).__name__}: {exc}"[:500])
+
+
+_DENIAL = re.compile(
+    r'User "(?P<user>[^"]+)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]+)" in API group '
+    r'"(?P<group>[^"]*)"(?: in the namespace "(?P<namespace>[^"]+)"| at the cluster scope)?'
+)
+
+
+def _denied(exc: k8s_exceptions.ApiException) -> str:
+    """What a 403 refused, from the API server's answer: the user, verb, resource and namespace,
+    which is exactly the rule to add. Short, because status fields are cut (to ~250 characters)."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    if not message:
+        return f"{exc.status} {exc.reason}"
+    found = _DENIAL.search(str(message))
+    if found is None:
+        return str(message)[:200]
+    resource = found["resource"] + (f".{found['group']}" if found["group"] else "")
+    where = f"in namespace {found['namespace']}" if found["namespace"] else "cluster-wide"
+    return f"{found['user']} may not {found['verb']} {resource} {where}"
 
 
 # --- building clients ----------------------------------------------------------------------------

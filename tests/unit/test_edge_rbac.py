@@ -1,0 +1,88 @@
+"""The edge RBAC users apply at a K3s site (`manifests/edge/`) stays least privilege.
+
+That it is *enough* is proven by the integration tests: the testbed's edges are reached only with
+its token (`edgeferry_testbed.edge_access`); `tests/integration/test_edge_rbac.py` checks what it
+is refused there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit import _binaries
+
+EDGE = _binaries.REPO / "manifests" / "edge"
+WRITES = {
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "escalate",
+    "bind",
+    "impersonate",
+}
+SUBJECT = {"kind": "ServiceAccount", "name": "edgeferry-edge", "namespace": "edgeferry-system"}
+
+
+def rendered(path: Path) -> list[dict[str, Any]]:
+    out = _binaries.run([_binaries.kubectl(), "kustomize", str(path)])
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for doc in docs if doc["kind"] == "ClusterRole" for rule in doc["rules"]]
+
+
+@pytest.mark.parametrize("variant", ["base", "all-namespaces"])
+def test_no_rule_uses_a_wildcard(variant: str) -> None:
+    for rule in rules(rendered(EDGE / variant)):
+        for field in ("apiGroups", "resources", "verbs", "nonResourceURLs"):
+            assert "*" not in rule.get(field, []), rule
+
+
+def test_the_operator_may_not_read_secrets_or_configmaps_at_a_site() -> None:
+    for rule in rules(rendered(EDGE / "all-namespaces")):
+        assert not {"secrets", "configmaps"} & set(rule.get("resources", [])), rule
+
+
+def test_only_workloads_are_written_and_namespaces_only_created() -> None:
+    written: dict[str, set[str]] = {}
+    for rule in rules(rendered(EDGE / "all-namespaces")):
+        for resource in rule.get("resources", []):
+            written.setdefault(resource, set()).update(WRITES & set(rule["verbs"]))
+    assert {r: v for r, v in written.items() if v} == {
+        "deployments": {"create", "patch", "delete"},
+        "services": {"create", "patch", "delete"},
+        "namespaces": {"create"},
+    }
+
+
+def test_the_base_grants_nothing_in_a_namespace_and_creates_no_namespace() -> None:
+    base = rules(rendered(EDGE / "base"))
+    bound = {
+        doc["roleRef"]["name"]
+        for doc in rendered(EDGE / "base")
+        if doc["kind"] == "ClusterRoleBinding"
+    }
+    assert bound == {"edgeferry-edge"}
+    assert not any(
+        "create" in rule["verbs"] for rule in base if "namespaces" in rule.get("resources", [])
+    )
+
+
+def test_every_binding_and_the_token_name_the_edge_service_account() -> None:
+    docs = rendered(EDGE / "all-namespaces")
+    for doc in docs:
+        if doc["kind"] in {"ClusterRoleBinding", "RoleBinding"}:
+            assert doc["subjects"] == [SUBJECT], doc["metadata"]["name"]
+    (token,) = [d for d in docs if d["kind"] == "Secret"]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == SUBJECT["name"]
+    (binding,) = rendered(EDGE / "workload-access")
+    assert binding["roleRef"]["name"] == "edgeferry-edge-workloads"
+    assert binding["subjects"] == [SUBJECT]
