@@ -30,7 +30,7 @@ import json
 from edgeferry.models import modelimage
 
 MODEL_CONTEXT_DIR = "model"
-"""Directory of the build context that holds the model file (under its ConfigMap key)."""
+"""Directory of the build context that holds the model file (its ConfigMap key or fileName)."""
 
 MODEL_IMAGE_PATH = "/models/model.pkl"
 """Where generated images keep the model."""
@@ -49,7 +49,7 @@ _DESCRIPTIONS = {
 
 def model_context_path(spec: modelimage.ModelImageSpec) -> str:
     """Path of the model file inside the build context, e.g. `model/model.pkl`."""
-    return f"{MODEL_CONTEXT_DIR}/{spec.model.source.config_map.key}"
+    return f"{MODEL_CONTEXT_DIR}/{spec.model.source.file_name}"
 
 
 def resolve(spec: modelimage.ModelImageSpec, *, name: str) -> str:
