@@ -296,6 +296,8 @@ def _build_once(
     tail_lines: int,
     scratch_dir: Path | None,
 ) -> BuildResult:
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=scratch_dir) as context:
         write_context_tar(context, dockerfile, files)
         context.seek(0)
