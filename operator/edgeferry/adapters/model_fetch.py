@@ -6,10 +6,11 @@ socket through SHA-256 into the file the caller opened, 1 MiB at a time, and the
 a connect and a read timeout, and the whole download a deadline checked at every chunk, so a
 stalled server costs at most that, never a hung reconcile.
 
-Registry traffic goes through the ORAS project's Python SDK (`oras`): it already speaks the
-distribution API's auth dance (anonymous, basic, bearer tokens) and builds the URLs; what it
-lacks for us (a hash while streaming, an answer that tells a passing failure from a refusal) is
-the few lines below around its `do_request` and `get_blob`.
+Registry traffic goes through the ORAS project's Python SDK (`oras`, set up by
+`model_artifact.client`): it already speaks the distribution API's auth dance (anonymous,
+basic, bearer tokens) and builds the URLs; what it lacks for us (a hash while streaming, an
+answer that tells a passing failure from a refusal) is the few lines below around its
+`do_request` and `get_blob`.
 
 A failure is `FetchError`; `transient` says whether trying again later may help (timeouts,
 refused or reset connections, 5xx, 429) or not (401, 403, 404: a spec or Secret edit is
@@ -20,28 +21,22 @@ pinned model (`DigestMismatchError` before a byte is downloaded).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO
 
-import oras.provider  # type: ignore[import-untyped]
 import requests
 
-from edgeferry.adapters import registry_api
+from edgeferry.adapters import model_artifact, registry_api
 
 CHUNK_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 """Longest silence of a server mid-download before it counts as gone."""
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MODEL_ARTIFACT_TYPE = "application/vnd.edgeferry.model.v1"
-"""`artifactType` of the artifacts `python -m edgeferry model push` makes."""
-MODEL_LAYER_MEDIA_TYPE = "application/vnd.edgeferry.model.file.v1"
-"""Media type of their one layer: the model file's raw bytes (not a tar, not compressed)."""
+OCI_MANIFEST = model_artifact.OCI_MANIFEST
 
 _NO_PROXY = {"http": "", "https": ""}
 
@@ -151,19 +146,6 @@ def http(
     return _stream(response, into, where=url, timeout_s=timeout_s)
 
 
-def _registry(host: str, *, plain_http: bool, credentials: tuple[str, str] | None) -> Any:
-    """An `oras` client for `host`; its requests get our timeouts (it sets none itself)."""
-    client = oras.provider.Registry(hostname=host, insecure=plain_http)
-    client.session.request = functools.partial(
-        client.session.request, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
-    )
-    if registry_api.is_loopback(host):
-        client.session.trust_env = False
-    if credentials is not None:
-        client.auth.set_basic_auth(*credentials)
-    return client
-
-
 def oci(
     repository: str,
     digest: str,
@@ -182,7 +164,7 @@ def oci(
     """
     where = f"{repository}@{digest}"
     host = registry_api.parse_repository(repository).host
-    client = _registry(host, plain_http=plain_http, credentials=credentials)
+    client = model_artifact.client(host, plain_http=plain_http, credentials=credentials)
     try:
         container = client.get_container(where)
         response = client.do_request(
