@@ -347,7 +347,7 @@ class Reconciler:
         image = self.status.image
         assert image is not None and image.id
         try:
-            digest, children = image_push.push(
+            digest, children, uploaded = image_push.push(
                 self._docker(),
                 image,
                 spec.push,
@@ -361,6 +361,7 @@ class Reconciler:
                 image_steps.push_failed(self.status, spec, str(exc), generation=self.generation)
             )
             return
+        metrics.PUSH_BYTES_UPLOADED.labels(self.namespace, self.name).inc(uploaded)
         self._apply(
             image_steps.pushed(
                 self.status, spec, digest=digest, children=children, generation=self.generation
