@@ -27,10 +27,12 @@ from edgeferry.adapters import model_artifact, registry
 from edgeferry_testbed import env, handles, layout, operator_process, procs, samples
 from tests.integration import _resources
 from tests.integration._resources import apply, condition
+from tests.integration.conftest import operator_metric
 
 pytestmark = pytest.mark.integration
 
 PLURAL = "modelimages"
+UPLOADED = "edgeferry_image_push_uploaded_bytes_total"
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +146,28 @@ def test_model_image_from_an_oci_artifact_is_built_smoke_tested_scanned_and_push
     digest, _ = push_with_cli(iris_model, artifact)
     sha256 = hashlib.sha256(iris_model.read_bytes()).hexdigest()
     source = {"oci": {"repository": artifact, "digest": digest, "fileName": "model.pkl"}}
-    apply(hub, namespace, image_doc(testbed_handle.env, "iris-oci", source, sha256))
+    doc = image_doc(testbed_handle.env, "iris-oci", source, sha256)
+    apply(hub, namespace, doc)
     obj = wait_for(hub, namespace, "iris-oci", phase("Ready"))
-    assert_admitted_and_pushed(obj, f"{testbed_handle.registry}/models/iris-oci")
+    repository = f"{testbed_handle.registry}/models/iris-oci"
+    assert_admitted_and_pushed(obj, repository)
+    labels = {"namespace": namespace, "name": "iris-oci"}
+    first = operator_metric(testbed_handle, UPLOADED, **labels)
+    assert first is not None and first > 0
+    # A rebuild that changes no layer (a new image label) pushes a new manifest and no layer:
+    # the model's layer and every other one are in the registry already.
+    doc["spec"]["build"]["labels"] = {"team": "ml"}
+    apply(hub, namespace, doc)
+    rebuilt = wait_for(
+        hub,
+        namespace,
+        "iris-oci",
+        lambda o: (
+            phase("Ready")(o) and o["status"].get("inputsDigest") != obj["status"]["inputsDigest"]
+        ),
+    )
+    assert rebuilt["status"]["image"]["digest"] != obj["status"]["image"]["digest"]
+    assert operator_metric(testbed_handle, UPLOADED, **labels) == first
 
 
 def test_an_oci_artifact_with_another_model_stays_stalled_naming_both_digests(
