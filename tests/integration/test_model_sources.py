@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edgeferry.adapters import model_artifact, registry
+from edgeferry.adapters import model_artifact, registry, toolpaths
 from edgeferry_testbed import env, handles, layout, operator_process, procs, samples
 from tests.integration import _resources
 from tests.integration._resources import apply, condition
@@ -132,6 +132,34 @@ def test_cli_pushes_a_model_artifact_and_prints_digest_and_snippet(
     # Pushing the same file again sends nothing and gives the same digest.
     again, output = push_with_cli(iris_model, repository)
     assert again == digest and "already in the registry" in output
+
+
+def oras_cli() -> str:
+    """The ORAS CLI built by `testbed/tools/build.sh oras`; a missing one fails, never skips."""
+    go_mod = layout.REPO_ROOT / "testbed" / "gomod" / "oras" / "go.mod"
+    version = next(
+        line.split()[1]
+        for line in go_mod.read_text().splitlines()
+        if line.strip().startswith("oras.land/oras ")
+    )
+    path = toolpaths.cache_root() / "bin" / f"oras-{version}" / "oras"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `testbed/tools/build.sh oras`", pytrace=False)
+    return str(path)
+
+
+def test_oras_pull_of_a_pushed_model_returns_the_same_bytes(
+    testbed_handle: handles.Testbed, iris_model: Path, unique_name: str, tmp_path: Path
+) -> None:
+    repository = f"{testbed_handle.registry}/models/{unique_name}-oras"
+    digest, _ = push_with_cli(iris_model, repository)
+    subprocess.run(
+        [oras_cli(), "pull", "--plain-http", "-o", str(tmp_path), f"{repository}@{digest}"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert (tmp_path / iris_model.name).read_bytes() == iris_model.read_bytes()
 
 
 def test_model_image_from_an_oci_artifact_is_built_smoke_tested_scanned_and_pushed(
