@@ -28,6 +28,13 @@ BUILD_DURATION = Histogram(
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
     registry=REGISTRY,
 )
+PUSH_BYTES_UPLOADED = Counter(
+    "edgeferry_image_push_uploaded_bytes_total",
+    "Layer bytes image pushes sent to the registry; layers the registry had already (the model "
+    "layer after a server-only rebuild) send none.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 STAGE_RETRIES = Counter(
     "edgeferry_image_stage_retries_total",
     "Pipeline stages that failed for a reason that passes and wait for their next attempt, by "

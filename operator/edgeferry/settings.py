@@ -90,6 +90,12 @@ class BuildSettings:
     """Leave platforms the daemon would emulate out of the smoke test
     (`EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS`, default off): for a daemon whose host has no
     qemu-user-static in binfmt_misc. Off, every platform of an image is smoke-tested."""
+    model_cache_bytes: int = 20 * 2**30
+    """Upper bound of the model cache under the workdir, in bytes
+    (`EDGEFERRY_MODEL_CACHE_BYTES`, default 20 GiB); least recently used models go first."""
+    model_fetch_timeout_seconds: float = 1800.0
+    """Longest one model download may take (`EDGEFERRY_MODEL_FETCH_TIMEOUT_SECONDS`); a stalled
+    or slower one is dropped and retried with backoff."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +168,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             workdir=workdir,
             insecure_registries=insecure,
             skip_emulated_smoke_tests=_flag(e, "EDGEFERRY_SKIP_EMULATED_SMOKE_TESTS", False),
+            model_cache_bytes=_count(
+                e, "EDGEFERRY_MODEL_CACHE_BYTES", 20 * 2**30, minimum=1, what="bytes"
+            ),
+            model_fetch_timeout_seconds=_positive(e, "EDGEFERRY_MODEL_FETCH_TIMEOUT_SECONDS", 1800),
         ),
         scan=ScanSettings(
             db_cache_dir=_absolute(e.get("GRYPE_DB_CACHE_DIR") or str(workdir / "grype-db")),

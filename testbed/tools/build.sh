@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go tools the testbed needs (Kubernetes control plane, kubectl, etcd, kwok, grype,
-# helm) from pinned Go modules, once, into a cache outside the git tree. A tool whose binary is
+# helm, oras) from pinned Go modules, once, into a cache outside the git tree. A tool whose binary is
 # already cached for its pinned version is skipped, so a warm run costs a few stat calls.
 #
 # Usage: testbed/tools/build.sh [tool ...]     (default: all)
@@ -95,6 +95,15 @@ helm() {
   timed "helm $v" build_into helm "$out" "-X helm.sh/helm/v3/internal/version.version=$v" helm.sh/helm/v3/cmd/helm
 }
 
+oras() {
+  # The ORAS CLI, only to check that the model artifacts `python -m edgeferry model push` makes
+  # are what `oras pull` reads (tests/integration/test_model_sources.py).
+  local v; v=$(mod_version oras.land/oras oras)
+  local out="$cache/bin/oras-$v"
+  [ -x "$out/oras" ] && return 0
+  timed "oras $v" build_into oras "$out" "-X oras.land/oras/internal/version.Version=${v#v}" oras.land/oras/cmd/oras
+}
+
 prometheus_operator_crds() {
   # Only data: the ServiceMonitor and PrometheusRule CRDs of a pinned Prometheus Operator
   # release, from its Go module (the one place this machine may download it from).
@@ -110,7 +119,7 @@ prometheus_operator_crds() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd kwok kubernetes grype helm prometheus_operator_crds)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd kwok kubernetes grype helm oras prometheus_operator_crds)
 total=$SECONDS
 for t in "${tools[@]}"; do "$t"; done
 echo "build: tools ready under $cache/bin in $((SECONDS - total)) s"

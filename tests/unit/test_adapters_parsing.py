@@ -269,3 +269,20 @@ def test_debian_mirror_comes_from_one_line_sources_preferring_http(tmp_path: pat
 def test_no_debian_mirror_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(images.ImageRecipeError, match="no Debian mirror"):
         images.host_debian_mirror(sources_dir=tmp_path)
+
+
+def test_a_push_counts_the_bytes_of_uploaded_layers_and_not_those_already_there() -> None:
+    stream: list[dict[str, Any]] = [
+        {"status": "Preparing", "progressDetail": {}, "id": "model"},
+        {"status": "Preparing", "progressDetail": {}, "id": "server"},
+        {"status": "Layer already exists", "progressDetail": {}, "id": "model"},
+        {"status": "Pushing", "progressDetail": {"current": 512, "total": 2048}, "id": "server"},
+        {"status": "Pushing", "progressDetail": {"current": 2048, "total": 2048}, "id": "server"},
+        {"status": "Pushed", "progressDetail": {}, "id": "server"},
+        {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": DIGEST_A, "Size": 527}},
+    ]
+    layers = registry.PushedLayers()
+    assert registry.digest_from_push_stream(stream, layers) == (DIGEST_A, 527)
+    assert layers.uploaded == {"server": 2048}
+    assert layers.existing == {"model"}
+    assert layers.uploaded_bytes == 2048

@@ -247,6 +247,11 @@ def test_spec_defaulted_by_the_crd_means_the_same_as_without_defaults() -> None:
         ("spec.scan.rescanInterval", modelimage.DURATION),
         ("spec.push.repository", modelimage.REGISTRY_HOST),
         ("spec.lint.ignore[]", modelimage.LINT_RULE),
+        ("spec.model.source.oci.digest", modelimage.OCI_DIGEST),
+        ("spec.model.source.oci.repository", modelimage.REGISTRY_HOST),
+        ("spec.model.source.oci.fileName", modelimage.MODEL_FILE_NAME),
+        ("spec.model.source.http.url", modelimage.HTTP_URL),
+        ("spec.model.source.http.fileName", modelimage.MODEL_FILE_NAME),
     ],
 )
 def test_cel_rules_and_models_use_the_same_patterns(field: str, pattern: str) -> None:

@@ -73,11 +73,23 @@ def test_generated_image_runs_as_a_numeric_non_root_user() -> None:
     assert users == ["USER 10001:10001"]
 
 
-def test_model_is_copied_last_into_its_own_layer() -> None:
+def test_model_is_copied_first_into_its_own_layer() -> None:
     layered = [
         line for line in instructions(GENERATED) if line.split()[0] in {"COPY", "ADD", "RUN"}
     ]
-    assert layered == ["COPY serve.py /app/serve.py", "COPY model/iris.pkl /models/model.pkl"]
+    assert layered == ["COPY model/iris.pkl /models/model.pkl", "COPY serve.py /app/serve.py"]
+
+
+def test_model_layer_follows_the_base_directly_so_server_changes_keep_it() -> None:
+    """Nothing but FROM precedes the model's COPY: a new port, label or server script leaves
+    the builder's cache key of the model layer alone, so the pushed blob stays the same."""
+    assert instructions(GENERATED)[:2] == [f"FROM {BASE}", "COPY model/iris.pkl /models/model.pkl"]
+
+
+def test_server_changes_do_not_change_anything_before_the_model_layer() -> None:
+    other = dockerfile.resolve(runtime_spec(port=9090), name="other")
+    assert other != GENERATED
+    assert instructions(other)[:2] == instructions(GENERATED)[:2]
 
 
 def test_generated_dockerfile_runs_no_package_manager_so_leaves_no_caches() -> None:

@@ -32,6 +32,7 @@ def spec_dict(**sections: Any) -> dict[str, Any]:
 
 def test_spec_parses_camel_case_with_defaults() -> None:
     spec = modelimage.parse_spec(spec_dict())
+    assert spec.model.source.config_map is not None
     assert spec.model.source.config_map.key == "model.pkl"
     assert spec.build.runtime is not None
     assert spec.build.runtime.python_path == "/usr/bin/python3"

@@ -1,10 +1,11 @@
-"""Build images through the Docker Engine API, from a context assembled in memory.
+"""Build images through the Docker Engine API, from a context assembled on the side.
 
 Why the Engine API rather than the `docker` CLI: the operator gets the build log as structured
 JSON (so a failure can quote the last lines in an event), the image id without parsing text, and
-no dependency on a CLI binary inside the operator image. The context is a tar built in memory from
-the Dockerfile text and a name→bytes mapping, with fixed mtimes and owners, so the same inputs
-always send the same bytes (and hit the daemon's layer cache).
+no dependency on a CLI binary inside the operator image. The context is a tar written to a
+temporary file from the Dockerfile text and a name→bytes-or-file mapping, with fixed mtimes and
+owners, so the same inputs always send the same bytes (and hit the daemon's layer cache), and a
+model of several GB is copied through the disk, never held in memory.
 
 The build log is streamed and only a bounded tail is kept: a status message must stay small, and
 a runaway build must not grow the operator's memory.
@@ -17,9 +18,11 @@ import dataclasses
 import io
 import re
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -191,24 +194,42 @@ def daemon_platform(api: docker.APIClient) -> str:
     return f"{version.get('Os', 'linux')}/{version.get('Arch', '')}"
 
 
-def context_tar(dockerfile: str, files: Mapping[str, bytes] | None = None) -> bytes:
-    """A build context as tar bytes: ``Dockerfile`` plus the given files, deterministic."""
+ContextFile = bytes | Path
+"""A build-context file: bytes in memory (small: Dockerfile, scripts) or a file on disk (a
+model of any size, streamed into the context, never read whole)."""
+
+
+def write_context_tar(
+    into: IO[bytes], dockerfile: str, files: Mapping[str, ContextFile] | None = None
+) -> None:
+    """Write a build context to `into`: ``Dockerfile`` plus the given files, deterministic."""
     files = dict(files or {})
     if "Dockerfile" in files:
         raise ValueError("pass the Dockerfile as text, not in files")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        entries = {"Dockerfile": dockerfile.encode(), **files}
+    with tarfile.open(fileobj=into, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        entries: dict[str, ContextFile] = {"Dockerfile": dockerfile.encode(), **files}
         for name in sorted(entries):
             clean = name.lstrip("/")
             if not clean or ".." in clean.split("/"):
                 raise ValueError(f"context file name {name!r} escapes the context")
             info = tarfile.TarInfo(clean)
-            info.size = len(entries[name])
             info.mode = 0o644
             info.mtime = 0
             info.uid = info.gid = 0
-            archive.addfile(info, io.BytesIO(entries[name]))
+            content = entries[name]
+            if isinstance(content, Path):
+                info.size = content.stat().st_size
+                with content.open("rb") as source:
+                    archive.addfile(info, source)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+
+
+def context_tar(dockerfile: str, files: Mapping[str, ContextFile] | None = None) -> bytes:
+    """A build context as tar bytes (see `write_context_tar`); for small contexts only."""
+    buffer = io.BytesIO()
+    write_context_tar(buffer, dockerfile, files)
     return buffer.getvalue()
 
 
@@ -216,7 +237,7 @@ def build_image(
     api: docker.APIClient,
     dockerfile: str,
     *,
-    files: Mapping[str, bytes] | None = None,
+    files: Mapping[str, ContextFile] | None = None,
     tag: str | None = None,
     build_args: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
@@ -225,8 +246,12 @@ def build_image(
     nocache: bool = False,
     timeout_s: float = 900.0,
     tail_lines: int = DEFAULT_TAIL_LINES,
+    scratch_dir: Path | None = None,
 ) -> BuildResult:
     """Build ``dockerfile`` with ``files`` as context; raise `BuildError` with the log tail.
+
+    The context is written to a temporary file (in ``scratch_dir``, else the system's) and
+    streamed to the daemon from there, so a large model never sits in memory.
 
     ``timeout_s`` bounds both the total build time (checked at every log line) and any silence
     of the daemon; closing the stream on timeout makes the daemon cancel the build.
@@ -250,6 +275,7 @@ def build_image(
             nocache=without_cache,
             timeout_s=timeout_s,
             tail_lines=tail_lines,
+            scratch_dir=scratch_dir,
         )
         if platform is None or result.platform == platform:
             return result
@@ -265,7 +291,40 @@ def _build_once(
     api: docker.APIClient,
     dockerfile: str,
     *,
-    files: Mapping[str, bytes] | None,
+    files: Mapping[str, ContextFile] | None,
+    tag: str | None,
+    build_args: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    platform: str | None,
+    pull: bool,
+    nocache: bool,
+    timeout_s: float,
+    tail_lines: int,
+    scratch_dir: Path | None,
+) -> BuildResult:
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=scratch_dir) as context:
+        write_context_tar(context, dockerfile, files)
+        context.seek(0)
+        return _send_build(
+            api,
+            context,
+            tag=tag,
+            build_args=build_args,
+            labels=labels,
+            platform=platform,
+            pull=pull,
+            nocache=nocache,
+            timeout_s=timeout_s,
+            tail_lines=tail_lines,
+        )
+
+
+def _send_build(
+    api: docker.APIClient,
+    context: IO[bytes],
+    *,
     tag: str | None,
     build_args: Mapping[str, str] | None,
     labels: Mapping[str, str] | None,
@@ -277,10 +336,9 @@ def _build_once(
 ) -> BuildResult:
     started = time.monotonic()
     log = BuildLog(max_lines=tail_lines)
-    context = context_tar(dockerfile, files)
     try:
         stream = api.build(
-            fileobj=io.BytesIO(context),
+            fileobj=context,
             custom_context=True,
             tag=tag,
             buildargs=dict(build_args or {}),

@@ -37,6 +37,8 @@ class IndexPushResult:
     """Digest of the index, served for every tag."""
     children: tuple[oci_index.Descriptor, ...]
     duration_s: float
+    uploaded_bytes: int = 0
+    """Layer bytes the platform pushes sent (layers the registry had already send none)."""
 
 
 def push_index(
@@ -57,6 +59,7 @@ def push_index(
         raise ValueError("push_index needs at least one tag")
     started = time.monotonic()
     children = []
+    uploaded = 0
     with registry.RegistryClient(credentials=credentials, insecure=insecure) as client:
         for image in images:
             pushed = registry.push_image(
@@ -67,6 +70,7 @@ def push_index(
                 credentials=credentials,
                 insecure=insecure,
             )
+            uploaded += pushed.uploaded_bytes
             child = client.descriptor(repository, pushed.digest)
             if child.platform != image.platform:
                 raise registry.RegistryError(
@@ -94,4 +98,5 @@ def push_index(
         digest=digest,
         children=tuple(children),
         duration_s=time.monotonic() - started,
+        uploaded_bytes=uploaded,
     )

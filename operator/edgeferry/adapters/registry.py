@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ RegistryError = registry_api.RegistryError
 Credentials = registry_api.Credentials
 ImageName = registry_api.ImageName
 RegistryClient = registry_api.RegistryClient
+_LOG = logging.getLogger("edgeferry.registry")
 is_transient_text = registry_api.is_transient_text
 parse_repository = registry_api.parse_repository
 is_loopback = registry_api.is_loopback
@@ -49,17 +51,55 @@ class PushResult:
     size: int | None
     """Manifest size in bytes as reported by the daemon, when it reports one."""
     duration_s: float
+    uploaded_bytes: int = 0
+    """Layer bytes this push sent (layers the registry had already send none)."""
 
 
-def digest_from_push_stream(chunks: Iterable[Mapping[str, Any]]) -> tuple[str, int | None]:
+@dataclasses.dataclass
+class PushedLayers:
+    """Which layers a push uploaded and which the registry had already, from the daemon's stream.
+
+    The daemon says `Pushing` with `progressDetail.total` (the layer's size) while it uploads a
+    layer, then `Pushed`; a layer the repository has already is `Layer already exists` and
+    sends nothing. This is how a rebuild that changed only the server shows that the model's
+    layer was not sent again.
+    """
+
+    uploaded: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Layer id (short digest) -> bytes uploaded."""
+    existing: set[str] = dataclasses.field(default_factory=set)
+
+    def feed(self, chunk: Mapping[str, Any]) -> None:
+        ident, status = chunk.get("id"), chunk.get("status")
+        if not isinstance(ident, str) or not isinstance(status, str):
+            return
+        if status == "Layer already exists":
+            self.existing.add(ident)
+        elif status in ("Pushing", "Pushed"):
+            detail = chunk.get("progressDetail")
+            total = detail.get("total") if isinstance(detail, Mapping) else None
+            known = self.uploaded.get(ident, 0)
+            self.uploaded[ident] = max(known, total) if isinstance(total, int) else known
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(self.uploaded.values())
+
+
+def digest_from_push_stream(
+    chunks: Iterable[Mapping[str, Any]], layers: PushedLayers | None = None
+) -> tuple[str, int | None]:
     """Read the pushed manifest digest (and size) from the daemon's push progress stream.
 
-    The daemon reports errors inside the stream with HTTP 200, so each chunk is checked.
+    The daemon reports errors inside the stream with HTTP 200, so each chunk is checked. With
+    `layers`, what each layer did (uploaded or already there) is recorded in it.
     """
     digest: str | None = None
     size: int | None = None
     last_status = ""
     for chunk in chunks:
+        if layers is not None:
+            layers.feed(chunk)
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = detail.get("message") if isinstance(detail, Mapping) else None
@@ -106,8 +146,9 @@ def push_image(
             else None
         )
         stream = api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
+        layers = PushedLayers()
         pushed_digest, size = digest_from_push_stream(
-            _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}")
+            _with_deadline(stream, started + timeout_s, f"push of {repository}:{tag}"), layers
         )
     except docker.errors.APIError as error:
         explanation = str(error.explanation)
@@ -125,6 +166,14 @@ def push_image(
         raise RegistryError(
             f"registry serves {served} for {repository}:{tag} but the push reported {pushed_digest}"
         )
+    _LOG.info(
+        "pushed %s:%s: %d layer(s) uploaded (%d bytes), %d already in the registry",
+        repository,
+        tag,
+        len(layers.uploaded),
+        layers.uploaded_bytes,
+        len(layers.existing),
+    )
     return PushResult(
         repository=repository,
         tag=tag,
@@ -132,6 +181,7 @@ def push_image(
         reference=f"{repository}@{pushed_digest}",
         size=size,
         duration_s=time.monotonic() - started,
+        uploaded_bytes=layers.uploaded_bytes,
     )
 
 

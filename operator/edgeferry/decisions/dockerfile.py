@@ -7,9 +7,12 @@ user who picks a runtime template gets a good image without knowing them:
   same inputs build the same image and a moved tag cannot change it behind the inputs digest.
 - No `RUN` at all: the base already has python3 and scikit-learn, so there is no package manager
   run, hence no package caches or apt lists to clean up, and nothing that needs the network.
-- Least-changing layers first: the server script (changes with the operator's template) before
-  the model (changes with every retrain), and the model alone in the last layer, so a new model
-  re-pushes one small layer.
+- The model first, in a layer of its own right after `FROM`: models are large (100 MB to
+  GBs) and the server script small, so the large layer must survive every server change. With
+  nothing but the base before it, a new server script, port or label leaves the builder's
+  cache key of the model layer unchanged: the rebuild reuses the layer, and the push finds the
+  blob in the registry already ("Layer already exists") and uploads only the small layers. A
+  new model re-pushes its layer and the small one after it, which it had to anyway.
 - Runs as a numeric non-root user (`10001:10001`, `app` in the testbed's base image); the
   copied files stay root-owned, so the server cannot modify its code or model.
 - OCI labels (`org.opencontainers.image.*`, base name and digest) plus `edgeferry.io/` labels
@@ -30,7 +33,7 @@ import json
 from edgeferry.models import modelimage
 
 MODEL_CONTEXT_DIR = "model"
-"""Directory of the build context that holds the model file (under its ConfigMap key)."""
+"""Directory of the build context that holds the model file (its ConfigMap key or fileName)."""
 
 MODEL_IMAGE_PATH = "/models/model.pkl"
 """Where generated images keep the model."""
@@ -49,7 +52,7 @@ _DESCRIPTIONS = {
 
 def model_context_path(spec: modelimage.ModelImageSpec) -> str:
     """Path of the model file inside the build context, e.g. `model/model.pkl`."""
-    return f"{MODEL_CONTEXT_DIR}/{spec.model.source.config_map.key}"
+    return f"{MODEL_CONTEXT_DIR}/{spec.model.source.file_name}"
 
 
 def resolve(spec: modelimage.ModelImageSpec, *, name: str) -> str:
@@ -83,6 +86,11 @@ def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
         "# Change the ModelImage, not this file: it is generated again on every reconcile.",
         f"FROM {runtime.base_image}",
         "",
+        "# The model first, in a layer of its own: a change to anything below (server, port,",
+        "# labels) keeps this large layer as it is, so a rebuild pushes only the small ones.",
+        "# It stays owned by root, so the server cannot modify it.",
+        f"COPY {model_context_path(spec)} {MODEL_IMAGE_PATH}",
+        "",
         _label(
             {
                 "org.opencontainers.image.title": name,
@@ -99,10 +107,7 @@ def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
         f"    EDGEFERRY_MODEL_PATH={MODEL_IMAGE_PATH} \\",
         f"    EDGEFERRY_PORT={port}",
         "",
-        "# Least-changing layers first: the server, then the model in a layer of its own.",
-        "# Both stay owned by root, so the server cannot modify them.",
         f"COPY serve.py {SERVER_IMAGE_PATH}",
-        f"COPY {model_context_path(spec)} {MODEL_IMAGE_PATH}",
         "",
         _label(
             {

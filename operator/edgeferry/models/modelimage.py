@@ -103,10 +103,80 @@ class ConfigMapKeySelector(wire.Model):
     key: str
 
 
-class ModelSource(wire.Model):
-    """Where the model artifact comes from (only ConfigMaps for now; they hold up to 1 MiB)."""
+MODEL_FILE_NAME = r"^[-._a-zA-Z0-9]+$"
+"""A file name in the build context's `model/` folder (the ConfigMap key rule)."""
+OCI_DIGEST = r"^sha256:[a-f0-9]{64}$"
+HTTP_URL = r"^https?://[^/?# ]+[^ ]*$"
+DEFAULT_MODEL_FILE = "model"
+"""Name of a model file in `model/` when an `oci` or `http` source names none."""
 
-    config_map: ConfigMapKeySelector
+
+def _model_file_name(value: str) -> str:
+    if not re.fullmatch(MODEL_FILE_NAME, value) or value in {".", ".."}:
+        raise ValueError("fileName must be a file name: letters, digits, '-', '_' and '.'")
+    return value
+
+
+class OciModelSource(wire.Model):
+    """A model stored as an OCI artifact (one layer), pulled by manifest digest.
+
+    The way KServe modelcars and Docker Model Runner keep models: a registry already serves
+    large blobs with auth, mirrors and garbage collection, which etcd cannot.
+    """
+
+    repository: str
+    digest: Annotated[str, pydantic.StringConstraints(pattern=OCI_DIGEST)]
+    """The artifact's manifest digest: a tag could move under the pinned sha256."""
+    credentials_secret: str | None = None
+    file_name: str = DEFAULT_MODEL_FILE
+
+    @pydantic.field_validator("repository")
+    @classmethod
+    def _has_host(cls, value: str) -> str:
+        if not re.match(REGISTRY_HOST, value) or "@" in value:
+            raise ValueError(
+                "model.source.oci.repository must be host[:port]/path, without tag or digest"
+            )
+        return value
+
+    _file_name = pydantic.field_validator("file_name")(_model_file_name)
+
+
+class HttpModelSource(wire.Model):
+    """A model file at an HTTP(S) URL; TLS is verified, against `ca_bundle` when given."""
+
+    url: Annotated[str, pydantic.StringConstraints(pattern=HTTP_URL, max_length=2048)]
+    ca_bundle: str | None = None
+    """PEM certificates the server's chain must lead to (instead of the system's roots)."""
+    credentials_secret: str | None = None
+    """A Secret with `token` (sent as a bearer token) or `username` and `password` (basic)."""
+    file_name: str = DEFAULT_MODEL_FILE
+
+    _file_name = pydantic.field_validator("file_name")(_model_file_name)
+
+
+class ModelSource(wire.Model):
+    """Where the model artifact comes from: exactly one of a ConfigMap (up to 1 MiB), an OCI
+    artifact or an HTTP(S) URL."""
+
+    config_map: ConfigMapKeySelector | None = None
+    oci: OciModelSource | None = None
+    http: HttpModelSource | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if sum(s is not None for s in (self.config_map, self.oci, self.http)) != 1:
+            raise ValueError("set exactly one of model.source.configMap, oci or http")
+        return self
+
+    @property
+    def file_name(self) -> str:
+        """The model's file name in the build context's `model/` folder."""
+        if self.config_map is not None:
+            return self.config_map.key
+        remote = self.oci or self.http
+        assert remote is not None
+        return remote.file_name
 
 
 class ModelArtifact(wire.Model):

@@ -156,7 +156,12 @@ RETRY_PUSH: Final = "RetryPush"
 """Reconciling: push again after the registry was unavailable."""
 RETRYING: Final = "Retrying"
 """Event: a reconcile hit trouble outside any stage (e.g. Docker down); looked at again soon."""
-TRANSIENT_FAILURES: Final = frozenset({DOCKER_UNAVAILABLE, REGISTRY_UNAVAILABLE, SCAN_FAILED})
+MODEL_SOURCE_UNAVAILABLE: Final = "ModelSourceUnavailable"
+"""The model's registry or HTTP server timed out, refused the connection or failed (5xx, 429),
+or the download broke off; the build is retried (nothing partial reaches it)."""
+TRANSIENT_FAILURES: Final = frozenset(
+    {DOCKER_UNAVAILABLE, REGISTRY_UNAVAILABLE, SCAN_FAILED, MODEL_SOURCE_UNAVAILABLE}
+)
 """Stage failures that are retried by themselves, with backoff, without a spec change. A scan
 failure is one: syft and grype fail for operational reasons (a crash, a timeout, the daemon
 gone), never because of the spec."""

@@ -8,6 +8,7 @@ otherwise every platform would build on whichever base was pulled first.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 
 import docker
 import requests
@@ -39,6 +40,7 @@ def build(
     labels: Mapping[str, str],
     insecure: Collection[str],
     metric_labels: tuple[str, str],
+    scratch_dir: Path | None = None,
 ) -> list[docker_build.BuildResult]:
     """Every platform's image, in spec order; the first failure raises `PlatformBuildError`."""
     platforms = spec.build.target_platforms
@@ -57,6 +59,7 @@ def build(
                         labels=dict(labels),
                         platform=platform,
                         timeout_s=spec.build.timeout_seconds,
+                        scratch_dir=scratch_dir,
                     )
                 )
         except docker_build.BuildError as exc:

@@ -158,6 +158,12 @@ class Reconciler:
             started = self.now()
             try:
                 self._run_step(plan, spec, materials)
+            except image_inputs.ModelDigestMismatchError as exc:
+                return self._stall(reasons.MODEL_DIGEST_MISMATCH, str(exc), retry_s=60)
+            except image_inputs.ModelSourceRefusedError as exc:
+                return self._stall(reasons.INPUT_MISSING, f"{exc}; waiting for a fix", retry_s=60)
+            except hub.MissingInputError as exc:
+                return self._stall(reasons.INPUT_MISSING, f"{exc}; waiting for it", retry_s=30)
             except errors.TransientError as exc:
                 _LOG.warning("%s/%s: %s: %s", self.namespace, self.name, plan.step.value, exc)
                 metrics.STAGE_RETRIES.labels(plan.step.value.lower(), exc.reason).inc()
@@ -217,15 +223,19 @@ class Reconciler:
             "edgeferry.io/modelimage": f"{self.namespace}.{self.name}",
         }
         try:
-            results = image_build.build(
-                self._docker,
-                spec,
-                materials,
-                tag=tag,
-                labels=labels,
-                insecure=self.config.build.insecure_registries,
-                metric_labels=(self.namespace, self.name),
-            )
+            with image_inputs.model_in_context(
+                spec, materials, namespace=self.namespace, config=self.config.build
+            ) as complete:
+                results = image_build.build(
+                    self._docker,
+                    spec,
+                    complete,
+                    tag=tag,
+                    labels=labels,
+                    insecure=self.config.build.insecure_registries,
+                    metric_labels=(self.namespace, self.name),
+                    scratch_dir=self.config.build.workdir,
+                )
         except image_build.PlatformBuildError as exc:
             metrics.BUILDS.labels(self.namespace, self.name, "failed").inc()
             self._apply(
@@ -361,7 +371,7 @@ class Reconciler:
         image = self.status.image
         assert image is not None and image.id
         try:
-            digest, children = image_push.push(
+            digest, children, uploaded = image_push.push(
                 self._docker(),
                 image,
                 spec.push,
@@ -375,6 +385,7 @@ class Reconciler:
                 image_steps.push_failed(self.status, spec, str(exc), generation=self.generation)
             )
             return
+        metrics.PUSH_BYTES_UPLOADED.labels(self.namespace, self.name).inc(uploaded)
         self._apply(
             image_steps.pushed(
                 self.status, spec, digest=digest, children=children, generation=self.generation

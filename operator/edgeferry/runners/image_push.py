@@ -22,8 +22,9 @@ def push(
     *,
     namespace: str,
     insecure: Collection[str],
-) -> tuple[str, list[str]]:
-    """Push every platform's image under every tag: (digest to deploy, each platform's digest).
+) -> tuple[str, list[str], int]:
+    """Push every platform's image under every tag: (digest to deploy, each platform's digest,
+    layer bytes uploaded).
 
     Raises `registry.RegistryError` when the registry refuses or cannot be reached.
     """
@@ -45,9 +46,11 @@ def push(
             credentials=credentials,
             insecure=insecure,
         )
-        return pushed.digest, [child.digest for child in pushed.children]
-    digest = _push_single(api, platforms[0].id, target, credentials=credentials, insecure=insecure)
-    return digest, [digest]
+        return pushed.digest, [child.digest for child in pushed.children], pushed.uploaded_bytes
+    digest, uploaded = _push_single(
+        api, platforms[0].id, target, credentials=credentials, insecure=insecure
+    )
+    return digest, [digest], uploaded
 
 
 def _push_single(
@@ -57,12 +60,14 @@ def _push_single(
     *,
     credentials: registry.Credentials | None,
     insecure: Collection[str],
-) -> str:
-    """Push one platform's image under every tag as a plain manifest; its digest."""
+) -> tuple[str, int]:
+    """Push one platform's image under every tag as a plain manifest; its digest, bytes sent."""
     digests = set()
+    uploaded = 0
     for tag in target.tags:
         pushed = registry.push_image(
             api, image_id, target.repository, tag, credentials=credentials, insecure=insecure
         )
         digests.add(pushed.digest)
-    return sorted(digests)[0]
+        uploaded += pushed.uploaded_bytes
+    return sorted(digests)[0], uploaded
