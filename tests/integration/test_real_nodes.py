@@ -105,7 +105,7 @@ def _post_through_service_proxy(api: k8s_client.ApiClient, path: str) -> dict[st
         f"{conf.host}{path}",
         data=json.dumps({"instances": IRIS_INSTANCES}).encode(),
         headers={
-            "Authorization": conf.api_key["authorization"],
+            "Authorization": conf.auth_settings()["BearerToken"]["value"],
             "Content-Type": "application/json",
         },
         method="POST",
