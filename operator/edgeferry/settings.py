@@ -86,6 +86,11 @@ class BuildSettings:
     insecure_registries: tuple[str, ...]
     """Registry hosts reached over plain HTTP (`EDGEFERRY_INSECURE_REGISTRIES`, comma-separated);
     loopback registries are always plain HTTP."""
+    smoke_probe_image: str = "docker.io/library/busybox:1.36"
+    """The image whose container makes the smoke test's HTTP checks from inside the tested
+    container's network (`EDGEFERRY_SMOKE_PROBE_IMAGE`), so they work on any daemon, remote or
+    dind; any BusyBox 1.31 or later. Pulled by the daemon when missing: mirror it for
+    air-gapped installs and pin it by digest."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +162,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             docker_host=e.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
             workdir=workdir,
             insecure_registries=insecure,
+            smoke_probe_image=e.get("EDGEFERRY_SMOKE_PROBE_IMAGE")
+            or BuildSettings.smoke_probe_image,
         ),
         scan=ScanSettings(
             db_cache_dir=_absolute(e.get("GRYPE_DB_CACHE_DIR") or str(workdir / "grype-db")),

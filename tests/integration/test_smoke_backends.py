@@ -209,12 +209,22 @@ def _build(remote: docker.APIClient, dockerfile: str, run_id: str) -> str:
     return built.image_id
 
 
-def _smoke(api: docker.APIClient, image: str, run_id: str, **options: object) -> smoke.SmokeResult:
+def _smoke(
+    api: docker.APIClient,
+    image: str,
+    run_id: str,
+    probe: str,
+    *,
+    timeout_s: float,
+    prediction: smoke.PredictionRequest | None = None,
+) -> smoke.SmokeResult:
     return smoke.smoke_test(
         api,
         image,
+        probe_image=probe,
+        prediction=prediction,
         labels={_containers.TEST_LABEL: run_id},
-        **options,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
     )
 
 
@@ -243,13 +253,14 @@ def _answers(port: int) -> bool:
 
 
 def test_a_healthy_image_passes_on_the_remote_daemon_and_answers_a_prediction(
-    remote: docker.APIClient, httpd_image: str, run_id: str, leftovers: None
+    remote: docker.APIClient, httpd_image: str, busybox_base: str, run_id: str, leftovers: None
 ) -> None:
     body = b'{"instances": [[1, 2, 3, 4]]}'
     result = _smoke(
         remote,
         httpd_image,
         run_id,
+        busybox_base,
         prediction=smoke.PredictionRequest(body=body, path="/cgi-bin/predict"),
         timeout_s=30,
     )
@@ -265,12 +276,13 @@ def test_a_healthy_image_passes_on_the_remote_daemon_and_answers_a_prediction(
 
 
 def test_a_prediction_error_on_the_remote_daemon_reports_its_status_and_body(
-    remote: docker.APIClient, httpd_image: str, run_id: str, leftovers: None
+    remote: docker.APIClient, httpd_image: str, busybox_base: str, run_id: str, leftovers: None
 ) -> None:
     result = _smoke(
         remote,
         httpd_image,
         run_id,
+        busybox_base,
         prediction=smoke.PredictionRequest(body=b"{}", path="/cgi-bin/broken"),
         timeout_s=30,
     )
@@ -289,7 +301,7 @@ def test_an_image_that_never_gets_healthy_fails_on_the_remote_daemon_with_its_lo
         f"FROM {busybox_base}\n"
         'CMD ["sh", "-c", "echo loading model; echo model file is corrupt >&2; sleep 600"]\n'
     )
-    result = _smoke(remote, _build(remote, dockerfile, run_id), run_id, timeout_s=5)
+    result = _smoke(remote, _build(remote, dockerfile, run_id), run_id, busybox_base, timeout_s=5)
     assert (result.passed, result.reason) == (False, "HealthTimeout")
     assert "/healthz did not answer 2xx within 5s" in result.message
     assert "connection refused" in result.message
@@ -301,7 +313,7 @@ def test_an_image_that_exits_fails_on_the_remote_daemon_with_its_exit_code(
     remote: docker.APIClient, busybox_base: str, run_id: str, leftovers: None
 ) -> None:
     dockerfile = f'FROM {busybox_base}\nCMD ["sh", "-c", "echo cannot bind port >&2; exit 7"]\n'
-    result = _smoke(remote, _build(remote, dockerfile, run_id), run_id, timeout_s=30)
+    result = _smoke(remote, _build(remote, dockerfile, run_id), run_id, busybox_base, timeout_s=30)
     assert (result.passed, result.reason) == (False, "ContainerExited")
     assert "code 7" in result.message
     assert result.log_tail == ("cannot bind port",)
