@@ -3,11 +3,13 @@
 The chart's `remote` and `dind` backends put the Docker Engine somewhere else than the operator:
 what that daemon publishes is on *its* host, not on the operator's loopback. Here a second
 dockerd runs from the testbed's own dind image, as a privileged container on the host daemon in
-the host's network, listening on 127.0.0.1:<free port>, with `--bridge=none --iptables=false` and
-its own data root (a volume). Its containers have no network but their own loopback, so nothing
-they serve is reachable from this process: the smoke test must pass and fail there for the
-image's own reasons, exactly as on the host socket. The fixture stops and removes the daemon's
-container and its volume.
+a network namespace of its own, its API published on the host's 127.0.0.1:<free port>, with
+`--bridge=none --iptables=false` and its own data root (a volume). Its containers have no
+network but their own loopback, so nothing they serve is reachable from this process: the smoke
+test must pass and fail there for the image's own reasons, exactly as on the host socket. (Not
+`--network host`: dockerd with `--bridge=none` deletes `docker0` in its network namespace, which
+would then be the host's.) It cannot reach the registry on the host's loopback either, so the
+busybox base is copied into it. The fixture stops and removes the daemon's container and volume.
 """
 
 from __future__ import annotations
@@ -53,8 +55,18 @@ def host_api() -> Iterator[docker.APIClient]:
 
 
 @pytest.fixture(scope="module")
-def busybox_base(host_api: docker.APIClient) -> str:
-    return images.ensure_busybox_base(host_api, _containers.registry_host())
+def busybox_base(host_api: docker.APIClient, remote: docker.APIClient) -> str:
+    """The testbed's busybox base, copied into the remote daemon and tagged there."""
+    reference = images.ensure_busybox_base(host_api, _containers.registry_host())
+    try:
+        image_id = host_api.inspect_image(reference)["Id"]
+    except docker.errors.ImageNotFound:
+        repository, _, digest = reference.partition("@")
+        host_api.pull(repository, tag=digest)
+        image_id = host_api.inspect_image(reference)["Id"]
+    remote.load_image(b"".join(host_api.get_image(image_id)))
+    remote.tag(image_id, "edgeferry-test/busybox", "base")
+    return "edgeferry-test/busybox:base"
 
 
 def _free_port() -> int:
@@ -67,6 +79,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def remote(host_api: docker.APIClient) -> Iterator[docker.APIClient]:
     """A second dockerd (the testbed's dind image) at tcp://127.0.0.1:<port>, no bridge."""
+    # Its containers' network is `none`: what they publish goes nowhere this process can reach.
     reference = images.ensure_dind_image(host_api, _containers.registry_host())
     run_id = _containers.new_run_id()
     labels = {_containers.TEST_LABEL: run_id}
@@ -78,14 +91,15 @@ def remote(host_api: docker.APIClient) -> Iterator[docker.APIClient]:
             host_api.create_container(
                 reference,
                 command=[
-                    f"--host=tcp://127.0.0.1:{port}",
+                    "--host=tcp://0.0.0.0:2375",
                     "--bridge=none",
                     "--iptables=false",
                     "--data-root=/var/lib/docker",
                 ],
                 labels=labels,
+                ports=[2375],
                 host_config=host_api.create_host_config(
-                    network_mode="host",
+                    port_bindings={2375: ("127.0.0.1", port)},
                     binds={
                         volume: {"bind": "/var/lib/docker", "mode": "rw"},
                         "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
