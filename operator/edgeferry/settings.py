@@ -96,6 +96,11 @@ class BuildSettings:
     model_fetch_timeout_seconds: float = 1800.0
     """Longest one model download may take (`EDGEFERRY_MODEL_FETCH_TIMEOUT_SECONDS`); a stalled
     or slower one is dropped and retried with backoff."""
+    smoke_probe_image: str = "docker.io/library/busybox:1.36"
+    """The image whose container makes the smoke test's HTTP checks from inside the tested
+    container's network (`EDGEFERRY_SMOKE_PROBE_IMAGE`), so they work on any daemon, remote or
+    dind; any BusyBox 1.31 or later. Pulled by the daemon when missing: mirror it for
+    air-gapped installs and pin it by digest."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +177,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 e, "EDGEFERRY_MODEL_CACHE_BYTES", 20 * 2**30, minimum=1, what="bytes"
             ),
             model_fetch_timeout_seconds=_positive(e, "EDGEFERRY_MODEL_FETCH_TIMEOUT_SECONDS", 1800),
+            smoke_probe_image=e.get("EDGEFERRY_SMOKE_PROBE_IMAGE")
+            or BuildSettings.smoke_probe_image,
         ),
         scan=ScanSettings(
             db_cache_dir=_absolute(e.get("GRYPE_DB_CACHE_DIR") or str(workdir / "grype-db")),

@@ -2,10 +2,10 @@
 
 No hub is reachable here, so every image the tests and samples build starts from a base we make
 ourselves: a static busybox rootfs (seconds, for tiny test images), a debootstrapped Debian with
-python3 and scikit-learn (minutes, for real model servers; the arm64 one under emulation), and an
-arm64-only image (so rollouts can be refused on nodes of the wrong architecture). Each is
-referred to by the registry's manifest digest, never by tag, as a user's Dockerfile should pin
-its base.
+python3 and scikit-learn (minutes, for real model servers; the arm64 one under emulation), an
+arm64-only image (so rollouts can be refused on nodes of the wrong architecture), and a Debian
+dockerd for Docker in Docker (a second daemon, and the chart's dind build backend). Each is referred to by the registry's manifest
+digest, never by tag, exactly as a user's Dockerfile should pin its base.
 
 Making the sklearn base is slow, so each image records a marker under
 ``~/.cache/edgeferry/images/``: a hash of the recipe and the digest the registry served. When the
@@ -353,6 +353,68 @@ def ensure_arm64_only_image(
             f"registry says {recipe.repository}:{tag} is {served}, not linux/arm64"
         )
     return reference
+
+
+DIND_PACKAGES = ("docker.io", "iptables", "ca-certificates")
+DIND_REPOSITORY = "edgeferry/dind"
+
+
+def ensure_dind_image(
+    docker_client: ClientLike,
+    registry_host: str,
+    *,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    packages: Sequence[str] = DIND_PACKAGES,
+) -> str:
+    """``<registry>/edgeferry/dind:<suite>`` pinned: Debian's dockerd, to run Docker in Docker.
+
+    The build backend of an operator Pod (the chart's ``build.backend=dind``) and the second,
+    remote daemon of the smoke tests, made here because no hub is reachable. The entrypoint is
+    ``dockerd`` itself, so the container's command line is dockerd's arguments; it needs
+    ``privileged`` and a data root that is not on overlayfs (a volume or an emptyDir).
+    """
+    api = _api(docker_client)
+    recipe = _Recipe(
+        key="dind",
+        repository=f"{registry_host}/{DIND_REPOSITORY}",
+        tag=suite,
+        inputs=_digest_of("dind", _RECIPE_VERSION, suite, *sorted(packages)),
+    )
+
+    def build() -> str:
+        if shutil.which("debootstrap") is None:
+            raise ImageRecipeError("debootstrap missing: apt-get install debootstrap")
+        _remove_stale_workdirs("dind-")
+        with tempfile.TemporaryDirectory(prefix="dind-", dir=MARKER_DIR) as work:
+            tree = pathlib.Path(work) / "rootfs"
+            try:
+                source = mirror or host_debian_mirror()
+                with _step(f"debootstrap {suite} with {', '.join(packages)} from {source}"):
+                    include = f"--include={','.join(packages)}"
+                    command = ["debootstrap", "--variant=minbase", include, suite, str(tree)]
+                    rootfs.run([*command, source], what="debootstrap")
+                with _step("strip caches, docs, apt lists"):
+                    rootfs.strip(tree)
+                tarball = pathlib.Path(work) / "rootfs.tar"
+                with _step("tar rootfs"):
+                    command = ["tar", "--numeric-owner", "--sort=name", "--xattrs", "-C", str(tree)]
+                    rootfs.run([*command, "-cf", str(tarball), "."], what="tar")
+                with _step("docker import"), tarball.open("rb") as data:
+                    changes = [
+                        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        'ENTRYPOINT ["/usr/sbin/dockerd"]',
+                        "VOLUME /var/lib/docker",
+                        f"LABEL {RECIPE_LABEL}={recipe.inputs}",
+                    ]
+                    image_id = _import(api, data, recipe.repository, suite, changes=changes)
+            finally:
+                rootfs.unmount_below(tree)
+        size = api.inspect_image(image_id).get("Size", 0)
+        print(f"[images] dind image size: {size / 1e6:.0f} MB")
+        return image_id
+
+    return _make(api, recipe, build)
 
 
 _TRAIN_SCRIPT = """

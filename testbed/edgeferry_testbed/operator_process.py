@@ -188,9 +188,12 @@ def operator_env(
         if identity == "serviceaccount"
         else described.hub.kubeconfig
     )
+    probe = described.base_images.get("busybox")
     return {
         "KUBECONFIG": kubeconfig,
         "DOCKER_HOST": described.docker_host,
+        # No hub here: the smoke test's probe is the testbed's own busybox.
+        **({"EDGEFERRY_SMOKE_PROBE_IMAGE": probe} if probe else {}),
         "EDGEFERRY_METRICS_PORT": str(lay.operator_metrics_port),
         "EDGEFERRY_METRICS_HOST": "127.0.0.1",
         "EDGEFERRY_WORKDIR": str(lay.state_dir / "operator-work"),

@@ -293,6 +293,7 @@ class Testbed:
                 "pythonSklearnMultiarch": images.ensure_python_sklearn_multiarch_base(
                     client, self.layout.registry
                 ),
+                "dind": images.ensure_dind_image(client, self.layout.registry),
             }
         finally:
             client.close()

@@ -295,13 +295,14 @@ def test_a_healthy_server_passes_the_smoke_test_and_answers_a_prediction(
     result = smoke.smoke_test(
         api,
         built.image_id,
+        probe_image=busybox_base,
         prediction=smoke.PredictionRequest(body=body, path="/cgi-bin/predict"),
         labels={_containers.TEST_LABEL: run_id},
         timeout_s=30,
     )
     assert result.passed, result
     assert result.reason == "Passed"
-    assert result.host_port is not None and result.host_port > 0
+    assert result.port == 8080
     assert result.startup_ms is not None and result.health_latency_ms is not None
     assert result.prediction is not None
     assert result.prediction.status_code == 200
@@ -319,7 +320,11 @@ def test_a_server_that_never_gets_healthy_fails_with_its_log_and_leaves_nothing(
     )
     built = _build(api, dockerfile, run_id)
     result = smoke.smoke_test(
-        api, built.image_id, labels={_containers.TEST_LABEL: run_id}, timeout_s=3
+        api,
+        built.image_id,
+        probe_image=busybox_base,
+        labels={_containers.TEST_LABEL: run_id},
+        timeout_s=3,
     )
     assert not result.passed
     assert result.reason == "HealthTimeout"
@@ -334,7 +339,11 @@ def test_a_server_that_exits_fails_at_once_with_its_exit_code(
     dockerfile = f'FROM {busybox_base}\nCMD ["sh", "-c", "echo cannot bind port >&2; exit 7"]\n'
     built = _build(api, dockerfile, run_id)
     result = smoke.smoke_test(
-        api, built.image_id, labels={_containers.TEST_LABEL: run_id}, timeout_s=60
+        api,
+        built.image_id,
+        probe_image=busybox_base,
+        labels={_containers.TEST_LABEL: run_id},
+        timeout_s=60,
     )
     assert (result.passed, result.reason) == (False, "ContainerExited")
     assert "code 7" in result.message
@@ -342,9 +351,32 @@ def test_a_server_that_exits_fails_at_once_with_its_exit_code(
     assert _containers.containers_labelled(api, run_id) == []
 
 
-def test_a_missing_image_is_a_smoke_error_not_an_outcome(api: docker.APIClient) -> None:
+def test_a_missing_image_is_a_smoke_error_not_an_outcome(
+    api: docker.APIClient, busybox_base: str
+) -> None:
     with pytest.raises(smoke.SmokeError, match="not found"):
-        smoke.smoke_test(api, "127.0.0.1:5000/edgeferry-test/never-built:nope", timeout_s=1)
+        smoke.smoke_test(
+            api,
+            "127.0.0.1:5000/edgeferry-test/never-built:nope",
+            probe_image=busybox_base,
+            timeout_s=1,
+        )
+
+
+def test_a_probe_image_the_daemon_cannot_get_is_a_smoke_error_naming_it(
+    api: docker.APIClient, busybox_base: str, run_id: str, pushed: list[tuple[str, str]]
+) -> None:
+    built = _build(api, HTTPD_DOCKERFILE.format(base=busybox_base), run_id)
+    missing = "127.0.0.1:5000/edgeferry-test/no-such-probe:nope"
+    with pytest.raises(smoke.SmokeError, match=r"probe image .*no-such-probe"):
+        smoke.smoke_test(
+            api,
+            built.image_id,
+            probe_image=missing,
+            labels={_containers.TEST_LABEL: run_id},
+            timeout_s=5,
+        )
+    assert _containers.containers_labelled(api, run_id) == []
 
 
 # -- the real thing: a scikit-learn model served from the debootstrapped base -------------------
@@ -352,7 +384,11 @@ def test_a_missing_image_is_a_smoke_error_not_an_outcome(api: docker.APIClient) 
 
 @pytest.mark.slow
 def test_the_sklearn_base_serves_a_real_prediction(
-    api: docker.APIClient, registry_host: str, run_id: str, pushed: list[tuple[str, str]]
+    api: docker.APIClient,
+    registry_host: str,
+    busybox_base: str,
+    run_id: str,
+    pushed: list[tuple[str, str]],
 ) -> None:
     base = images.ensure_python_sklearn_base(api, registry_host)
     model = images.make_sklearn_model(api, base)
@@ -366,6 +402,7 @@ def test_the_sklearn_base_serves_a_real_prediction(
     result = smoke.smoke_test(
         api,
         built.image_id,
+        probe_image=busybox_base,
         prediction=smoke.PredictionRequest(body=body),
         labels={_containers.TEST_LABEL: run_id},
         timeout_s=60,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edgeferry import settings
 from tests.unit import _binaries
 
 CHART = _binaries.REPO / "charts" / "edgeferry"
@@ -31,8 +32,13 @@ def _template(*values: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "values",
-    [(), ("monitoring.enabled=true",), ("build.backend=dind", "monitoring.enabled=true")],
-    ids=["defaults", "monitoring", "dind+monitoring"],
+    [
+        (),
+        ("monitoring.enabled=true",),
+        ("build.backend=dind", "monitoring.enabled=true"),
+        ("build.backend=hostSocket", "build.hostSocket.socketGroup=998"),
+    ],
+    ids=["defaults", "monitoring", "dind+monitoring", "hostSocket"],
 )
 def test_chart_passes_strict_lint(values: tuple[str, ...]) -> None:
     command = [_binaries.helm(), "lint", "--strict", str(CHART)]
@@ -48,6 +54,8 @@ def test_chart_passes_strict_lint(values: tuple[str, ...]) -> None:
         "monitoring.enabeld=true",
         "image.tagg=1.0",
         "build.backend=kaniko",
+        "build.hostSocket.socketGroup=docker",
+        "build.dind.extraArgs={debug}",
         "rbac.namespace={a}",
         "resources.limits.memroy=1Gi",
         "watchNamespaces={Team_A}",
@@ -100,11 +108,90 @@ def test_dind_backend_keeps_the_operator_container_unprivileged() -> None:
     assert set(containers) == {"operator", "dind"}
     operator = containers["operator"]
     env = {e["name"]: e["value"] for e in operator["env"]}
-    assert env["DOCKER_HOST"] == "unix:///var/run/dind/docker.sock"
+    assert env["DOCKER_HOST"] == "tcp://127.0.0.1:2375"
     assert operator["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert operator["securityContext"]["readOnlyRootFilesystem"] is True
     assert containers["dind"]["image"].endswith("@sha256:" + "a" * 64)
     assert containers["dind"]["securityContext"]["privileged"] is True
+
+
+def _deployment(*values: str) -> dict[str, Any]:
+    done = _template(*values)
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = next(
+        d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment"
+    )
+    return found
+
+
+def test_dind_listens_on_the_pod_loopback_with_its_storage_in_an_empty_dir() -> None:
+    pod = _deployment(
+        "build.backend=dind",
+        "build.insecureRegistries={10.255.0.1:5000,registry.lab:5000}",
+        "build.dind.extraArgs={--registry-mirror=http://mirror.lab}",
+    )["spec"]["template"]["spec"]
+    dind = next(c for c in pod["containers"] if c["name"] == "dind")
+    assert dind["args"] == [
+        "--host=tcp://127.0.0.1:2375",
+        "--tls=false",
+        "--data-root=/var/lib/docker",
+        "--insecure-registry=10.255.0.1:5000",
+        "--insecure-registry=registry.lab:5000",
+        "--registry-mirror=http://mirror.lab",
+    ]
+    assert {"name": "dind-storage", "mountPath": "/var/lib/docker"} in dind["volumeMounts"]
+    storage = next(v for v in pod["volumes"] if v["name"] == "dind-storage")
+    assert storage == {"name": "dind-storage", "emptyDir": {"sizeLimit": "20Gi"}}
+    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["EDGEFERRY_INSECURE_REGISTRIES"] == "10.255.0.1:5000,registry.lab:5000"
+    assert all("docker.sock" not in str(v) for v in pod["volumes"])
+
+
+def test_host_socket_mounts_the_nodes_socket_with_its_group_and_nothing_privileged() -> None:
+    pod = _deployment("build.backend=hostSocket", "build.hostSocket.socketGroup=998")["spec"][
+        "template"
+    ]["spec"]
+    (operator,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["DOCKER_HOST"] == "unix:///var/run/docker.sock"
+    assert {"name": "docker-socket", "mountPath": "/var/run/docker.sock"} in operator[
+        "volumeMounts"
+    ]
+    socket = next(v for v in pod["volumes"] if v["name"] == "docker-socket")
+    assert socket["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
+    assert pod["securityContext"]["supplementalGroups"] == [998]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert operator["securityContext"]["privileged"] is False
+
+
+def test_host_socket_without_the_sockets_group_is_refused_saying_how_to_find_it() -> None:
+    done = _template("build.backend=hostSocket")
+    assert done.returncode != 0
+    assert "build.hostSocket.socketGroup" in done.stderr
+    assert "stat -c %g" in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["remote", "dind", "hostSocket"])
+def test_every_backend_gives_the_operator_the_smoke_probe_image(backend: str) -> None:
+    probe = "registry.lab/busybox@sha256:" + "d" * 64
+    pod = _deployment(
+        f"build.backend={backend}",
+        "build.hostSocket.socketGroup=998",
+        f"build.smokeProbeImage={probe}",
+    )["spec"]["template"]["spec"]
+    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["EDGEFERRY_SMOKE_PROBE_IMAGE"] == probe
+    assert "EDGEFERRY_INSECURE_REGISTRIES" not in env
+    assert [c["name"] for c in pod["containers"]] == (
+        ["operator", "dind"] if backend == "dind" else ["operator"]
+    )
+
+
+def test_the_smoke_probe_image_defaults_to_the_operators_default() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["build"]["smokeProbeImage"] == settings.BuildSettings.smoke_probe_image
 
 
 def test_remote_backend_passes_docker_host_through() -> None:

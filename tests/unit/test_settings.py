@@ -118,3 +118,10 @@ def test_relative_paths_are_made_absolute_against_the_start_up_directory(
     assert config.scan.db_cache_dir == tmp_path / "db" / "grype"
     defaulted = settings.from_env({"EDGEFERRY_WORKDIR": "work"}).scan.db_cache_dir
     assert defaulted == tmp_path / "work" / "grype-db"
+
+
+def test_the_smoke_probe_image_defaults_to_busybox_and_is_read_from_the_environment() -> None:
+    assert settings.from_env({}).build.smoke_probe_image == "docker.io/library/busybox:1.36"
+    mirrored = "registry.local/busybox@sha256:" + "c" * 64
+    build = settings.from_env({"EDGEFERRY_SMOKE_PROBE_IMAGE": mirrored}).build
+    assert build.smoke_probe_image == mirrored

@@ -1,10 +1,12 @@
 """Smoke-test a built image: run it, wait for health, ask for one prediction, always clean up.
 
 A scanner cannot tell that a model server crashes on start or answers garbage; running it can.
-The container runs detached with its port published on 127.0.0.1 only, at a port the daemon picks
-(no race between choosing a free port and binding it). Whether the image passed is an *outcome*
-(`SmokeResult.passed`), because "did not come up healthy" is exactly what this step exists to
-find; only trouble with Docker itself raises `SmokeError`. Either way the container is removed.
+The container runs detached on the operator's Docker daemon, and the HTTP checks are made by a
+probe container in its network namespace (`smoke_probe`), never through a published port: that
+would only work when the operator shares the daemon's network, not with a remote Engine or a
+dind sidecar. Whether the image passed is an *outcome* (`SmokeResult.passed`), because "did not
+come up healthy" is exactly what this step exists to find; only trouble with Docker itself (or
+with the probe) raises `SmokeError`. Either way both containers are removed.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from collections.abc import Mapping
 
 import docker
 import docker.errors
-import requests
 
-from edgeferry.models import reasons
+from edgeferry.adapters import smoke_probe
+from edgeferry.models import reasons, timestamps
 
 DEFAULT_TAIL_LINES = 40
-_BODY_LIMIT = 2048
+_PROBE_SLACK_S = 60.0
+"""How long a probe outlives the test's own deadline before it exits by itself."""
 
 
 class SmokeError(RuntimeError):
-    """Docker could not run the smoke test at all (image missing, daemon unreachable...)."""
+    """Docker could not run the smoke test at all (image missing, daemon unreachable, no probe)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +63,10 @@ class SmokeResult:
     """``Passed``, ``ContainerExited``, ``HealthTimeout``, ``PredictionFailed``, ``StartFailed``."""
     message: str
     container_id: str | None
-    host_port: int | None
+    port: int
+    """The container port the checks went to, on the container's own 127.0.0.1."""
     startup_ms: float | None
-    """From container start until the health endpoint first answered 2xx."""
+    """From container start until the health endpoint first answered 2xx (daemon's clock)."""
     health_latency_ms: float | None
     """Latency of that first successful health request."""
     prediction: PredictionOutcome | None
@@ -74,6 +78,7 @@ def smoke_test(
     api: docker.APIClient,
     image: str,
     *,
+    probe_image: str,
     port: int = 8080,
     health_path: str = "/healthz",
     prediction: PredictionRequest | None = None,
@@ -88,20 +93,20 @@ def smoke_test(
 ) -> SmokeResult:
     """Run ``image``, wait until ``health_path`` answers 2xx, then send ``prediction`` if given.
 
-    The container carries ``labels`` (so callers can find strays) and is force-removed at the end
-    whatever happened. ``platform`` (``linux/arm64``) is the one the container runs as: the
-    daemon refuses an image of another platform, and runs a foreign one under emulation if its
-    host has it.
+    The checks come from a ``probe_image`` container (pulled if the daemon lacks it) in the
+    tested container's network. Both carry ``labels`` (so callers can find strays) and are
+    force-removed at the end whatever happened. ``platform`` (``linux/arm64``) is the one the
+    tested container runs as: the daemon refuses an image of another platform, and runs a
+    foreign one under emulation if its host has it (the probe always runs natively).
     """
     container_id: str | None = None
-    session = requests.Session()
-    session.trust_env = False  # 127.0.0.1 must never go through a proxy
+    probe_id: str | None = None
     try:
+        smoke_probe.ensure_image(api, probe_image)
         try:
             container_id = _start(
                 api,
                 image,
-                port=port,
                 labels=labels,
                 environment=environment,
                 command=command,
@@ -115,37 +120,53 @@ def smoke_test(
                 reasons.START_FAILED,
                 f"container did not start: {error.explanation}",
                 container_id=None,
-                host_port=None,
+                port=port,
                 log_tail=(),
             )
-        started = time.monotonic()
-        waited = _wait_healthy(
-            api,
-            session,
-            container_id,
-            port=port,
-            path=health_path,
-            deadline=started + timeout_s,
-            request_timeout_s=request_timeout_s,
-        )
+        started_at = _started_at(api, container_id)
+        deadline = time.monotonic() + timeout_s
+        try:
+            probe_id = smoke_probe.start(
+                api,
+                probe_image,
+                target_id=container_id,
+                lifetime_s=timeout_s + 2 * request_timeout_s + _PROBE_SLACK_S,
+                labels=labels,
+            )
+        except docker.errors.APIError:
+            if _running(api, container_id):
+                raise
+            waited: _Healthy | _Unhealthy = _exited(api, container_id, health_path)
+        else:
+            waited = _wait_healthy(
+                api,
+                probe_id,
+                container_id,
+                port=port,
+                path=health_path,
+                started_at=started_at,
+                deadline=deadline,
+                timeout_s=timeout_s,
+                request_timeout_s=request_timeout_s,
+            )
         if isinstance(waited, _Unhealthy):
             return _failed(
                 waited.reason,
                 waited.message,
                 container_id=container_id,
-                host_port=waited.host_port,
+                port=port,
                 log_tail=_log_tail(api, container_id, tail_lines),
             )
+        assert probe_id is not None  # healthy means the probe ran
         outcome = None
         if prediction is not None:
-            base_url = f"http://127.0.0.1:{waited.host_port}"
-            outcome = _predict(session, base_url, prediction, timeout_s=request_timeout_s)
+            outcome = _predict(api, probe_id, port, prediction, timeout_s=request_timeout_s)
             if not outcome.ok:
                 return _failed(
                     reasons.PREDICTION_FAILED,
                     f"POST {prediction.path} answered {outcome.status_code}: {outcome.body[:200]}",
                     container_id=container_id,
-                    host_port=waited.host_port,
+                    port=port,
                     log_tail=_log_tail(api, container_id, tail_lines),
                     healthy=waited,
                     prediction=outcome,
@@ -158,43 +179,40 @@ def smoke_test(
             reason=reasons.SMOKE_TEST_PASSED,
             message=message,
             container_id=container_id,
-            host_port=waited.host_port,
+            port=port,
             startup_ms=waited.startup_ms,
             health_latency_ms=waited.latency_ms,
             prediction=outcome,
             log_tail=(),
         )
+    except smoke_probe.ProbeError as error:
+        raise SmokeError(str(error)) from error
     except docker.errors.APIError as error:
         raise SmokeError(f"Docker failed during the smoke test: {error.explanation}") from error
     finally:
-        session.close()
-        if container_id is not None:
-            _remove(api, container_id)
+        for created in (probe_id, container_id):
+            if created is not None:
+                _remove(api, created)
 
 
 def _start(
     api: docker.APIClient,
     image: str,
     *,
-    port: int,
     labels: Mapping[str, str] | None,
     environment: Mapping[str, str] | None,
     command: list[str] | None,
     mem_limit: str | None,
     platform: str | None,
 ) -> str:
-    host_config = api.create_host_config(
-        port_bindings={port: ("127.0.0.1",)},  # empty HostPort: the daemon picks a free one
-        mem_limit=mem_limit,
-    )
+    """Create and start the container; no port is published (the probe needs none)."""
     container = api.create_container(
         image,
         command=command,
         detach=True,
-        ports=[port],
         labels=dict(labels or {}),
         environment=dict(environment or {}),
-        host_config=host_config,
+        host_config=api.create_host_config(mem_limit=mem_limit),
         platform=platform,
     )
     container_id = str(container["Id"])
@@ -206,16 +224,20 @@ def _start(
     return container_id
 
 
-def _host_port(api: docker.APIClient, container_id: str, port: int) -> int:
-    for binding in api.port(container_id, port) or ():
-        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
-            return int(binding["HostPort"])
-    raise SmokeError(f"container {container_id[:12]} has no 127.0.0.1 binding for port {port}")
+def _started_at(api: docker.APIClient, container_id: str) -> float:
+    """When the container started, in epoch seconds on the daemon's clock (as the probe's)."""
+    state = api.inspect_container(container_id).get("State") or {}
+    moment = timestamps.parse_rfc3339(state.get("StartedAt"))
+    return moment.timestamp() if moment is not None else time.time()
+
+
+def _running(api: docker.APIClient, container_id: str) -> bool:
+    state = api.inspect_container(container_id).get("State") or {}
+    return bool(state.get("Running"))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Healthy:
-    host_port: int
     startup_ms: float
     latency_ms: float
 
@@ -224,7 +246,6 @@ class _Healthy:
 class _Unhealthy:
     reason: str
     message: str
-    host_port: int | None
 
 
 def _failed(
@@ -232,7 +253,7 @@ def _failed(
     message: str,
     *,
     container_id: str | None,
-    host_port: int | None,
+    port: int,
     log_tail: tuple[str, ...],
     healthy: _Healthy | None = None,
     prediction: PredictionOutcome | None = None,
@@ -242,7 +263,7 @@ def _failed(
         reason=reason,
         message=message,
         container_id=container_id,
-        host_port=host_port,
+        port=port,
         startup_ms=healthy.startup_ms if healthy else None,
         health_latency_ms=healthy.latency_ms if healthy else None,
         prediction=prediction,
@@ -250,74 +271,75 @@ def _failed(
     )
 
 
+def _exited(api: docker.APIClient, container_id: str, path: str) -> _Unhealthy:
+    state = api.inspect_container(container_id).get("State") or {}
+    return _Unhealthy(
+        reasons.CONTAINER_EXITED,
+        f"container exited with code {state.get('ExitCode')} before {path} answered",
+    )
+
+
 def _wait_healthy(
     api: docker.APIClient,
-    session: requests.Session,
+    probe_id: str,
     container_id: str,
     *,
     port: int,
     path: str,
+    started_at: float,
     deadline: float,
+    timeout_s: float,
     request_timeout_s: float,
 ) -> _Healthy | _Unhealthy:
     """Poll ``path`` until it answers 2xx, the container exits, or the deadline passes."""
-    started = time.monotonic()
-    host_port: int | None = None
     last = "no answer yet"
     while True:
-        state = api.inspect_container(container_id).get("State") or {}
-        if not state.get("Running"):
-            # An exited container has no port binding any more, so this comes first.
-            return _Unhealthy(
-                reasons.CONTAINER_EXITED,
-                f"container exited with code {state.get('ExitCode')} before {path} answered",
-                host_port,
-            )
-        if host_port is None:
-            host_port = _host_port(api, container_id, port)
-        sent = time.monotonic()
-        try:
-            response = session.get(
-                f"http://127.0.0.1:{host_port}{path}",
-                timeout=min(request_timeout_s, max(deadline - sent, 0.1)),
-            )
-            latency_ms = (time.monotonic() - sent) * 1000
-            if 200 <= response.status_code < 300:
-                return _Healthy(host_port, (time.monotonic() - started) * 1000, latency_ms)
-            last = f"HTTP {response.status_code}"
-        except requests.RequestException as error:
-            last = type(error).__name__
+        if not _running(api, container_id):
+            return _exited(api, container_id, path)
+        remaining = deadline - time.monotonic()
+        exchange = smoke_probe.request(
+            api,
+            probe_id,
+            port=port,
+            path=path,
+            timeout_s=min(request_timeout_s, max(remaining, 1.0)),
+        )
+        status = exchange.status_code
+        if status is not None and 200 <= status < 300:
+            startup_ms = max(exchange.answered_at - started_at, 0.0) * 1000
+            return _Healthy(startup_ms, exchange.latency_ms)
+        last = f"HTTP {status}" if status is not None else (exchange.error or "no answer")
         if time.monotonic() >= deadline:
-            seconds = deadline - started
             return _Unhealthy(
                 reasons.HEALTH_TIMEOUT,
-                f"{path} did not answer 2xx within {seconds:.0f}s (last: {last})",
-                host_port,
+                f"{path} did not answer 2xx within {timeout_s:.0f}s (last: {last})",
             )
         time.sleep(0.2)
 
 
 def _predict(
-    session: requests.Session, base_url: str, request: PredictionRequest, *, timeout_s: float
+    api: docker.APIClient,
+    probe_id: str,
+    port: int,
+    request: PredictionRequest,
+    *,
+    timeout_s: float,
 ) -> PredictionOutcome:
-    sent = time.monotonic()
-    try:
-        response = session.post(
-            base_url + request.path,
-            data=request.body,
-            timeout=timeout_s,
-            headers={"Content-Type": request.content_type},
-        )
-    except requests.RequestException as error:
+    exchange = smoke_probe.request(
+        api,
+        probe_id,
+        port=port,
+        path=request.path,
+        timeout_s=timeout_s,
+        body=request.body,
+        content_type=request.content_type,
+    )
+    if exchange.status_code is None:
         return PredictionOutcome(
-            status_code=0,
-            body=f"{type(error).__name__}: {error}"[:_BODY_LIMIT],
-            latency_ms=(time.monotonic() - sent) * 1000,
+            status_code=0, body=exchange.error or "no answer", latency_ms=exchange.latency_ms
         )
     return PredictionOutcome(
-        status_code=response.status_code,
-        body=response.text[:_BODY_LIMIT],
-        latency_ms=(time.monotonic() - sent) * 1000,
+        status_code=exchange.status_code, body=exchange.body, latency_ms=exchange.latency_ms
     )
 
 

@@ -296,6 +296,7 @@ class Reconciler:
             result = smoke.smoke_test(
                 self._docker(),
                 run.image_id,
+                probe_image=self.config.build.smoke_probe_image,
                 port=spec.smoke_test.port,
                 health_path=spec.smoke_test.health_path,
                 prediction=smoke.PredictionRequest(body=predict.body.encode(), path=predict.path)
