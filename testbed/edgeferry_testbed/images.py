@@ -4,8 +4,9 @@ No hub is reachable here, so every image the tests and samples build starts from
 ourselves: a static busybox rootfs (seconds, for tiny test images), a debootstrapped Debian with
 python3 and scikit-learn (minutes, for real model servers; the arm64 one under emulation), an
 arm64-only image (so rollouts can be refused on nodes of the wrong architecture), and a Debian
-dockerd for Docker in Docker (a second daemon, and the chart's dind build backend). Each is referred to by the registry's manifest
-digest, never by tag, exactly as a user's Dockerfile should pin its base.
+dockerd for Docker in Docker (a second daemon, and the chart's dind build backend). Each is
+referred to by the registry's manifest digest, never by tag, as a user's Dockerfile should pin
+its base.
 
 Making the sklearn base is slow, so each image records a marker under
 ``~/.cache/edgeferry/images/``: a hash of the recipe and the digest the registry served. When the
