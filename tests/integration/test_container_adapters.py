@@ -414,7 +414,7 @@ def test_the_sklearn_base_serves_a_real_prediction(
 
 
 def test_a_platform_the_daemon_cannot_emulate_reads_as_emulation_missing(
-    api: docker.APIClient, run_id: str
+    api: docker.APIClient, run_id: str, busybox_base: str
 ) -> None:
     # No binfmt rule for riscv64 is registered here (only aarch64), so this daemon stands for one
     # without emulation: the decision must recognise what it really says.
@@ -426,7 +426,9 @@ def test_a_platform_the_daemon_cannot_emulate_reads_as_emulation_missing(
         files={"serve": bytes(program)},
         platform="linux/riscv64",
     )
-    result = smoke.smoke_test(api, built.image_id, platform="linux/riscv64", timeout_s=30)
+    result = smoke.smoke_test(
+        api, built.image_id, probe_image=busybox_base, platform="linux/riscv64", timeout_s=30
+    )
     assert (result.passed, result.reason) == (False, "ContainerExited"), result
     run = smoke_platforms.Run("linux/riscv64", built.image_id, emulated=True)
     reason, message = smoke_platforms.failure(
