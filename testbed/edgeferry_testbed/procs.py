@@ -136,12 +136,14 @@ class Supervisor:
 
 
 def _is_same_process(pid: int, exe: str) -> bool:
+    """Whether `pid` still runs `exe`. A tool rebuilt while it ran (its file replaced, so the
+    kernel shows `<path> (deleted)`) is still the process we started and must still be stopped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             _reap(pid)
             return False
-        return os.readlink(f"/proc/{pid}/exe") == exe
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)") == exe
     except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
         return False
 
