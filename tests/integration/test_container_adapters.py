@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import time
 from collections.abc import Iterator, Mapping
 
@@ -413,6 +415,17 @@ def test_the_sklearn_base_serves_a_real_prediction(
     assert _containers.containers_labelled(api, run_id) == []
 
 
+def _executable_tar(name: str, data: bytes) -> bytes:
+    """A tar holding one executable file: `ADD` unpacks it with its mode (context files are
+    0644, and FROM scratch has no chmod), so the kernel gets to say it cannot run the format."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o755
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def test_a_platform_the_daemon_cannot_emulate_reads_as_emulation_missing(
     api: docker.APIClient, run_id: str, busybox_base: str
 ) -> None:
@@ -422,8 +435,8 @@ def test_a_platform_the_daemon_cannot_emulate_reads_as_emulation_missing(
     program[18:20] = (243).to_bytes(2, "little")  # EM_RISCV
     built = docker_build.build_image(
         api,
-        f'FROM scratch\nCOPY serve /serve\nLABEL run={run_id}\nCMD ["/serve"]\n',
-        files={"serve": bytes(program)},
+        f'FROM scratch\nADD serve.tar /\nLABEL run={run_id}\nCMD ["/serve"]\n',
+        files={"serve.tar": _executable_tar("serve", bytes(program))},
         platform="linux/riscv64",
     )
     result = smoke.smoke_test(
