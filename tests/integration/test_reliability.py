@@ -12,7 +12,7 @@ own status:
   back to an older one (no target was written with two different digests for one cycle);
 - at the end every target runs the last cycle's digest, Ready.
 
-`EDGEFERRY_KILL_LOOP_CYCLES` sets the cycle count (default 3, for CI); `EDGEFERRY_KILL_LOOP_SEED`
+`EDGEFERRY_KILL_LOOP_CYCLES` sets the cycle count (default 2, for CI; more on demand); `EDGEFERRY_KILL_LOOP_SEED`
 makes the kill moments repeatable.
 """
 
@@ -39,7 +39,7 @@ from tests.integration.conftest import Fleet
 
 pytestmark = pytest.mark.integration
 
-CYCLES = int(os.environ.get("EDGEFERRY_KILL_LOOP_CYCLES", "3"))
+CYCLES = int(os.environ.get("EDGEFERRY_KILL_LOOP_CYCLES", "2"))
 SEED = int(os.environ.get("EDGEFERRY_KILL_LOOP_SEED", str(int(time.time()))))
 KILL_WINDOW_S = 40.0
 """A cycle (build, smoke test, scan, push, two waves) takes about this long on the testbed."""
