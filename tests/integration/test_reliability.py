@@ -12,8 +12,8 @@ own status:
   back to an older one (no target was written with two different digests for one cycle);
 - at the end every target runs the last cycle's digest, Ready.
 
-`EDGEFERRY_KILL_LOOP_CYCLES` sets the cycle count (default 2, for CI; more on demand); `EDGEFERRY_KILL_LOOP_SEED`
-makes the kill moments repeatable.
+`EDGEFERRY_KILL_LOOP_CYCLES` sets the cycle count (default 2, for CI; more on demand);
+`EDGEFERRY_KILL_LOOP_SEED` makes the kill moments repeatable.
 """
 
 from __future__ import annotations
