@@ -169,10 +169,16 @@ def test_model_image_from_an_oci_artifact_is_built_smoke_tested_scanned_and_push
     crds_installed: None,
     namespace: str,
     iris_model: Path,
+    tmp_path: Path,
 ) -> None:
+    # A model file no other test pushed, so its layer is new to the registry and the first push
+    # uploads it (other tests push the same iris bytes; `docker push` mounts what a repository
+    # already has). pickle stops at its STOP opcode, so the trailing name changes no prediction.
+    model = tmp_path / "iris.pkl"
+    model.write_bytes(iris_model.read_bytes() + namespace.encode())
     artifact = f"{testbed_handle.registry}/models/{namespace}-model"
-    digest, _ = push_with_cli(iris_model, artifact)
-    sha256 = hashlib.sha256(iris_model.read_bytes()).hexdigest()
+    digest, _ = push_with_cli(model, artifact)
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
     source = {"oci": {"repository": artifact, "digest": digest, "fileName": "model.pkl"}}
     doc = image_doc(testbed_handle.env, "iris-oci", source, sha256)
     apply(hub, namespace, doc)

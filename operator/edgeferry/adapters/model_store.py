@@ -46,12 +46,12 @@ def path_of(root: Path, sha256: str) -> Path:
 
 def _sweep_partials(root: Path) -> None:
     """Delete partial downloads a previous operator process left (once per process)."""
-    with _LOCK:
+    with _LOCK:  # held while sweeping, so no other build starts a partial the sweep deletes
         if root in _SWEPT:
             return
         _SWEPT.add(root)
-    for leftover in (root / "partial").glob("*"):
-        leftover.unlink(missing_ok=True)
+        for leftover in (root / "partial").glob("*"):
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
