@@ -19,6 +19,7 @@ OPEN_OBJECTS = {
     "affinity.podAffinity",
     "affinity.podAntiAffinity",
     "extraEnv[].valueFrom",
+    "build.dind.extraVolumes[]",
 }
 """Schema paths allowed to accept any keys; everything else must list its properties."""
 
