@@ -122,6 +122,8 @@ def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[st
         # logs/exec at the real node: the kubelet trusts the testbed CA for client certs.
         f"--kubelet-client-certificate={certs.cert}",
         f"--kubelet-client-key={certs.key}",
+        # By IP: the real nodes' names are in no DNS the API server asks.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--allow-privileged=true",
         "--profiling=false",
         "--max-requests-inflight=800",
