@@ -109,6 +109,21 @@ def prometheus_config(lay: layout.Layout, rules: Path | None) -> str:
         "  - job_name: prometheus\n"
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{lay.prometheus_port}']\n"
+        f"{_operator_pods_job(lay)}"
+    )
+
+
+OPERATOR_PODS_FILE = "operator-pods.json"
+"""Beside prometheus.yml: the in-cluster operator Pod's address (`incluster.publish_to_prometheus`
+writes it). Debian's Prometheus is built without Kubernetes service discovery, so the testbed
+plays it: a file_sd target list, re-read by Prometheus whenever it changes."""
+
+
+def _operator_pods_job(lay: layout.Layout) -> str:
+    return (
+        "  - job_name: edgeferry-operator-pods\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{lay.state_dir / 'prometheus' / OPERATOR_PODS_FILE}']\n"
     )
 
 
@@ -124,6 +139,9 @@ def ensure_prometheus(sup: procs.Supervisor, lay: layout.Layout) -> str:
     """
     home = lay.state_dir / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
+    pods = home / OPERATOR_PODS_FILE
+    if not pods.exists():
+        pods.write_text("[]\n")
     config = home / "prometheus.yml"
     wanted = prometheus_config(lay, RULES_FILE if RULES_FILE.exists() else None)
     changed = not config.exists() or config.read_text() != wanted
