@@ -378,5 +378,7 @@ def installed(described: env.TestbedEnv) -> bool:
     return done.returncode == 0
 
 
-def uninstall(described: env.TestbedEnv) -> None:
+def uninstall(lay: layout.Layout, described: env.TestbedEnv) -> None:
+    """`helm uninstall`, and Prometheus stops scraping the Pod (no false operator-down)."""
     helm(described, "uninstall", RELEASE, "--namespace", NAMESPACE, "--ignore-not-found", "--wait")
+    (lay.state_dir / "prometheus" / services.OPERATOR_PODS_FILE).write_text("[]\n")

@@ -82,7 +82,7 @@ def installed(testbed_handle: handles.Testbed) -> Iterator[dict[str, Any]]:
     print(f"incluster: install took {time.monotonic() - started:.0f} s")
     yield chosen
     if not before:
-        incluster.uninstall(testbed_handle.env)
+        incluster.uninstall(bed.layout, testbed_handle.env)
 
 
 @pytest.fixture(scope="module")
