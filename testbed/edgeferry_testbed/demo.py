@@ -1,18 +1,24 @@
-"""`make demo`: the operator on the testbed with the samples, left running.
+"""`make demo`: the operator as users install it, with the samples, left running.
 
-Starts (or reuses) the testbed and the operator, applies the sample ModelImages (one admitted,
-one blocked), the EdgeTargets for the hub's cloud pool and both edge clusters (with their
-kubeconfig Secrets) and a ModelDeployment of the admitted image; waits until everything has
-settled, prints what `kubectl get` shows and returns. `make testbed-down` stops it all.
+Starts (or reuses) the testbed, installs the operator with the Helm chart on the hub
+(`incluster`: the operator Pod on the hub's real node, the chart's ServiceAccount and RBAC, a
+Docker-in-Docker build daemon beside it), applies the sample ModelImages (one admitted, one
+blocked), the EdgeTargets for the hub's pools and both edge clusters (with their kubeconfig
+Secrets) and a ModelDeployment of the admitted image, which lands on the real nodes of the hub
+and of edge-site-2; waits until everything has settled, sends one prediction through edge-2's
+API server, prints what `kubectl get` shows and where to send predictions, and returns.
+`make testbed-down` stops it all.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import yaml
@@ -20,7 +26,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import env, operator_process, procs, samples, testbed
+from edgeferry_testbed import env, incluster, layout, procs, samples, testbed
 
 NAMESPACE = "edgeferry-demo"
 WORKLOADS = "models"
@@ -99,14 +105,52 @@ def target_report(rollout: dict[str, Any]) -> str:
     return f"demo: iris Ready on {counts['ready']}/{counts['total']} targets:\n" + "\n".join(lines)
 
 
+IRIS_REQUEST = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
+CA_CERT = layout.default_layout().state_dir / "pki" / "ca.crt"
+"""The testbed's CA, which signed the API servers' certificate."""
+PREDICT_PATH = f"/api/v1/namespaces/{WORKLOADS}/services/iris:http/proxy/predict"
+"""The model's Service at an edge, through that edge's API server (the testbed has no ingress)."""
+
+
+def predict(kubeconfig: str) -> tuple[str, str]:
+    """POST the sample request to the iris Service through the API server's service proxy;
+    returns the answer and a curl command that sends the same request."""
+    api = k8s_config.new_client_from_config(config_file=kubeconfig)
+    conf = api.configuration
+    token = conf.auth_settings()["BearerToken"]["value"]
+    url = f"{conf.host}{PREDICT_PATH}"
+    request = urllib.request.Request(
+        url,
+        data=IRIS_REQUEST.encode(),
+        headers={"Authorization": token, "Content-Type": "application/json"},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=conf.ssl_ca_cert)),
+    )
+    try:
+        with opener.open(request, timeout=30) as response:
+            answer = response.read().decode().strip()
+    except OSError as exc:
+        raise procs.TestbedError(f"prediction at {url}: {exc}") from exc
+    finally:
+        api.close()
+    curl = (
+        f"curl --cacert {CA_CERT} -H 'Authorization: {token}' "
+        f"-H 'Content-Type: application/json' -d '{IRIS_REQUEST}' {url}"
+    )
+    return answer, curl
+
+
 def main() -> int:
     started = time.monotonic()
     bed = testbed.Testbed()
     described = bed.up()
-    operator_process.start(bed, described)
+    incluster.install(bed, described)
     print(
-        f"demo: operator running (log {bed.sup.logs / 'operator.log'}, metrics "
-        f"http://127.0.0.1:{bed.layout.operator_metrics_port}/metrics)",
+        f"demo: operator installed with Helm (release {incluster.RELEASE} in namespace "
+        f"{incluster.NAMESPACE}, on the hub's real node)",
         flush=True,
     )
     api = k8s_config.new_client_from_config(config_file=described.hub.kubeconfig)
@@ -116,39 +160,34 @@ def main() -> int:
             k8s_client.CoreV1Api(api).create_namespace({"metadata": {"name": WORKLOADS}})
     finally:
         api.close()
-    # What a platform team does for each namespace edgeferry serves (docs/install.md).
-    operator_process.grant_namespace(described, NAMESPACE)
-    operator_process.grant_namespace(described, WORKLOADS, workloads=True)
-    values = samples.placeholders(bed.layout, described)
+    # The operator's Pod and its build daemon reach the registry at the host address.
+    values = {
+        k: incluster.for_pods(v, described)
+        for k, v in samples.placeholders(bed.layout, described).items()
+    }
     docs: list[dict[str, Any]] = []
     for name in ("modelimage-iris.yaml", "modelimage-vulnerable.yaml"):
         docs += samples.render(samples.SAMPLES / name, values)
-    rollout_samples = [samples.SAMPLES / n for n in ("edgetargets.yaml", "modeldeployment.yaml")]
-    with_rollout = all(p.exists() for p in rollout_samples)
-    if with_rollout:
-        docs += kubeconfig_secrets(described)
-        for path in rollout_samples:
-            docs += samples.render(path, values)
+    docs += kubeconfig_secrets(described)
+    for name in ("edgetargets.yaml", "modeldeployment.yaml"):
+        docs += samples.render(samples.SAMPLES / name, values)
     kubectl(described, "-n", NAMESPACE, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     print("demo: applied the samples; waiting for them to settle", flush=True)
-    wait_phase(described, "modelimages", "iris", {"Ready"}, timeout=600)
+    wait_phase(described, "modelimages", "iris", {"Ready"}, timeout=900)
     wait_phase(described, "modelimages", "legacy-scorer", {"Blocked"}, timeout=600)
-    if with_rollout:
-        rollout = wait_phase(described, "modeldeployments", "iris", {"Ready"}, timeout=600)
-        print(target_report(rollout))
-    print(
-        kubectl(
-            described,
-            "-n",
-            NAMESPACE,
-            "get",
-            "modelimages,edgetargets,modeldeployments" if with_rollout else "modelimages",
-        )
-    )
+    rollout = wait_phase(described, "modeldeployments", "iris", {"Ready"}, timeout=600)
+    print(target_report(rollout))
+    print(kubectl(described, "-n", NAMESPACE, "get", "modelimages,edgetargets,modeldeployments"))
+    answer, curl = predict(described.cluster("edge-2").kubeconfig)
+    print(f"demo: a prediction from iris at edge-site-2: {answer}")
+    kubectl_binary = described.tools["kubectl"]
     print(
         f"demo: ready in {time.monotonic() - started:.0f} s. Try:\n"
-        f"  {described.tools['kubectl']} --kubeconfig {described.hub.kubeconfig} "
+        f"  {curl}\n"
+        f"  {kubectl_binary} --kubeconfig {described.hub.kubeconfig} "
         f"-n {NAMESPACE} describe modelimage legacy-scorer\n"
+        f"  {kubectl_binary} --kubeconfig {described.hub.kubeconfig} "
+        f"-n {incluster.NAMESPACE} logs deploy/{incluster.RELEASE} -c operator\n"
         f"  Prometheus: {described.prometheus_url}\n"
         "  make testbed-down   # stops everything the demo started"
     )
