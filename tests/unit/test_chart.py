@@ -125,6 +125,33 @@ def _deployment(*values: str) -> dict[str, Any]:
     return found
 
 
+def test_dind_security_context_and_extra_volumes_replace_privileged_where_nodes_refuse_it() -> None:
+    """What the testbed installs with: no `privileged`, the capabilities listed, the node's
+    cgroup tree mounted; the operator container is untouched."""
+    values = (
+        "build.backend=dind",
+        "build.dind.securityContext.privileged=false",
+        "build.dind.securityContext.capabilities.add={SYS_ADMIN,NET_ADMIN}",
+        "build.dind.securityContext.seccompProfile.type=Unconfined",
+        "build.dind.extraVolumes[0].name=cgroup",
+        "build.dind.extraVolumes[0].hostPath.path=/sys/fs/cgroup",
+        "build.dind.extraVolumeMounts[0].name=cgroup",
+        "build.dind.extraVolumeMounts[0].mountPath=/sys/fs/cgroup",
+    )
+    pod = _deployment(*values)["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["dind"]["securityContext"] == {
+        "privileged": False,
+        "runAsNonRoot": False,  # the defaults not overridden stay (Helm merges maps)
+        "runAsUser": 0,
+        "capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]},
+        "seccompProfile": {"type": "Unconfined"},
+    }
+    assert {"name": "cgroup", "mountPath": "/sys/fs/cgroup"} in containers["dind"]["volumeMounts"]
+    assert {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup"}} in pod["volumes"]
+    assert containers["operator"]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
 def test_dind_listens_on_the_pod_loopback_with_its_storage_in_an_empty_dir() -> None:
     pod = _deployment(
         "build.backend=dind",
