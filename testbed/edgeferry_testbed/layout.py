@@ -29,10 +29,6 @@ the host reaches it like 127.0.0.1, and nothing outside this machine routes to i
 REAL_NODE_TAINT = {"key": "edgeferry.io/real-node", "value": "true", "effect": "NoSchedule"}
 """Keeps workloads that did not ask for a real node on the kwok nodes, where tests expect them."""
 REAL_NODE_LABEL = "edgeferry.io/node-kind"
-INCLUSTER_NAMESPACES = "edgeferry-*"
-"""Namespaces of the operator installed in-cluster by Helm (`incluster`): the host-process
-operator leaves them alone (`EDGEFERRY_NAMESPACES=!edgeferry-*`), so the two never reconcile
-the same object."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -195,8 +195,6 @@ def operator_env(
         "DOCKER_HOST": described.docker_host,
         # No hub here: the smoke test's probe is the testbed's own busybox.
         **({"EDGEFERRY_SMOKE_PROBE_IMAGE": probe} if probe else {}),
-        # Every namespace but the in-cluster operator's (kopf's pattern: `!` excludes).
-        "EDGEFERRY_NAMESPACES": f"!{layout.INCLUSTER_NAMESPACES}",
         "EDGEFERRY_METRICS_PORT": str(lay.operator_metrics_port),
         "EDGEFERRY_METRICS_HOST": "127.0.0.1",
         "EDGEFERRY_WORKDIR": str(lay.state_dir / "operator-work"),
