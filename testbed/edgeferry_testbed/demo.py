@@ -26,7 +26,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import env, incluster, layout, procs, samples, testbed
+from edgeferry_testbed import env, incluster, layout, operator_process, procs, samples, testbed
 
 NAMESPACE = "edgeferry-demo"
 WORKLOADS = "models"
@@ -147,6 +147,10 @@ def main() -> int:
     started = time.monotonic()
     bed = testbed.Testbed()
     described = bed.up()
+    if bed.sup.find("operator") is not None:
+        # A host-process operator (left by a test session) would serve the demo's namespace too.
+        print("demo: stopping the host-process operator a test session left", flush=True)
+        operator_process.stop(bed)
     incluster.install(bed, described)
     print(
         f"demo: operator installed with Helm (release {incluster.RELEASE} in namespace "

@@ -6,8 +6,14 @@ from a mirror on the host address (the chart's air-gapped path, `scan.dbUpdateUr
 no internet), and `helm upgrade --install`s the chart with the `dind` build backend onto the
 hub's real node, with the chart's own ServiceAccount and RBAC. The demo and
 tests/integration/test_incluster.py use it; the rest of the tests run the faster host-process
-operator (`operator_process`), which leaves the in-cluster operator's namespaces alone
-(`layout.INCLUSTER_NAMESPACES`).
+operator (`operator_process`), which serves every namespace. The two must never run at once
+(both would reconcile the in-cluster operator's namespaces): test_incluster stops the host
+operator while it runs, and the `operator` fixture uninstalls a release the demo left.
+
+Why not let the host operator skip these namespaces (`EDGEFERRY_NAMESPACES=!edgeferry-*`)?
+Kopf then watches namespace by namespace, and drops a namespace's watch as soon as the
+namespace is marked for deletion without a blocking condition, so the finalizers of the objects
+in it never run and the namespace never goes (seen in test_rollout's teardown).
 
 Why the dind container is not `privileged`: this machine is itself a container without
 CAP_SYS_RESOURCE, and runc refuses `privileged` there. The chart's `build.dind.securityContext`
@@ -41,8 +47,7 @@ NAMESPACE = "edgeferry-incluster-system"
 and ClusterRoles (from `manifests/`) have those names, and Helm adopts nothing it did not make."""
 WATCHED = ["edgeferry-demo", "edgeferry-incluster"]
 """What the in-cluster operator serves: the demo's namespace and test_incluster's. One install
-serves both, so the demo's install is reused by the tests and the other way round. The
-host-process operator skips them (`layout.INCLUSTER_NAMESPACES` matches both)."""
+serves both, so the demo's install is reused by the tests and the other way round."""
 WORKLOADS = ["models", "edgeferry-incluster"]
 """Namespaces its Cloud targets deploy into (the demo's `models`, the test's own)."""
 CHART = layout.REPO_ROOT / "charts" / "edgeferry"
@@ -332,8 +337,17 @@ def operator_pod(described: env.TestbedEnv) -> dict[str, Any] | None:
     if len(ready) != 1:
         return None
     (pod,) = ready
-    answers = procs.http_ok(f"http://{pod['status']['podIP']}:{metrics_port(pod)}/metrics")
-    return pod if answers else None
+    return pod if _serves_operator_metrics(pod) else None
+
+
+def _serves_operator_metrics(pod: dict[str, Any]) -> bool:
+    """The operator's own series answer at the Pod's IP (a stale IP may be another Pod's)."""
+    url = f"http://{pod['status']['podIP']}:{metrics_port(pod)}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return b"edgeferry_scan_db_stale_threshold_seconds" in response.read()
+    except OSError:
+        return False
 
 
 def metrics_port(pod: dict[str, Any]) -> int:

@@ -27,7 +27,7 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import handles, operator_process, procs, pytest_plugin, testbed
+from edgeferry_testbed import handles, incluster, operator_process, procs, pytest_plugin, testbed
 from tests.integration import _resources
 
 EXTERNAL_OPERATOR = "EDGEFERRY_TEST_OPERATOR_METRICS"
@@ -43,6 +43,10 @@ def operator(testbed_handle: handles.Testbed) -> Iterator[procs.Managed | None]:
         return
     bed = testbed.Testbed()
     found = bed.sup.find("operator")
+    if incluster.installed(testbed_handle.env):
+        # Left by `make demo`: it would reconcile the demo's namespace beside this operator.
+        print("tests: uninstalling the in-cluster operator the demo left", flush=True)
+        incluster.uninstall(bed.layout, testbed_handle.env)
     managed = operator_process.start(bed, testbed_handle.env)
     yield managed
     if found is None:

@@ -8,7 +8,8 @@ headline flows: the admitted iris sample is built, smoke-tested, scanned and pus
 the blocked sample is refused, a ModelDeployment rolls the admitted digest onto the real nodes
 of the hub and of edge-2, the edge's Service answers a real prediction, and the testbed's
 Prometheus finds and scrapes the operator Pod. The rest of the suite runs the host-process
-operator, which leaves these namespaces alone (`layout.INCLUSTER_NAMESPACES`).
+operator, which serves every namespace: it is stopped while this module runs and started again
+after (a few seconds), so the two never reconcile one object.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from edgeferry_testbed import handles, incluster, samples
+from edgeferry_testbed import handles, incluster, operator_process, samples
 from edgeferry_testbed import testbed as testbed_module
 from tests.integration import _resources
 from tests.integration.test_real_nodes import (
@@ -87,13 +88,22 @@ def _rss_kib(hub: handles.Cluster) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def installed(testbed_handle: handles.Testbed) -> Iterator[dict[str, Any]]:
     bed = testbed_module.Testbed()
+    host_operator = bed.sup.find("operator") is not None
+    if host_operator:
+        operator_process.stop(bed)
     before = incluster.installed(testbed_handle.env)
-    started = time.monotonic()
-    chosen = incluster.install(bed, testbed_handle.env)
-    print(f"incluster: install took {time.monotonic() - started:.0f} s")
-    yield chosen
-    if not before:
-        incluster.uninstall(bed.layout, testbed_handle.env)
+    try:
+        started = time.monotonic()
+        chosen = incluster.install(bed, testbed_handle.env)
+        print(f"incluster: install took {time.monotonic() - started:.0f} s")
+        yield chosen
+        if not before:
+            incluster.uninstall(bed.layout, testbed_handle.env)
+    finally:
+        if host_operator:
+            started = time.monotonic()
+            operator_process.start(bed, testbed_handle.env)
+            print(f"incluster: host operator back in {time.monotonic() - started:.0f} s")
 
 
 @pytest.fixture(scope="module")
