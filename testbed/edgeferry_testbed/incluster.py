@@ -11,9 +11,10 @@ operator (`operator_process`), which serves every namespace. The two must never 
 operator while it runs, and the `operator` fixture uninstalls a release the demo left.
 
 Why not let the host operator skip these namespaces (`EDGEFERRY_NAMESPACES=!edgeferry-*`)?
-Kopf then watches namespace by namespace, and drops a namespace's watch as soon as the
-namespace is marked for deletion without a blocking condition, so the finalizers of the objects
-in it never run and the namespace never goes (seen in test_rollout's teardown).
+Kopf then watches namespace by namespace (and drops a namespace's watch once it looks deleted);
+in the one run tried, a terminating test namespace's EdgeTargets were never finalized (their
+deletion handler never ran, their timers kept running) and test_rollout's teardown timed out.
+Not investigated further: cluster-wide is what the suite has always run.
 
 Why the dind container is not `privileged`: this machine is itself a container without
 CAP_SYS_RESOURCE, and runc refuses `privileged` there. The chart's `build.dind.securityContext`
