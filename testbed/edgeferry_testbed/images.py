@@ -440,16 +440,23 @@ sys.stdout.write(base64.b64encode(pickle.dumps(model)).decode())
 """
 
 
-def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: int = 300) -> bytes:
+def make_sklearn_model(
+    docker_client: ClientLike,
+    base_ref: str,
+    *,
+    timeout_s: int = 300,
+    script: str = _TRAIN_SCRIPT,
+) -> bytes:
     """Train LogisticRegression on iris inside ``base_ref``; return the pickle bytes.
 
     Trained in the image that will serve it, so the pickle matches that image's sklearn.
+    `script` trains another model the same way: it writes the base64 pickle to stdout.
     """
     api = _api(docker_client)
     _ensure_local(api, base_ref)
     container = api.create_container(
         base_ref,
-        command=["python3", "-c", _TRAIN_SCRIPT],
+        command=["python3", "-c", script],
         user=str(rootfs.APP_UID),
         network_disabled=True,
         labels={"edgeferry.io/testbed": "train-model"},
