@@ -3,20 +3,22 @@
 A Docker daemon or registry that already answers is reused and left alone by `down`; only what
 the testbed started itself is stopped. Prometheus is always the testbed's own, configured to
 scrape the operator and to load edgeferry's alert rules when they exist, and to scrape the
-model Pods that run on real nodes (found through each cluster's API server, as users'
-Prometheus finds Pods with `kubernetes_sd_configs`), so a rollout's analysis measures real
-traffic.
+model Pods on real nodes that a test lists (`write_model_pods`, read through `file_sd_configs`:
+Debian's Prometheus has no Kubernetes service discovery), so a rollout's analysis measures
+real traffic.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import docker
 
-from edgeferry_testbed import clusters, layout, pki, procs
+from edgeferry_testbed import layout, procs
 
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 RULES_FILE = layout.REPO_ROOT / "manifests" / "monitoring" / "edgeferry-rules.yaml"
@@ -106,53 +108,34 @@ name, and its container image (`repository@sha256:...`, so a query can select a 
 `image=~".*@{{ digest }}"`)."""
 
 
-def _model_pod_jobs(lay: layout.Layout, home: Path) -> str:
-    """One scrape job per cluster with real nodes: Pods edgeferry manages, on a real node (kwok
-    Pods run nothing), their container port named `http` (the model server's `/metrics`).
+def model_pods_dir(lay: layout.Layout) -> Path:
+    """Where `file_sd_configs` of job `model-pods` looks for target files (`*.json`)."""
+    return lay.state_dir / "prometheus" / "model-pods"
 
-    Service discovery reads Pods from the cluster's API server with the testbed's CA and the
-    cluster's admin token (a file of its own: Prometheus reads the bare token).
+
+def write_model_pods(
+    lay: layout.Layout, key: str, pods: Iterable[tuple[str, Mapping[str, str]]]
+) -> None:
+    """Make Prometheus scrape these model Pods (`address:port`, labels), as file `key`.
+
+    Debian's Prometheus is built without Kubernetes service discovery, so whoever knows which
+    Pods run on the real nodes (a test) lists them here; Prometheus notices the file at once.
+    The file is replaced whole (written aside, then renamed), so it never reads half of one.
     """
-    ca = pki.ensure_serving_certs(lay.state_dir / "pki", clusters.serving_addresses(lay)).ca_cert
-    jobs = []
-    for cluster in lay.clusters:
-        if not cluster.real_nodes:
-            continue
-        token, _ = pki.ensure_admin_token(clusters.ClusterFiles(lay, cluster).dir)
-        token_file = home / f"{cluster.name}.token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        nodes = "|".join(n.name for n in cluster.real_nodes)
-        jobs.append(
-            f"  - job_name: model-pods-{cluster.name}\n"
-            "    kubernetes_sd_configs:\n"
-            "      - role: pod\n"
-            f"        api_server: {clusters.api_url(lay, cluster)}\n"
-            f"        tls_config: {{ca_file: {ca}}}\n"
-            f"        authorization: {{credentials_file: {token_file}}}\n"
-            "    relabel_configs:\n"
-            "      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_managed_by]\n"
-            "        regex: edgeferry\n"
-            "        action: keep\n"
-            "      - source_labels: [__meta_kubernetes_pod_node_name]\n"
-            f"        regex: '{nodes}'\n"
-            "        action: keep\n"
-            "      - source_labels: [__meta_kubernetes_pod_container_port_name]\n"
-            "        regex: http\n"
-            "        action: keep\n"
-            f"      - target_label: cluster\n        replacement: {cluster.name}\n"
-            "      - source_labels: [__meta_kubernetes_namespace]\n"
-            "        target_label: namespace\n"
-            "      - source_labels: [__meta_kubernetes_pod_name]\n"
-            "        target_label: pod\n"
-            "      - source_labels: [__meta_kubernetes_pod_container_image]\n"
-            "        target_label: image\n"
-        )
-    return "".join(jobs)
+    directory = model_pods_dir(lay)
+    directory.mkdir(parents=True, exist_ok=True)
+    groups = [{"targets": [address], "labels": dict(labels)} for address, labels in pods]
+    partial = directory / f".{key}.json.tmp"
+    partial.write_text(json.dumps(groups, sort_keys=True))
+    partial.replace(directory / f"{key}.json")
 
 
-def prometheus_config(lay: layout.Layout, rules: Path | None, *, model_pods: str = "") -> str:
-    """The whole configuration; `model_pods` are the scrape jobs of `_model_pod_jobs`."""
+def forget_model_pods(lay: layout.Layout, key: str) -> None:
+    """Stop scraping the Pods `write_model_pods` listed under `key`."""
+    (model_pods_dir(lay) / f"{key}.json").unlink(missing_ok=True)
+
+
+def prometheus_config(lay: layout.Layout, rules: Path | None) -> str:
     rule_files = f"rule_files:\n  - {rules}\n" if rules is not None else ""
     return (
         "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
@@ -164,7 +147,10 @@ def prometheus_config(lay: layout.Layout, rules: Path | None, *, model_pods: str
         "  - job_name: prometheus\n"
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{lay.prometheus_port}']\n"
-        f"{model_pods}"
+        "  - job_name: model-pods\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{model_pods_dir(lay)}/*.json']\n"
+        "        refresh_interval: 5s\n"
     )
 
 
@@ -181,11 +167,7 @@ def ensure_prometheus(sup: procs.Supervisor, lay: layout.Layout) -> str:
     home = lay.state_dir / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "prometheus.yml"
-    wanted = prometheus_config(
-        lay,
-        RULES_FILE if RULES_FILE.exists() else None,
-        model_pods=_model_pod_jobs(lay, home),
-    )
+    wanted = prometheus_config(lay, RULES_FILE if RULES_FILE.exists() else None)
     changed = not config.exists() or config.read_text() != wanted
     config.write_text(wanted)
     if sup.find("prometheus") is not None:

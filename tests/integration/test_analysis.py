@@ -1,10 +1,11 @@
 """Metric analysis of a wave, measured on real traffic by the testbed's Prometheus.
 
 The model Pods run on the hub's real node (containerd pulls the digest, the sklearn-http server
-really serves it); the testbed's Prometheus finds them through the hub's API server and scrapes
-their `/metrics`; this test sends /predict traffic to the Pods; the operator sends the
-analysis query to Prometheus. Two releases of an iris classifier get the same traffic, half of
-whose rows lack a feature (NaN):
+really serves it); the testbed's Prometheus scrapes their `/metrics` (Debian's Prometheus has no
+Kubernetes discovery, so this test lists the ready Pods it reads from the hub's API server in a
+`file_sd` file, with their namespace and image as labels); this test sends /predict traffic to
+the Pods; the operator sends the analysis query to Prometheus. Two releases of an iris
+classifier get the same traffic, half of whose rows lack a feature (NaN):
 
 - the good one is a Pipeline that imputes missing features, so every call answers 200 and its
   analysis passes;
@@ -31,7 +32,15 @@ import docker
 import pytest
 from kubernetes import client as k8s_client
 
-from edgeferry_testbed import handles, images, operator_process, procs, pytest_plugin
+from edgeferry_testbed import (
+    handles,
+    images,
+    operator_process,
+    procs,
+    pytest_plugin,
+    services,
+    testbed,
+)
 from tests.integration import _resources
 from tests.integration.test_real_nodes import REAL, TOLERATE_REAL
 
@@ -113,18 +122,36 @@ def _sklearn_image(bed: handles.Testbed, namespace: str, name: str, model: bytes
 
 
 class Traffic:
-    """/predict calls to every ready Pod of the namespace on the hub, from a thread."""
+    """/predict calls to every ready Pod of the namespace on the hub, from a thread, which also
+    keeps the Pods listed for Prometheus to scrape."""
 
     def __init__(self, hub: handles.Cluster, namespace: str) -> None:
         self.hub, self.namespace = hub, namespace
+        self.layout = testbed.Testbed().layout
         self.stop = threading.Event()
         self.answers: dict[int, int] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def _pods(self) -> list[str]:
+        """The ready Pods' addresses; every running Pod on a real node is listed for scraping
+        (a Pod being replaced still has samples to give)."""
         with self.hub.api_client() as api:
             pods = k8s_client.CoreV1Api(api).list_namespaced_pod(self.namespace).items
+        scraped = [
+            (
+                f"{p.status.pod_ip}:8080",
+                {
+                    "cluster": self.hub.name,
+                    "namespace": p.metadata.namespace,
+                    "pod": p.metadata.name,
+                    "image": p.spec.containers[0].image,
+                },
+            )
+            for p in pods
+            if p.status.pod_ip and p.spec.node_name in self.hub.info.real_nodes
+        ]
+        services.write_model_pods(self.layout, self.namespace, scraped)
         return [
             p.status.pod_ip
             for p in pods
@@ -140,7 +167,7 @@ class Traffic:
                 addresses = self._pods()
             except Exception:  # the API server is asked again in a moment
                 addresses = []
-            for _ in range(20):
+            for _ in range(10):
                 for address in addresses:
                     row = ROWS[sent % 2]
                     sent += 1
@@ -170,6 +197,7 @@ class Traffic:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.thread.join(timeout=10)
+        services.forget_model_pods(self.layout, self.namespace)
 
 
 @pytest.fixture
