@@ -146,6 +146,33 @@ class RolloutSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    prometheus_url: str | None = None
+    """The Prometheus that `rollout.analysis` queries are sent to (`EDGEFERRY_PROMETHEUS_URL`,
+    e.g. http://prometheus.monitoring:9090; its `/api/v1/query` is used). Unset: every analysis
+    measurement is inconclusive, so a ModelDeployment with an analysis cannot pass it."""
+    bearer_token_file: Path | None = None
+    """A file holding a bearer token for Prometheus (`EDGEFERRY_PROMETHEUS_BEARER_TOKEN_FILE`;
+    the chart mounts it from a Secret), read at each query so a rotated token is picked up."""
+    username: str | None = None
+    """Basic-auth user for Prometheus (`EDGEFERRY_PROMETHEUS_USERNAME`), with the password in
+    `EDGEFERRY_PROMETHEUS_PASSWORD_FILE`."""
+    password_file: Path | None = None
+    """A file holding the basic-auth password (`EDGEFERRY_PROMETHEUS_PASSWORD_FILE`)."""
+    ca_file: Path | None = None
+    """CA bundle that signs Prometheus' certificate (`EDGEFERRY_PROMETHEUS_CA_FILE`); unset: the
+    system's CAs."""
+    timeout_seconds: float = 10.0
+    """Longest one query may take (`EDGEFERRY_PROMETHEUS_TIMEOUT_SECONDS`); a slower one is an
+    inconclusive measurement."""
+
+
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return _absolute(raw) if raw else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     build: BuildSettings
     scan: ScanSettings
@@ -156,6 +183,7 @@ class Settings:
     """Address the metrics endpoint binds (`EDGEFERRY_METRICS_HOST`, default 0.0.0.0 in-cluster)."""
     namespaces: tuple[str, ...]
     """Namespaces to serve (`EDGEFERRY_NAMESPACES`, comma-separated); empty means all."""
+    analysis: AnalysisSettings = dataclasses.field(default_factory=AnalysisSettings)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -204,4 +232,25 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_host=e.get("EDGEFERRY_METRICS_HOST", "0.0.0.0"),
         namespaces=namespaces,
+        analysis=_analysis(e),
+    )
+
+
+def _analysis(e: Mapping[str, str]) -> AnalysisSettings:
+    url = (e.get("EDGEFERRY_PROMETHEUS_URL") or "").strip().rstrip("/") or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"EDGEFERRY_PROMETHEUS_URL={url!r} must be an http:// or https:// URL")
+    username = e.get("EDGEFERRY_PROMETHEUS_USERNAME") or None
+    password_file = _optional_path(e, "EDGEFERRY_PROMETHEUS_PASSWORD_FILE")
+    if (username is None) != (password_file is None):
+        raise SettingsError(
+            "EDGEFERRY_PROMETHEUS_USERNAME and EDGEFERRY_PROMETHEUS_PASSWORD_FILE go together"
+        )
+    return AnalysisSettings(
+        prometheus_url=url,
+        bearer_token_file=_optional_path(e, "EDGEFERRY_PROMETHEUS_BEARER_TOKEN_FILE"),
+        username=username,
+        password_file=password_file,
+        ca_file=_optional_path(e, "EDGEFERRY_PROMETHEUS_CA_FILE"),
+        timeout_seconds=_positive(e, "EDGEFERRY_PROMETHEUS_TIMEOUT_SECONDS", 10),
     )

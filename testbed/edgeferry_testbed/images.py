@@ -38,7 +38,19 @@ from edgeferry_testbed import apt_sources, rootfs
 
 CACHE_DIR = pathlib.Path(os.environ.get("EDGEFERRY_CACHE", "~/.cache/edgeferry")).expanduser()
 MARKER_DIR = CACHE_DIR / "images"
-SKLEARN_PACKAGES = ("python3-minimal", "python3-sklearn", "ca-certificates")
+SKLEARN_PACKAGES = (
+    "python3-minimal",
+    "python3-sklearn",
+    "python3-prometheus-client",
+    "ca-certificates",
+)
+"""Debian packages of the sklearn bases: the `sklearn-http` server exports its metrics with
+prometheus_client (pure Python, so Debian's arch-independent package serves both platforms)."""
+SKLEARN_VARIANT = "prom"
+"""Names the sklearn bases' markers and tags (`python-sklearn-prom`, `bookworm-prom`), so the
+recipe with prometheus_client and the one before it (other checkouts on the same machine) keep
+their own cached images instead of rebuilding each other's in turn; change it with the package
+list."""
 RECIPE_LABEL = "edgeferry.io/base-recipe"
 # Bump when a recipe below changes in a way that changes the image.
 _RECIPE_VERSION = "2"
@@ -182,9 +194,9 @@ def ensure_python_sklearn_base(
     """
     api = _api(docker_client)
     recipe = _Recipe(
-        key="python-sklearn",
+        key=f"python-sklearn-{SKLEARN_VARIANT}",
         repository=f"{registry_host}/base/python-sklearn",
-        tag=suite,
+        tag=f"{suite}-{SKLEARN_VARIANT}",
         inputs=_digest_of("python-sklearn", _RECIPE_VERSION, suite, *sorted(packages)),
     )
 
@@ -226,9 +238,9 @@ def ensure_python_sklearn_arm64_base(
     """
     api = _api(docker_client)
     recipe = _Recipe(
-        key="python-sklearn-arm64-configured",
+        key=f"python-sklearn-arm64-configured-{SKLEARN_VARIANT}",
         repository=f"{registry_host}/base/python-sklearn",
-        tag=f"{suite}-arm64-configured",
+        tag=f"{suite}-arm64-configured-{SKLEARN_VARIANT}",
         inputs=_digest_of(
             "python-sklearn-arm64-configured", _RECIPE_VERSION, suite, *sorted(packages)
         ),
@@ -290,9 +302,9 @@ def ensure_python_sklearn_multiarch_base(
     amd64 = ensure_python_sklearn_base(docker_client, registry_host, suite=suite)
     arm64 = ensure_python_sklearn_arm64_base(docker_client, registry_host, suite=suite)
     recipe = _Recipe(
-        key="python-sklearn-multiarch",
+        key=f"python-sklearn-multiarch-{SKLEARN_VARIANT}",
         repository=f"{registry_host}/base/python-sklearn",
-        tag=f"{suite}-multiarch",
+        tag=f"{suite}-multiarch-{SKLEARN_VARIANT}",
         inputs=_digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64),
     )
     with _exclusive(recipe.key):
@@ -428,16 +440,23 @@ sys.stdout.write(base64.b64encode(pickle.dumps(model)).decode())
 """
 
 
-def make_sklearn_model(docker_client: ClientLike, base_ref: str, *, timeout_s: int = 300) -> bytes:
+def make_sklearn_model(
+    docker_client: ClientLike,
+    base_ref: str,
+    *,
+    timeout_s: int = 300,
+    script: str = _TRAIN_SCRIPT,
+) -> bytes:
     """Train LogisticRegression on iris inside ``base_ref``; return the pickle bytes.
 
     Trained in the image that will serve it, so the pickle matches that image's sklearn.
+    `script` trains another model the same way: it writes the base64 pickle to stdout.
     """
     api = _api(docker_client)
     _ensure_local(api, base_ref)
     container = api.create_container(
         base_ref,
-        command=["python3", "-c", _TRAIN_SCRIPT],
+        command=["python3", "-c", script],
         user=str(rootfs.APP_UID),
         network_disabled=True,
         labels={"edgeferry.io/testbed": "train-model"},

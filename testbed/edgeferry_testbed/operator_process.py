@@ -203,6 +203,8 @@ def operator_env(
         "GRYPE_DB_VALIDATE_AGE": "false",
         "GRYPE_CHECK_FOR_APP_UPDATE": "false",
         "EDGEFERRY_LIVENESS": f"http://127.0.0.1:{lay.operator_metrics_port + 1}/healthz",
+        # Rollout analysis queries the testbed's Prometheus (it scrapes real-node model Pods).
+        "EDGEFERRY_PROMETHEUS_URL": described.prometheus_url,
         # Tests wait for deletions to give up on dead sites: 30 s instead of the default 120 s.
         "EDGEFERRY_CLEANUP_DEADLINE_SECONDS": str(CLEANUP_DEADLINE_SECONDS),
         "PATH": f"{Path(sys.executable).parent}:{grype.parent}:/usr/local/sbin:/usr/local/bin:"

@@ -2,13 +2,18 @@
 
 A Docker daemon or registry that already answers is reused and left alone by `down`; only what
 the testbed started itself is stopped. Prometheus is always the testbed's own, configured to
-scrape the operator and to load edgeferry's alert rules when they exist.
+scrape the operator and to load edgeferry's alert rules when they exist, and to scrape the
+model Pods on real nodes that a test lists (`write_model_pods`, read through `file_sd_configs`:
+Debian's Prometheus has no Kubernetes service discovery), so a rollout's analysis measures
+real traffic.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import docker
@@ -97,6 +102,39 @@ def _ensure_registry_process(
     return "started"
 
 
+MODEL_POD_LABELS = ("cluster", "namespace", "pod", "image")
+"""Labels every scraped model-Pod series carries: the testbed cluster, the Pod's namespace and
+name, and its container image (`repository@sha256:...`, so a query can select a release by
+`image=~".*@{{ digest }}"`)."""
+
+
+def model_pods_dir(lay: layout.Layout) -> Path:
+    """Where `file_sd_configs` of job `model-pods` looks for target files (`*.json`)."""
+    return lay.state_dir / "prometheus" / "model-pods"
+
+
+def write_model_pods(
+    lay: layout.Layout, key: str, pods: Iterable[tuple[str, Mapping[str, str]]]
+) -> None:
+    """Make Prometheus scrape these model Pods (`address:port`, labels), as file `key`.
+
+    Debian's Prometheus is built without Kubernetes service discovery, so whoever knows which
+    Pods run on the real nodes (a test) lists them here; Prometheus notices the file at once.
+    The file is replaced whole (written aside, then renamed), so it never reads half of one.
+    """
+    directory = model_pods_dir(lay)
+    directory.mkdir(parents=True, exist_ok=True)
+    groups = [{"targets": [address], "labels": dict(labels)} for address, labels in pods]
+    partial = directory / f".{key}.json.tmp"
+    partial.write_text(json.dumps(groups, sort_keys=True))
+    partial.replace(directory / f"{key}.json")
+
+
+def forget_model_pods(lay: layout.Layout, key: str) -> None:
+    """Stop scraping the Pods `write_model_pods` listed under `key`."""
+    (model_pods_dir(lay) / f"{key}.json").unlink(missing_ok=True)
+
+
 def prometheus_config(lay: layout.Layout, rules: Path | None) -> str:
     rule_files = f"rule_files:\n  - {rules}\n" if rules is not None else ""
     return (
@@ -109,6 +147,10 @@ def prometheus_config(lay: layout.Layout, rules: Path | None) -> str:
         "  - job_name: prometheus\n"
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{lay.prometheus_port}']\n"
+        "  - job_name: model-pods\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{model_pods_dir(lay)}/*.json']\n"
+        "        refresh_interval: 5s\n"
         f"{_operator_pods_job(lay)}"
     )
 

@@ -18,10 +18,28 @@ from tests.integration import _resources
 pytestmark = pytest.mark.integration
 
 
+QUERY = 'sum(rate(x{namespace="{{ namespace }}", image=~".*@{{digest}}"}[1m])) / {{ wave }}'
+
+
 def valid() -> dict[str, Any]:
     return _resources.model_deployment(
-        "validation", image="iris", selector={"matchLabels": {"tier": "edge"}}
+        "validation",
+        image="iris",
+        selector={"matchLabels": {"tier": "edge"}},
+        rollout={
+            "analysis": {
+                "count": 3,
+                "metrics": [
+                    {"name": "error-rate", "query": QUERY, "successCondition": {"max": 0.05}}
+                ],
+            }
+        },
     )
+
+
+def _metric(s: dict[str, Any]) -> dict[str, Any]:
+    metric: dict[str, Any] = s["rollout"]["analysis"]["metrics"][0]
+    return metric
 
 
 INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
@@ -48,6 +66,26 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
             resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}
         ),
         "template.resources.requests must not exceed template.resources.limits",
+    ),
+    (
+        "an unknown query placeholder",
+        lambda s: _metric(s).update(query='x{pod="{{ pod }}"}'),
+        "query may only use the placeholders",
+    ),
+    (
+        "a success condition without bounds",
+        lambda s: _metric(s).update(successCondition={}),
+        "successCondition needs min, max or both",
+    ),
+    (
+        "min above max",
+        lambda s: _metric(s).update(successCondition={"min": 2, "max": 1}),
+        "successCondition.min must not be greater than max",
+    ),
+    (
+        "a failure limit the count can never exceed",
+        lambda s: s["rollout"]["analysis"].update(failureLimit=3),
+        "failureLimit must be less than count",
     ),
 ]
 

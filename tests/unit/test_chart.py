@@ -279,3 +279,49 @@ def test_without_an_update_url_grype_keeps_its_default_host() -> None:
 def test_values_schema_rejects_bad_scan_and_target_values(bad: str) -> None:
     done = _template(bad)
     assert done.returncode != 0, f"--set {bad} was accepted"
+
+
+def test_analysis_prometheus_and_its_secret_reach_the_operator() -> None:
+    done = _template(
+        "analysis.prometheus.url=https://prometheus.monitoring:9090",
+        "analysis.prometheus.username=edgeferry",
+        "analysis.prometheus.credentialsSecret.name=prom-creds",
+        "analysis.prometheus.credentialsSecret.passwordKey=pw",
+        "analysis.prometheus.credentialsSecret.caKey=ca",
+    )
+    assert done.returncode == 0, done.stderr
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["EDGEFERRY_PROMETHEUS_URL"] == "https://prometheus.monitoring:9090"
+    assert env["EDGEFERRY_PROMETHEUS_USERNAME"] == "edgeferry"
+    assert env["EDGEFERRY_PROMETHEUS_PASSWORD_FILE"] == "/etc/edgeferry/prometheus/password"
+    assert env["EDGEFERRY_PROMETHEUS_CA_FILE"] == "/etc/edgeferry/prometheus/ca.crt"
+    assert "EDGEFERRY_PROMETHEUS_BEARER_TOKEN_FILE" not in env
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "prometheus-credentials"]
+    assert volume["secret"] == {
+        "secretName": "prom-creds",
+        "items": [{"key": "pw", "path": "password"}, {"key": "ca", "path": "ca.crt"}],
+    }
+    # The operator reads what the chart sets.
+    config = settings.from_env({k: v for k, v in env.items() if v is not None}).analysis
+    assert str(config.password_file) == "/etc/edgeferry/prometheus/password"
+
+
+def test_without_a_prometheus_url_the_operator_gets_none() -> None:
+    env = _operator_env()
+    assert "EDGEFERRY_PROMETHEUS_URL" not in env
+    assert settings.from_env({k: v for k, v in env.items() if v}).analysis.prometheus_url is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["analysis.prometheus.url=prometheus:9090"],
+        ["analysis.prometheus.username=edgeferry"],
+        ["analysis.prometheus.credentialsSecret.tokenKey=token"],
+    ],
+)
+def test_unusable_prometheus_values_are_refused(bad: list[str]) -> None:
+    assert _template(*bad).returncode != 0, f"--set {bad} was accepted"

@@ -103,7 +103,7 @@ def test_predict_refuses_requests_the_model_cannot_use(server: Server, body: byt
 
 
 def test_unknown_paths_are_not_found(server: Server) -> None:
-    assert server.request("GET", "/metrics")[0] == 404
+    assert server.request("GET", "/models")[0] == 404
     assert server.request("POST", "/healthz", b"{}")[0] == 404
 
 
@@ -130,3 +130,46 @@ def test_numpy_like_results_become_plain_lists() -> None:
 
 def test_health_check_mode_fails_without_a_server() -> None:
     assert serve.check(1) == 1
+
+
+def _metrics(server: Server) -> dict[str, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/plain")
+        text = response.read().decode()
+    finally:
+        connection.close()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_requests_errors_and_latency_per_endpoint(server: Server) -> None:
+    server.state.set_model(SumModel())
+    server.request("POST", "/predict", b'{"instances": [[1, 2]]}')
+    server.request("POST", "/predict", b'{"instances": [[1, 2]]}')
+    server.request("POST", "/predict", b'{"instances": [[1]]}')
+    server.request("GET", "/healthz")
+    found = _metrics(server)
+    assert found['edgeferry_model_requests_total{code="200",endpoint="/predict"}'] == 2
+    assert found['edgeferry_model_requests_total{code="400",endpoint="/predict"}'] == 1
+    assert found['edgeferry_model_request_errors_total{code="400",endpoint="/predict"}'] == 1
+    assert found['edgeferry_model_request_duration_seconds_count{endpoint="/predict"}'] == 3
+    assert found['edgeferry_model_requests_total{code="200",endpoint="/healthz"}'] == 1
+
+
+def test_metrics_exist_before_the_first_request(server: Server) -> None:
+    found = _metrics(server)
+    assert found['edgeferry_model_requests_total{code="200",endpoint="/predict"}'] == 0
+    assert found['edgeferry_model_request_duration_seconds_count{endpoint="/predict"}'] == 0
+
+
+def test_unknown_paths_are_not_counted(server: Server) -> None:
+    server.request("GET", "/nope")
+    assert not [k for k in _metrics(server) if "/nope" in k]

@@ -99,6 +99,11 @@ MODEL_DEPLOYMENT_SAMPLE = {
         "readinessProbe": {"httpGet": {}},
         "livenessProbe": {"httpGet": {}},
     },
+    "rollout": {
+        "analysis": {
+            "metrics": [{"name": "errors", "query": "vector(0)", "successCondition": {"max": 0.05}}]
+        }
+    },
 }
 
 
@@ -124,7 +129,7 @@ def test_modeldeployment_crd_defaults_equal_model_defaults() -> None:
         md.ModelDeploymentSpec,
         [
             MODEL_DEPLOYMENT_SAMPLE,
-            {k: v for k, v in MODEL_DEPLOYMENT_SAMPLE.items() if k != "template"},
+            {k: v for k, v in MODEL_DEPLOYMENT_SAMPLE.items() if k not in ("template", "rollout")},
         ],
     )
     assert seen == set(default_paths(schema("modeldeployment")["properties"]["spec"], "spec"))
@@ -296,3 +301,12 @@ def test_the_k3s_rule_against_a_cloud_section_points_to_the_k3s_placement() -> N
     rules = schema("edgetarget")["properties"]["spec"]["x-kubernetes-validations"]
     (forbid_cloud,) = [r for r in rules if r.get("fieldPath") == ".cloud"]
     assert "set k3s.nodeSelector and k3s.tolerations" in forbid_cloud["message"]
+
+
+def test_the_crd_query_rule_is_the_models_placeholder_pattern() -> None:
+    """The CEL rule and the model refuse the same queries (one pattern, written twice)."""
+    node = schema("modeldeployment")["properties"]["spec"]["properties"]["rollout"]
+    query = node["properties"]["analysis"]["properties"]["metrics"]["items"]["properties"]["query"]
+    (rule,) = query["x-kubernetes-validations"]
+    inner = rule["rule"].removeprefix("self.matches('").removesuffix("')")
+    assert inner.replace("\\\\", "\\") == md.QUERY_PATTERN

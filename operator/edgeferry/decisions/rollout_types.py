@@ -12,6 +12,7 @@ import datetime
 import hashlib
 from typing import Literal
 
+from edgeferry.decisions import analysis
 from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
@@ -44,6 +45,8 @@ class TargetState:
 
     name: str
     cluster_type: md.ClusterType = "Cloud"
+    namespace: str = ""
+    """Where the model runs at the target (the EdgeTarget's `namespace`)."""
     reachable: bool = True
     """Whether the target's API answered (this reconcile or the EdgeTarget's last probe)."""
     unreachable_since: datetime.datetime | None = None
@@ -135,6 +138,8 @@ class Plan:
     events: tuple[Event, ...]
     recheck_after_seconds: float | None
     """When time alone changes a decision (soak over, deadline, grace); None: only on events."""
+    queries: tuple[analysis.Query, ...] = ()
+    """Analysis queries to measure now; the handler measures them and plans again."""
 
 
 def template_hash(template: str | None) -> str | None:

@@ -31,6 +31,7 @@ def from_edgetarget(
     return rt.TargetState(
         name=name,
         cluster_type=spec.type if spec is not None else "Cloud",
+        namespace=spec.namespace if spec is not None else "",
         architectures=status.architectures,
         size_budget_bytes=spec.image_size_budget_bytes if spec is not None else None,
     )

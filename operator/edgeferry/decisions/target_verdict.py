@@ -10,6 +10,8 @@ being rolled out is:
 - *failed* past the deadline with failing pods (crash loops, image pull errors, the
   Deployment's own `ProgressDeadlineExceeded`): `RolledBack` to the last proven release when
   `autoRollback` allows and there is one, else `Failed`;
+- *failed* (rolled back like a health failure) when its metric analysis fails
+  (`decisions.analysis`); with `rollout.analysis` set, Ready also needs the analysis passed;
 - *failed* before the deadline when its Pods clearly fail: at once when they are `crashing`
   (Failed Pods or restarts over `workload_health`'s limits), after `STUCK_GRACE_SECONDS` when a
   container is `stuck` (CrashLoopBackOff, ErrImagePull, ImagePullBackOff...). Waiting out the
@@ -32,7 +34,7 @@ import dataclasses
 import datetime
 import math
 
-from edgeferry.decisions import compat
+from edgeferry.decisions import analysis, compat
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
 from edgeferry.models import release, timestamps
@@ -70,6 +72,8 @@ class Verdict:
     pending: rt.Write | None = None
     """The release to write once its wave is open: it does not run it yet."""
     became_ready: bool = False
+    queries: tuple[analysis.Query, ...] = ()
+    """Analysis queries to measure now for this target."""
 
     @property
     def name(self) -> str:
@@ -85,6 +89,8 @@ class Release:
     rollout: md.RolloutStrategy
     generation: int
     now: datetime.datetime
+    name: str = ""
+    """The ModelDeployment's name (the `{{ name }}` of analysis queries)."""
 
 
 def assess(
@@ -95,11 +101,13 @@ def assess(
     target: Release,
     line: md.TargetStatus | None,
     last_known: md.TargetStatus | None,
+    measured: tuple[analysis.Measurement, ...] = (),
 ) -> Verdict:
     """One target on its own, before the waves gate it.
 
     `line` is its status line from the previous reconcile of the same release (None after a
-    release change), `last_known` the line whatever the release (the last digest seen there).
+    release change), `last_known` the line whatever the release (the last digest seen there);
+    `measured` the analysis measurements of this release at this target so far.
     """
     desired, rollout, now = target.digest, target.rollout, target.now
     record = t.record
@@ -158,13 +166,46 @@ def assess(
         since = line.available_since if line and line.available_since else now
         soaked_for = (now - since).total_seconds()
         base = dataclasses.replace(base, available_since=since)
+        checked: analysis.Decision | None = None
+        if rollout.analysis is not None and record.ready_at is None:
+            checked = analysis.decide(
+                rollout.analysis,
+                measured,
+                target=t.name,
+                namespace=t.namespace,
+                name=target.name,
+                digest=desired,
+                template_hash=rt.template_hash(target.template),
+                wave=wave or 0,
+                available_since=since,
+                now=now,
+            )
+            if checked.outcome == "Failed":
+                return _failed(
+                    base, record=record, target=target, why=checked.message, error=checked.error
+                )
+        if checked is not None and checked.outcome == "Measuring":
+            remaining = rollout.min_ready_seconds - soaked_for
+            soak = (
+                f"; counts Ready in {math.ceil(remaining)}s at the earliest"
+                if remaining > 0
+                else ""
+            )
+            return dataclasses.replace(
+                base,
+                phase="Progressing",
+                recheck=checked.recheck,
+                message=f"available; {checked.message}{soak}",
+                queries=checked.queries,
+            )
         if record.ready_at is not None or soaked_for >= rollout.min_ready_seconds:
             first = record.ready_at is None
             return dataclasses.replace(
                 base,
                 phase="Ready",
                 settled=True,
-                message=f"runs {timestamps.short_reference(desired)}",
+                message=f"runs {timestamps.short_reference(desired)}"
+                + (f"; {checked.message}" if checked is not None else ""),
                 record=dataclasses.replace(record, ready_at=now) if first else record,
                 became_ready=first,
             )
@@ -208,11 +249,20 @@ def assess(
     return _failed(base, record=record, target=target, why=missed)
 
 
-def _failed(v: Verdict, *, record: release.TargetRecord, target: Release, why: str) -> Verdict:
-    """Failed (past the deadline, or early since its pods clearly fail): roll back if allowed
-    and possible, else stay Failed. `why` starts each message."""
+def _failed(
+    v: Verdict,
+    *,
+    record: release.TargetRecord,
+    target: Release,
+    why: str,
+    error: str | None = None,
+) -> Verdict:
+    """Failed (past the deadline, early since its pods clearly fail, or by its analysis): roll
+    back if allowed and possible, else stay Failed. `why` starts each message; `error` is what
+    failed (default: the pods' failure)."""
     rollout, desired = target.rollout, target.digest
-    v = dataclasses.replace(v, failed=True, settled=True, error=v.state.failure or "pods failing")
+    error = error or v.state.failure or "pods failing"
+    v = dataclasses.replace(v, failed=True, settled=True, error=error)
     if not rollout.auto_rollback:
         message = f"{why}; autoRollback is off, so it keeps {timestamps.short_reference(desired)}"
         return dataclasses.replace(v, phase="Failed", message=message)

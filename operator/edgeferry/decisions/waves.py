@@ -36,6 +36,9 @@ Rules, and the trade-offs chosen:
 - "Failing" is the handler's observation: crash loops, image pull errors, or the Deployment's
   own `ProgressDeadlineExceeded`. A target past the deadline whose pods are merely slow (a big
   image over a thin link) keeps waiting; Kubernetes flags it once it stops progressing.
+- With `rollout.analysis`, a target also needs its metric analysis passed to count Ready; a
+  failing analysis fails it like a health failure (rolled back when allowed). The analysis
+  rules are in `analysis`.
 - Once a target was Ready on the digest, later unavailability is reported but never rolled
   back: the digest was proven there, and an outage is not a bad release.
 - Unreachable targets are `Deferred`: not failures, they hold their wave for at most
@@ -65,6 +68,7 @@ import datetime
 from collections.abc import Collection, Mapping, Sequence
 
 from edgeferry.decisions import (
+    analysis,
     compat,
     rollout_events,
     rollout_status,
@@ -85,6 +89,8 @@ def next_actions(
     now: datetime.datetime,
     recorded: md.ModelDeploymentStatus | None = None,
     template: str | None = None,
+    name: str = "",
+    measured: Sequence[analysis.Measurement] = (),
 ) -> rt.Plan:
     """Decide this reconcile's writes, target phases and deployment phase.
 
@@ -92,7 +98,9 @@ def next_actions(
     the previous reconcile wrote: the deployment phase, digest and template hash (to emit
     events on change only), and per listed target its phase, `availableSince` and last known
     digest. `template` is the spec's pod template as `workload.template_document` renders it;
-    together with the admitted digest it is the release being rolled out.
+    together with the admitted digest it is the release being rolled out. `name` is the
+    ModelDeployment's; `measured` the analysis measurements the handler took so far (those of
+    other releases are ignored). Queries due now are in `Plan.queries`.
     """
     ordered = sorted(targets, key=lambda t: t.name)
     previous = recorded or md.ModelDeploymentStatus()
@@ -119,8 +127,14 @@ def next_actions(
     wave_of = {name: i + 1 for i, wave in enumerate(planned) for name in wave}
     same_release = previous.digest == desired and previous.template_hash == desired_hash
     target = target_verdict.Release(
-        digest=desired, template=template, rollout=rollout, generation=generation, now=now
+        digest=desired,
+        template=template,
+        rollout=rollout,
+        generation=generation,
+        now=now,
+        name=name,
     )
+    mine = analysis.of_release(measured, digest=desired, template_hash=desired_hash)
     assessed = {
         t.name: target_verdict.assess(
             t,
@@ -129,6 +143,7 @@ def next_actions(
             target=target,
             line=lines.get(t.name) if same_release else None,
             last_known=lines.get(t.name),
+            measured=tuple(m for m in mine if m.target == t.name),
         )
         for t in ordered
     }
@@ -172,6 +187,7 @@ def next_actions(
         message=message,
         events=tuple(events),
         recheck_after_seconds=min(rechecks) if rechecks and not rollout.paused else None,
+        queries=tuple(q for v in verdicts for q in v.queries),
     )
 
 

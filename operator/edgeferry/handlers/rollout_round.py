@@ -2,8 +2,9 @@
 
 Kept apart from the Kopf wiring (`modeldeployment`) so the steps of a round read top to
 bottom: `observe` each selected target (never raising: an unreachable one is a fact for the
-plan), `waves.next_actions`, the writes and releases the plan asks for, `waves.with_errors` for
-what went wrong while writing, then one status patch, the plan's events and the metrics. Every
+plan), `waves.next_actions` (again after `measure`, when it asked for analysis queries), the
+writes and releases the plan asks for, `waves.with_errors` for what went wrong while writing,
+then one status patch, the plan's events and the metrics. Every
 decision is in `decisions/`; this module only carries them out, bounded in time per target.
 """
 
@@ -20,9 +21,10 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import clusters, prometheus, target_workloads
 from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import (
+    analysis,
     rollout_events,
     rollout_image,
     rollout_status,
@@ -57,6 +59,9 @@ class Memory:
     """When a target that its EdgeTarget still calls reachable first failed to answer us."""
     released: set[str] = dataclasses.field(default_factory=set)
     """Unselected targets known to hold nothing of ours."""
+    measured: tuple[analysis.Measurement, ...] = ()
+    """Analysis measurements of the release being rolled out (lost on restart: the analysis
+    of a target not yet Ready then starts again)."""
 
 
 @dataclasses.dataclass
@@ -226,6 +231,50 @@ class Reconciler:
             if change.reason == "rollback":
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
+    # --- analysis --------------------------------------------------------------------------------
+    async def measure(self, queries: Iterable[analysis.Query]) -> tuple[analysis.Measurement, ...]:
+        """Send each due analysis query to Prometheus (bounded like target calls); a query
+        that fails or gives no number is an inconclusive measurement, never an exception."""
+        conn = prometheus.Connection.from_settings(self.config.analysis)
+
+        async def one(query: analysis.Query) -> analysis.Measurement:
+            value: float | None = None
+            if conn is None:
+                error: str | None = "no Prometheus is configured (EDGEFERRY_PROMETHEUS_URL)"
+            else:
+                try:
+                    async with self.gate:
+                        value = await self.access.runner.run(
+                            lambda: prometheus.query(conn, query.promql),
+                            deadline=conn.timeout_seconds + 5,
+                        )
+                    error = None if value is not None else "no sample (or NaN)"
+                except prometheus.QueryError as exc:
+                    error = str(exc)
+                except TimeoutError:
+                    error = f"Prometheus gave no answer within {conn.timeout_seconds:.0f}s"
+            _LOG.info(
+                "%s/%s: %s analysis %s = %s%s",
+                self.namespace,
+                self.name,
+                query.target,
+                query.metric,
+                value,
+                f" ({error})" if error else "",
+            )
+            return analysis.Measurement(
+                target=query.target,
+                metric=query.metric,
+                promql=query.promql,
+                digest=query.digest,
+                template_hash=query.template_hash,
+                at=self.now,
+                value=value,
+                error=error,
+            )
+
+        return tuple(await asyncio.gather(*(one(q) for q in queries)))
+
     # --- release ---------------------------------------------------------------------------------
     async def release(
         self, view: runtime.TargetView, selected: list[tuple[str, same_place.Place]]
@@ -279,14 +328,29 @@ class Reconciler:
         )
         seen = {s.view.name: s for s in seen_list}
 
-        plan = waves.next_actions(
-            [s.state for s in seen_list],
-            image=image_view,
-            rollout=spec.rollout,
-            generation=self.generation,
-            now=self.now,
-            recorded=self.memory.recorded,
-            template=workload.template_document(spec.template),
+        def planned() -> rt.Plan:
+            return waves.next_actions(
+                [s.state for s in seen_list],
+                image=image_view,
+                rollout=spec.rollout,
+                generation=self.generation,
+                now=self.now,
+                recorded=self.memory.recorded,
+                template=workload.template_document(spec.template),
+                name=self.name,
+                measured=self.memory.measured,
+            )
+
+        plan = planned()
+        if plan.queries:  # measure what is due, then decide with the new values
+            self.memory.measured += await self.measure(plan.queries)
+            plan = planned()
+        self.memory.measured = (
+            analysis.of_release(
+                self.memory.measured, digest=plan.digest, template_hash=plan.template_hash
+            )
+            if plan.digest
+            else ()
         )
         writes = [w for w in plan.writes if seen[w.target].observation is not None]
         await asyncio.gather(

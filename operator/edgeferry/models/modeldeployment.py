@@ -228,9 +228,100 @@ class PodTemplate(wire.Model):
 
 MaxPerWave = int | str
 
+DEFAULT_ANALYSIS_INTERVAL_SECONDS = 60
+DEFAULT_ANALYSIS_COUNT = 5
+DEFAULT_ANALYSIS_FAILURE_LIMIT = 0
+DEFAULT_ANALYSIS_INCONCLUSIVE_LIMIT = 2
+
+QUERY_PLACEHOLDERS = ("target", "namespace", "name", "digest", "wave")
+"""What `{{ ... }}` in an analysis query may name (see `decisions.analysis.render`)."""
+
+QUERY_PATTERN = r"^([^{]|\{[^{]|\{$|\{\{ *(" + "|".join(QUERY_PLACEHOLDERS) + r") *\}\})*$"
+"""A query whose every `{{` opens a known placeholder; the CRD's CEL rule holds the same."""
+
+_QUERY = re.compile(QUERY_PATTERN)
+QUERY_PLACEHOLDER = re.compile(r"\{\{ *(" + "|".join(QUERY_PLACEHOLDERS) + r") *\}\}")
+"""One placeholder in a query; group 1 is its name."""
+_METRIC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SuccessCondition(wire.Model):
+    """The range a measured value must fall in (Flagger's `thresholdRange`): `min`, `max` or
+    both, inclusive."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _bounded(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError("successCondition needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("successCondition.min must not be greater than max")
+        return self
+
+    def holds(self, value: float) -> bool:
+        """Whether `value` passes (inclusive bounds)."""
+        low = self.min is None or value >= self.min
+        return low and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        """The condition in words for messages, e.g. `<= 0.05` or `0.9..1`."""
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        return f"<= {self.max:g}"
+
+
+class AnalysisMetric(wire.Model):
+    """One Prometheus query measured at each target of a wave, and the range it must stay in."""
+
+    name: str = pydantic.Field(min_length=1, max_length=63)
+    query: str = pydantic.Field(min_length=1, max_length=4096)
+    success_condition: SuccessCondition
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _METRIC_NAME.match(value):
+            raise ValueError("analysis metric names are DNS labels (a-z, 0-9, '-')")
+        return value
+
+    @pydantic.field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        if not _QUERY.match(value):
+            names = ", ".join("{{ " + n + " }}" for n in QUERY_PLACEHOLDERS)
+            raise ValueError(f"an analysis query may only use the placeholders {names}")
+        return value
+
+
+class Analysis(wire.Model):
+    """Metric analysis of each target of a wave, after it is Available (Argo Rollouts'
+    AnalysisTemplate, Flagger's metric checks): `count` measurements `intervalSeconds` apart."""
+
+    metrics: tuple[AnalysisMetric, ...] = pydantic.Field(min_length=1, max_length=10)
+    interval_seconds: int = pydantic.Field(default=DEFAULT_ANALYSIS_INTERVAL_SECONDS, ge=1, le=3600)
+    count: int = pydantic.Field(default=DEFAULT_ANALYSIS_COUNT, ge=1, le=100)
+    failure_limit: int = pydantic.Field(default=DEFAULT_ANALYSIS_FAILURE_LIMIT, ge=0, le=100)
+    inconclusive_limit: int = pydantic.Field(
+        default=DEFAULT_ANALYSIS_INCONCLUSIVE_LIMIT, ge=0, le=100
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError("analysis metric names must be unique")
+        if self.failure_limit >= self.count:
+            raise ValueError("analysis.failureLimit must be less than count")
+        return self
+
 
 class RolloutStrategy(wire.Model):
-    """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets."""
+    """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets,
+    each gated on health, soak and (when set) metric analysis."""
 
     canary: int = pydantic.Field(default=DEFAULT_CANARY, ge=0, le=1000)
     max_per_wave: MaxPerWave = DEFAULT_MAX_PER_WAVE
@@ -244,6 +335,8 @@ class RolloutStrategy(wire.Model):
     offline_grace_seconds: int = pydantic.Field(
         default=DEFAULT_OFFLINE_GRACE_SECONDS, ge=0, le=86400
     )
+    analysis: Analysis | None = None
+    """Metric analysis a target must pass, besides health and soak, to count Ready."""
 
     @pydantic.field_validator("max_per_wave")
     @classmethod

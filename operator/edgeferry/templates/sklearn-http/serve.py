@@ -1,12 +1,18 @@
-"""Serve a pickled scikit-learn estimator over HTTP, with nothing but the standard library.
+"""Serve a pickled scikit-learn estimator over HTTP: the standard library and prometheus_client.
 
 This file is copied into images generated from edgeferry's `sklearn-http` runtime template and
-runs there as `python3 /app/serve.py` (Debian's python3 with python3-sklearn; no pip, so no
-third-party web framework). It binds 0.0.0.0 inside the container and answers:
+runs there as `python3 /app/serve.py` (Debian's python3 with python3-sklearn and
+python3-prometheus-client; no pip, so no third-party web framework). It binds 0.0.0.0 inside
+the container and answers:
 
 - `GET /healthz`: 200 `{"status": "ok"}` once the model is loaded, 503 while it is loading;
 - `POST /predict` with `{"instances": [[...], ...]}`: 200 `{"predictions": [...]}` from
-  `model.predict`, 400 for a request the model cannot use, 413 for bodies over 1 MiB.
+  `model.predict`, 400 for a request the model cannot use, 413 for bodies over 1 MiB;
+- `GET /metrics`: Prometheus metrics, so a rollout's analysis can judge a release by its
+  traffic: `edgeferry_model_requests_total{endpoint,code}`,
+  `edgeferry_model_request_errors_total{endpoint,code}` (every answer of 400 or more) and
+  `edgeferry_model_request_duration_seconds{endpoint}` (a histogram), plus the process metrics.
+  An error rate is `rate(..._errors_total[1m]) / rate(..._requests_total[1m])`.
 
 The model loads in the background so the port answers at once and the health endpoint, not a
 refused connection, says what is going on; a model that cannot be loaded ends the process with
@@ -33,6 +39,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import prometheus_client
+
 MAX_BODY = 1024 * 1024
 LOG = logging.getLogger("serve")
 
@@ -44,6 +52,31 @@ class State:
         self.model: Any = None
         self.loaded = threading.Event()
         self.error: str | None = None
+        self.registry = prometheus_client.CollectorRegistry()
+        for collector in (prometheus_client.ProcessCollector, prometheus_client.PlatformCollector):
+            collector(registry=self.registry)
+        self.requests = prometheus_client.Counter(
+            "edgeferry_model_requests",
+            "Requests answered, by endpoint and HTTP status code.",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.errors = prometheus_client.Counter(
+            "edgeferry_model_request_errors",
+            "Requests answered with a status code of 400 or more.",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.duration = prometheus_client.Histogram(
+            "edgeferry_model_request_duration_seconds",
+            "Time from reading a request to its answer, by endpoint.",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        for endpoint in ("/predict", "/healthz"):  # present before the first request
+            self.requests.labels(endpoint, "200")
+            self.duration.labels(endpoint)
 
     def set_model(self, model: Any) -> None:
         """Make `model` the one requests use."""
@@ -85,9 +118,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     server_version = "edgeferry-sklearn-http"
     state: State
+    started = 0.0
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/healthz":
+        self.started = time.perf_counter()
+        route = self.path.split("?", 1)[0]
+        if route == "/metrics":
+            body = prometheus_client.generate_latest(self.state.registry)
+            self.send_response(200)
+            self.send_header("Content-Type", prometheus_client.CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif route != "/healthz":
             self._send(404, {"error": f"no route for GET {self.path}"})
         elif self.state.loaded.is_set():
             self._send(200, {"status": "ok"})
@@ -95,6 +138,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(503, {"status": "loading"})
 
     def do_POST(self) -> None:
+        self.started = time.perf_counter()
         if self.path.split("?", 1)[0] != "/predict":
             self._send(404, {"error": f"no route for POST {self.path}"})
             return
@@ -123,6 +167,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self._count(code)
+
+    def _count(self, code: int) -> None:
+        """Requests, errors and latency of the two known endpoints (other paths are not
+        counted: a scanner probing URLs must not grow the label set)."""
+        endpoint = self.path.split("?", 1)[0]
+        if endpoint not in ("/predict", "/healthz"):
+            return
+        self.state.requests.labels(endpoint, str(code)).inc()
+        if code >= 400:
+            self.state.errors.labels(endpoint, str(code)).inc()
+        self.state.duration.labels(endpoint).observe(time.perf_counter() - self.started)
 
     def log_message(self, format: str, *args: Any) -> None:
         LOG.info("%s %s", self.address_string(), format % args)
