@@ -122,6 +122,13 @@ ROLLOUT_STALLED = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+ROLLOUT_BLOCKED_TARGETS = Gauge(
+    "edgeferry_rollout_blocked_targets",
+    "Targets of a ModelDeployment still running a digest the gate blocked after admission (a new "
+    "advisory): onBlocked Keep, or no earlier release to roll back to.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 ROLLBACKS = Counter(
     "edgeferry_rollbacks_total",
     "Targets rolled back to their previous digest.",

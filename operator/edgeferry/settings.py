@@ -119,6 +119,10 @@ class ScanSettings:
     db_update_url: str | None = None
     """Where grype looks for database updates (`GRYPE_DB_UPDATE_URL`): a mirror's `latest.json`
     for clusters with their own DB host; unset keeps grype's default."""
+    db_watch_seconds: int = 15
+    """How often the one DB watch asks grype which database it has
+    (`EDGEFERRY_SCAN_DB_WATCH_SECONDS`): a new or imported DB re-matches every admitted image's
+    cached SBOM within this plus one reconcile."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +220,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 e, "EDGEFERRY_SCAN_DB_STALE_SECONDS", 172800, minimum=1, what="seconds"
             ),
             db_update_url=e.get("GRYPE_DB_UPDATE_URL") or None,
+            db_watch_seconds=_count(
+                e, "EDGEFERRY_SCAN_DB_WATCH_SECONDS", 15, minimum=1, what="seconds"
+            ),
         ),
         rollout=RolloutSettings(
             max_parallel_targets=_count(

@@ -611,3 +611,43 @@ def test_working_is_reconciling_and_not_ready() -> None:
 )
 def test_phase_follows_the_step(step: Step, reason: str, phase: str) -> None:
     assert pipeline.Plan(step, reason, "").phase == phase
+
+
+def test_a_new_advisory_revokes_admission_naming_it_in_the_condition_and_a_warning() -> None:
+    status, world = ready()
+    assert status.image is not None
+    world.db = "6@2026-11-27T00:00:00+00:00/xxh64:bbbb"
+    world.findings = [HIGH]
+    facts = scan_step.ScanFacts(findings_per_image=((HIGH,),), db_identity=world.db)
+    recorded, _ = scan_step.scanned(status, make_spec(), facts, now=NOW, generation=1)
+    admitted = recorded.status.condition("Admitted")
+    assert admitted is not None and admitted.status == "False"
+    assert admitted.message.startswith("admission revoked")
+    assert HIGH.id in admitted.message and HIGH.package in admitted.message
+    assert "(high)" in admitted.message
+    assert recorded.event is not None
+    assert (recorded.event.type, recorded.event.reason) == ("Warning", "AdmissionRevoked")
+
+
+def test_an_image_blocked_at_its_first_scan_is_not_a_revoked_admission() -> None:
+    world = World()
+    world.findings = [HIGH]
+    _, plan = converge(make_spec(), modelimage.ModelImageStatus(), world)
+    assert plan.reason == "Blocked"
+    assert not scan_step.revokes_admission(modelimage.ModelImageStatus(), admitted=False)
+
+
+@pytest.mark.parametrize(
+    ("seen", "current", "changed"),
+    [
+        (None, "6@2026-11-27/xxh64:aaaa", False),
+        ("6@2026-11-27/xxh64:aaaa", "6@2026-11-27/xxh64:aaaa", False),
+        ("6@2026-11-27/xxh64:aaaa", None, False),
+        ("6@2026-11-27/xxh64:aaaa", "6@2026-12-02/xxh64:bbbb", True),
+    ],
+    ids=["first look", "same DB", "grype cannot say", "new DB"],
+)
+def test_the_db_watch_counts_a_change_only_between_two_known_databases(
+    seen: str | None, current: str | None, changed: bool
+) -> None:
+    assert scan_step.db_changed(seen, current) is changed

@@ -73,3 +73,20 @@ def test_an_unreadable_platform_in_the_image_status_blocks_without_crashing() ->
     image = rollout_image.from_body("iris", body)
     assert not image.admitted
     assert "unreadable" in image.message
+
+
+def test_a_pushed_image_the_gate_now_blocks_names_the_digest_that_may_run() -> None:
+    revoked = body("False", reason="VulnerabilitiesFound", message="GHSA-q2q7-5pp4-w6pg (high)")
+    image = rollout_image.from_body("iris", revoked)
+    assert not image.admitted and image.digest is None
+    assert image.blocked_digest == f"{REPO}@{DIGEST}"
+
+
+def test_an_image_blocked_before_its_push_has_no_blocked_digest() -> None:
+    refused = body("False", pushed=False, reason="VulnerabilitiesFound", message="2 critical")
+    assert rollout_image.from_body("iris", refused).blocked_digest is None
+
+
+def test_a_failed_smoke_test_is_no_revoked_admission() -> None:
+    failed = body("False", reason="SmokeTestFailed", message="exited 1")
+    assert rollout_image.from_body("iris", failed).blocked_digest is None

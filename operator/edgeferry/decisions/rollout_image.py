@@ -61,6 +61,16 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
         )
     if admitted is not None and admitted.status == "False":
         reason, message = admitted.reason or reasons.IMAGE_NOT_ADMITTED, admitted.message
+        if reason == reasons.VULNERABILITIES_FOUND and reference:
+            # Pushed, so admitted once: a later scan (a new advisory) blocks what may run.
+            return rt.Image(
+                name=name,
+                admitted=False,
+                platforms=platforms,
+                reason=reason,
+                message=message,
+                blocked_digest=reference,
+            )
     elif admitted is not None and admitted.status == "True":
         reason = reasons.IMAGE_NOT_PUSHED
         message = "admitted, waiting for the push to the registry to record its digest"

@@ -327,6 +327,8 @@ class Gauges:
     degraded: bool
     """Phase `Degraded` with targets selected; with none, nothing failed: it is only stalled."""
     stalled: bool
+    running_blocked: int = 0
+    """Targets still running a digest the gate blocked after admission (`on_blocked`)."""
 
 
 def gauges(plan: rt.Plan, status: md.ModelDeploymentStatus) -> Gauges:
@@ -340,4 +342,5 @@ def gauges(plan: rt.Plan, status: md.ModelDeploymentStatus) -> Gauges:
         wave=plan.current_wave,
         degraded=plan.phase == "Degraded" and status.counts.total > 0,
         stalled=conditions.is_true(status.conditions, reasons.STALLED) or blocked,
+        running_blocked=len(plan.running_blocked),
     )

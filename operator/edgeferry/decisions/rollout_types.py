@@ -37,6 +37,9 @@ class Image:
     """Why it is not admitted, as a CamelCase reason (e.g. `VulnerabilitiesFound`)."""
     message: str = ""
     """What the ModelImage says about it, for the `Blocked` condition."""
+    blocked_digest: str | None = None
+    """The pushed digest the gate now blocks (it was admitted and pushed, then a rescan found
+    blocking vulnerabilities): targets running it follow `spec.onBlocked`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +143,8 @@ class Plan:
     """When time alone changes a decision (soak over, deadline, grace); None: only on events."""
     queries: tuple[analysis.Query, ...] = ()
     """Analysis queries to measure now; the handler measures them and plans again."""
+    running_blocked: tuple[str, ...] = ()
+    """Targets that still run the digest the gate now blocks (`Image.blocked_digest`)."""
 
 
 def template_hash(template: str | None) -> str | None:

@@ -31,6 +31,16 @@ def reuses_sbom(trigger: str, *, cached: bool) -> bool:
     return cached and trigger != reasons.RESCAN_DUE
 
 
+def db_changed(seen: str | None, current: str | None) -> bool:
+    """Whether the DB watch saw the vulnerability DB change: both identities known and apart.
+
+    The first look (nothing seen yet) is no change: every image's daemon reconciles when it
+    starts anyway. An unknown identity (grype mid-import, no DB) is no change either; the watch
+    keeps the last one it knew and compares with it once grype answers again.
+    """
+    return seen is not None and current is not None and seen != current
+
+
 def scan_kind(plan: pipeline.Plan) -> str:
     """The `kind` label of the scans metric: `build`, `interval` or `dbchange`."""
     if plan.reason == reasons.SCAN_DATABASE_CHANGED:
@@ -58,6 +68,18 @@ def scanned(
         only_fixed=spec.scan.only_fixed,
         exceptions=spec.scan.exceptions,
     )
+    revoked = revokes_admission(status, admitted=decision.admitted)
+    if revoked:
+        built = facts.db_built.isoformat() if facts.db_built else "unknown"
+        decision = dataclasses.replace(
+            decision,
+            condition=dataclasses.replace(
+                decision.condition,
+                message=f"admission revoked: a rescan against the vulnerability DB built "
+                f"{built} blocks the pushed image {image.reference}; "
+                f"{decision.condition.message}",
+            ),
+        )
     scan = modelimage.ScanStatus(
         syft_version=facts.syft_version or None,
         grype_version=facts.grype_version or None,
@@ -92,10 +114,17 @@ def scanned(
             "Normal", reasons.ADMITTED_BY_GATE, decision.condition.message[:900]
         )
     else:
-        event = image_steps.Event(
-            "Warning", reasons.BLOCKED_BY_GATE, decision.condition.message[:900]
-        )
+        reason = reasons.ADMISSION_REVOKED if revoked else reasons.BLOCKED_BY_GATE
+        event = image_steps.Event("Warning", reason, decision.condition.message[:900])
     return image_steps.Recorded(recorded, event), decision
+
+
+def revokes_admission(status: modelimage.ModelImageStatus, *, admitted: bool) -> bool:
+    """Whether this verdict blocks an image that was admitted and pushed: what runs of it
+    runs a digest the gate no longer vouches for (ModelDeployments follow `onBlocked`)."""
+    was = status.condition(reasons.ADMITTED)
+    pushed = status.image is not None and bool(status.image.reference)
+    return not admitted and pushed and was is not None and was.status == "True"
 
 
 def blocked_by(status: modelimage.ModelImageStatus) -> str:

@@ -22,8 +22,9 @@ caller:
 Rules, and the trade-offs chosen:
 
 - Only an admitted digest moves. A blocked or not yet admitted image gives phase `Blocked` and
-  no writes at all: targets keep what they run, drift is not even corrected, since a write
-  could only be of a digest nobody vouched for.
+  no writes: targets keep what they run, drift is not even corrected, since a write could only
+  be of a digest nobody vouched for. The one exception is `spec.onBlocked: RollBack` for a
+  digest blocked after admission (`on_blocked`).
 - A wave starts only when every earlier wave is settled: each target Ready (Available for
   `minReadySeconds`), failed within `maxFailures`, or unreachable for longer than
   `offlineGraceSeconds`. The current wave is written all at once.
@@ -75,9 +76,10 @@ from edgeferry.decisions import (
     target_verdict,
     wave_plan,
 )
+from edgeferry.decisions import on_blocked as on_blocked_plan
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
-from edgeferry.models import reasons, timestamps
+from edgeferry.models import reasons
 
 
 def next_actions(
@@ -91,6 +93,7 @@ def next_actions(
     template: str | None = None,
     name: str = "",
     measured: Sequence[analysis.Measurement] = (),
+    on_blocked: md.OnBlocked = "Keep",
 ) -> rt.Plan:
     """Decide this reconcile's writes, target phases and deployment phase.
 
@@ -106,7 +109,15 @@ def next_actions(
     previous = recorded or md.ModelDeploymentStatus()
     lines = {line.name: line for line in previous.targets}
     if not image.admitted or not image.digest:
-        return _blocked(ordered, image=image, now=now, lines=lines, previous=previous)
+        return on_blocked_plan.plan(
+            ordered,
+            image=image,
+            policy=on_blocked,
+            paused=rollout.paused,
+            now=now,
+            lines=lines,
+            previous=previous,
+        )
 
     desired = image.digest
     desired_hash = rt.template_hash(template)
@@ -188,62 +199,6 @@ def next_actions(
         events=tuple(events),
         recheck_after_seconds=min(rechecks) if rechecks and not rollout.paused else None,
         queries=tuple(q for v in verdicts for q in v.queries),
-    )
-
-
-def _blocked(
-    ordered: Sequence[rt.TargetState],
-    *,
-    image: rt.Image,
-    now: datetime.datetime,
-    lines: Mapping[str, md.TargetStatus],
-    previous: md.ModelDeploymentStatus,
-) -> rt.Plan:
-    """Image not admitted: report what runs where, write nothing."""
-    outcomes = []
-    for t in ordered:
-        last = lines.get(t.name)
-        v = target_verdict.Verdict(state=t, wave=None, record=t.record)
-        if t.record is not None:
-            v = dataclasses.replace(
-                v, digest=t.record.digest, previous_digest=t.record.previous_digest
-            )
-        elif last is not None:
-            v = dataclasses.replace(v, digest=last.digest, previous_digest=last.previous_digest)
-        if not t.reachable:
-            v = dataclasses.replace(
-                v,
-                phase="Deferred",
-                error="unreachable",
-                message="deferred: unreachable; nothing is rolled out while the image is blocked",
-            )
-        elif t.record is not None and t.available:
-            v = dataclasses.replace(
-                v,
-                phase="Ready",
-                message=f"keeps running {timestamps.short_reference(t.record.digest)}",
-            )
-        else:
-            v = dataclasses.replace(v, message="waits for an admitted image")
-        outcomes.append(rollout_status.outcome(v, now=now, lines=lines))
-    message, conds = rollout_status.blocked(image)
-    events = (
-        (rt.Event("Warning", reasons.IMAGE_BLOCKED, message),)
-        if previous.phase != "Blocked"
-        else ()
-    )
-    return rt.Plan(
-        phase="Blocked",
-        digest=None,
-        template_hash=None,
-        waves=(),
-        current_wave=0,
-        targets=tuple(outcomes),
-        writes=(),
-        conditions=conds,
-        message=message,
-        events=events,
-        recheck_after_seconds=None,
     )
 
 

@@ -131,6 +131,7 @@ def _clear_metrics(namespace: str, name: str) -> None:
         metrics.ROLLOUT_WAVE,
         metrics.ROLLOUT_DEGRADED,
         metrics.ROLLOUT_STALLED,
+        metrics.ROLLOUT_BLOCKED_TARGETS,
         metrics.ROLLBACKS,
         metrics.TIME_TO_READY,
     )

@@ -339,6 +339,7 @@ class Reconciler:
                 template=workload.template_document(spec.template),
                 name=self.name,
                 measured=self.memory.measured,
+                on_blocked=spec.on_blocked,
             )
 
         plan = planned()
@@ -413,6 +414,7 @@ class Reconciler:
         metrics.ROLLOUT_WAVE.labels(*labels).set(shown.wave)
         metrics.ROLLOUT_DEGRADED.labels(*labels).set(1 if shown.degraded else 0)
         metrics.ROLLOUT_STALLED.labels(*labels).set(1 if shown.stalled else 0)
+        metrics.ROLLOUT_BLOCKED_TARGETS.labels(*labels).set(shown.running_blocked)
 
     async def _report_invalid(self, exc: pydantic.ValidationError) -> None:
         first = exc.errors()[0]

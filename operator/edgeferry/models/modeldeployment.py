@@ -48,6 +48,9 @@ DeploymentPhase = Literal["Blocked", "Progressing", "Ready", "Degraded", "Paused
 
 ClusterType = Literal["Cloud", "K3s"]
 
+OnBlocked = Literal["Keep", "RollBack"]
+"""What targets already running a digest do when the gate blocks it after admission."""
+
 _PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
 
 DEFAULT_REPLICAS = 1
@@ -365,6 +368,9 @@ class ModelDeploymentSpec(wire.Model):
     targets: TargetSelection
     template: PodTemplate = pydantic.Field(default_factory=PodTemplate)
     rollout: RolloutStrategy = pydantic.Field(default_factory=RolloutStrategy)
+    on_blocked: OnBlocked = "Keep"
+    """Targets running a digest the gate blocks after admission (a new advisory): `Keep` it
+    (a Warning and an alert), or `RollBack` to the release that ran there before it."""
 
 
 # --- status --------------------------------------------------------------------------------------
