@@ -87,6 +87,11 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         lambda s: s["rollout"]["analysis"].update(failureLimit=3),
         "failureLimit must be less than count",
     ),
+    (
+        "an unknown onBlocked policy",
+        lambda s: s.update(onBlocked="Rollback"),
+        "onBlocked must be Keep",
+    ),
 ]
 
 
