@@ -123,6 +123,10 @@ class ScanSettings:
     """How often the one DB watch asks grype which database it has
     (`EDGEFERRY_SCAN_DB_WATCH_SECONDS`): a new or imported DB re-matches every admitted image's
     cached SBOM within this plus one reconcile."""
+    db_update_seconds: int = 3600
+    """With `db_auto_update`, how often the DB watch runs `grype db update`
+    (`EDGEFERRY_SCAN_DB_UPDATE_SECONDS`), so a new DB arrives even while no image is scanned;
+    the watch then sees it like any other change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +226,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             db_update_url=e.get("GRYPE_DB_UPDATE_URL") or None,
             db_watch_seconds=_count(
                 e, "EDGEFERRY_SCAN_DB_WATCH_SECONDS", 15, minimum=1, what="seconds"
+            ),
+            db_update_seconds=_count(
+                e, "EDGEFERRY_SCAN_DB_UPDATE_SECONDS", 3600, minimum=60, what="seconds"
             ),
         ),
         rollout=RolloutSettings(

@@ -651,3 +651,11 @@ def test_the_db_watch_counts_a_change_only_between_two_known_databases(
     seen: str | None, current: str | None, changed: bool
 ) -> None:
     assert scan_step.db_changed(seen, current) is changed
+
+
+def test_the_db_watch_updates_at_once_then_every_interval_and_never_when_updates_are_off() -> None:
+    due = scan_step.db_update_due
+    assert due(None, 100.0, every_seconds=3600, auto_update=True)
+    assert not due(100.0, 3000.0, every_seconds=3600, auto_update=True)
+    assert due(100.0, 3700.0, every_seconds=3600, auto_update=True)
+    assert not due(None, 100.0, every_seconds=3600, auto_update=False)

@@ -193,6 +193,26 @@ def db_status(*, config: ScannerConfig) -> DBStatus:
     return dataclasses.replace(status, checksum=grype_report.read_checksum(status.path))
 
 
+def update_db(*, config: ScannerConfig) -> None:
+    """Let grype fetch a newer DB if its update source has one (``grype db update``).
+
+    Only for configs that allow updates; an offline config is refused, so an air-gapped
+    install never reaches out by accident.
+    """
+    if config.grype.is_offline:
+        raise ScanError("grype", "refusing to update the DB: updates are off (offline DB)")
+    grype = _tool("grype", config.grype_binary)
+    done = _run(
+        "grype",
+        [str(grype.path), "db", "update"],
+        env=grype_env.grype_environment(config.grype),
+        cwd=None,
+        timeout_s=600,
+    )
+    if done.returncode != 0:
+        raise ScanError("grype", "db update failed", exit_code=done.returncode, stderr=done.stderr)
+
+
 def import_db(archive: pathlib.Path, *, config: ScannerConfig) -> DBStatus:
     """Install a DB archive (``grype db import``) into the configured cache dir; return it."""
     if not archive.is_file():

@@ -41,6 +41,16 @@ def db_changed(seen: str | None, current: str | None) -> bool:
     return seen is not None and current is not None and seen != current
 
 
+def db_update_due(
+    last_update: float | None, now: float, *, every_seconds: float, auto_update: bool
+) -> bool:
+    """Whether the DB watch should ask grype for a newer DB now (monotonic seconds): only with
+    updates on, and at most every `every_seconds` (the first look updates at once)."""
+    if not auto_update:
+        return False
+    return last_update is None or now - last_update >= every_seconds
+
+
 def scan_kind(plan: pipeline.Plan) -> str:
     """The `kind` label of the scans metric: `build`, `interval` or `dbchange`."""
     if plan.reason == reasons.SCAN_DATABASE_CHANGED:

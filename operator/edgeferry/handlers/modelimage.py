@@ -14,6 +14,8 @@ when that changed (an update, an import), bumps a counter every daemon looks at 
 sleeps. Each then reconciles, and the pipeline re-matches its cached SBOM against the new DB
 (`pipeline.next_step`: `ScanDatabaseChanged`), so a new advisory blocks an admitted image in
 seconds rather than at its next periodic look; one grype call per interval whatever the fleet.
+With `GRYPE_DB_AUTO_UPDATE` on, the watch also runs `grype db update` every
+`EDGEFERRY_SCAN_DB_UPDATE_SECONDS`, so a new DB arrives even while no image is being scanned.
 """
 
 from __future__ import annotations
@@ -47,9 +49,21 @@ _db = _DBWatch()
 
 
 async def _watch_db(config: settings.Settings) -> None:
-    """Every `db_watch_seconds`, ask grype which DB it has; count a change (`db_changed`)."""
+    """Every `db_watch_seconds`, ask grype which DB it has; count a change (`db_changed`).
+
+    With updates on, every `db_update_seconds` it first lets grype fetch a newer DB.
+    """
     scan_config = image_scan.scanner_config(config)
+    updated: float | None = None
     while True:
+        if scan_step.db_update_due(
+            updated,
+            time.monotonic(),
+            every_seconds=config.scan.db_update_seconds,
+            auto_update=config.scan.db_auto_update,
+        ):
+            updated = time.monotonic()
+            await asyncio.to_thread(image_scan.update_db, scan_config)
         current = await asyncio.to_thread(image_scan.db_identity, scan_config)
         if scan_step.db_changed(_db.identity, current):
             _db.changes += 1

@@ -50,6 +50,15 @@ def db_identity(config: scanner.ScannerConfig) -> str | None:
     return status.identity if status.valid else None
 
 
+def update_db(config: scanner.ScannerConfig) -> None:
+    """Ask grype for a newer DB (the DB watch, when updates are on); trouble is only logged:
+    the next look tries again, and scans keep the DB they have."""
+    try:
+        scanner.update_db(config=config)
+    except scanner.ScanError as exc:
+        _LOG.warning("grype DB update failed: %s", exc)
+
+
 def facts(results: Sequence[scanner.ScanResult]) -> scan_step.ScanFacts:
     """Every platform's findings, and the tools and DB of the first scan, for the gate."""
     descriptor = results[0].descriptor
