@@ -74,9 +74,11 @@ _MAX_EVENT_MESSAGE = 1000
 # --- indexes, and waking the daemons -------------------------------------------------------------
 @dataclasses.dataclass
 class _Loop:
-    """A running daemon: what it deploys, and the event that wakes it."""
+    """A running daemon: what it deploys, the event that wakes it, and the event loop it runs
+    in (indexers run in Kopf's worker threads, so they set `wake` through that loop)."""
 
     image: str
+    runs_in: asyncio.AbstractEventLoop
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
@@ -85,10 +87,33 @@ _seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
 _seen_images: dict[tuple[str, str], rt.Image] = {}
 
 
+_INDEX_SETTLE_SECONDS = 2.0
+"""How long a woken daemon waits at most for Kopf to store what the indexer that woke it saw."""
+
+
 def _wake(namespace: str, *, image: str | None = None) -> None:
-    for (ns, _), loop in _loops.items():
+    """Wake the namespace's daemons (those of `image` only, when given); thread-safe."""
+    for (ns, _), loop in list(_loops.items()):
         if ns == namespace and (image is None or loop.image == image):
-            loop.wake.set()
+            loop.runs_in.call_soon_threadsafe(loop.wake.set)
+
+
+async def _index_caught_up(
+    images: kopf.Index[tuple[str, str], rt.Image], key: tuple[str, str]
+) -> None:
+    """Wait (briefly) until the ModelImage index holds what its indexer last saw.
+
+    Kopf stores an indexer's result only after the indexer returns, and the indexer is what
+    wakes us: reconciling at once could read the image as it was (still admitted), and the
+    change would then wait for the next resync.
+    """
+    deadline = time.monotonic() + _INDEX_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        store = images.get(key)
+        current = next(iter(store), None) if store is not None else None
+        if current == _seen_images.get(key):
+            return
+        await asyncio.sleep(0.05)
 
 
 @kopf.index(GROUP, VERSION, "edgetargets")
@@ -159,7 +184,11 @@ async def reconcile_continuously(
         recorded = md.ModelDeploymentStatus()
     memory = rollout_round.Memory(recorded=recorded)
     loop = _loops.setdefault(
-        key, _Loop(image=str(body.get("spec", {}).get("imageRef", {}).get("name", "")))
+        key,
+        _Loop(
+            image=str(body.get("spec", {}).get("imageRef", {}).get("name", "")),
+            runs_in=asyncio.get_running_loop(),
+        ),
     )
     try:
         while not stopped:
@@ -194,6 +223,8 @@ async def reconcile_continuously(
             finally:
                 metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
             await runtime.sleep_or_wake(delay, stopped=stopped, body=body, wake=loop.wake)
+            if loop.wake.is_set():
+                await _index_caught_up(images, (key[0], loop.image))
     finally:
         if _loops.get(key) is loop:
             del _loops[key]
