@@ -28,6 +28,8 @@ from typing import Any
 
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.decisions import workload
+from edgeferry.models import modeldeployment as md
+from edgeferry.models import reasons
 
 INDEX_MEDIA_TYPES = frozenset(
     {
@@ -188,4 +190,17 @@ def copied_message(copy: Copy, report: Report) -> str:
         f"{report.blobs_sent} blob(s) sent ({report.bytes_sent} bytes), "
         f"{report.blobs_mounted} mounted from other repositories, "
         f"{report.blobs_present} already there"
+    )
+
+
+def failure_events(
+    failed: Mapping[str, str], recorded: md.ModelDeploymentStatus | None
+) -> tuple[rt.Event, ...]:
+    """A `MirrorCopyFailed` Warning per target whose copy failed with an error that is new
+    since the last status (the same failure every reconcile is told once)."""
+    lines = {line.name: line for line in (recorded or md.ModelDeploymentStatus()).targets}
+    return tuple(
+        rt.Event("Warning", reasons.MIRROR_COPY_FAILED, f"{name}: {message}")
+        for name, message in sorted(failed.items())
+        if (line := lines.get(name)) is None or line.last_error != message
     )

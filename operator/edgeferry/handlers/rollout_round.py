@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,9 +21,10 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import clusters, registry_api, target_workloads
 from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import (
+    mirror_copy,
     rollout_events,
     rollout_image,
     rollout_status,
@@ -36,11 +38,19 @@ from edgeferry.decisions import rollout_types as rt
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, reasons, timestamps
 from edgeferry.models import modeldeployment as md
+from edgeferry.runners import mirror_copy as mirror_runner
 
 PLURAL = "modeldeployments"
 
 _LOG = logging.getLogger("edgeferry.modeldeployment")
 _MAX_EVENT_MESSAGE = 1000
+MIRROR_COPY_DEADLINE_SECONDS = 3600.0
+"""Longest one copy to a registry mirror may take (each request also times out on its own, so
+a mirror that stops answering fails in about 30 s): a big model over a thin link is slow, and
+the ModelDeployment's reconcile waits for it."""
+_MOUNTABLE: dict[str, dict[str, str]] = {}
+"""Per mirror host: blob digest -> a repository there that holds it (cross-repository mounts)."""
+_MOUNTABLE_MAX = 50_000
 _STATUS_KEYS = frozenset(
     [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
     + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
@@ -57,6 +67,8 @@ class Memory:
     """When a target that its EdgeTarget still calls reachable first failed to answer us."""
     released: set[str] = dataclasses.field(default_factory=set)
     """Unselected targets known to hold nothing of ours."""
+    mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
 
 
 @dataclasses.dataclass
@@ -226,6 +238,77 @@ class Reconciler:
             if change.reason == "rollback":
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
+    # --- copy to registry mirrors ----------------------------------------------------------------
+    async def copy_to_mirrors(
+        self, plan: rt.Plan, seen: Mapping[str, _Seen], image: rt.Image
+    ) -> dict[str, str]:
+        """Copy the digest this round writes to the registry mirrors of those targets, one copy
+        at a time; a target whose copy failed is marked unreachable (since its first failure)
+        on `seen`. Returns target -> what failed."""
+        mirrors = {
+            name: mirror_copy.Mirror(
+                s.view.spec.registry_mirror, s.view.spec.registry_mirror_credentials_secret
+            )
+            for name, s in seen.items()
+            if s.view.spec is not None and s.view.spec.registry_mirror
+        }
+        failed: dict[str, str] = {}
+        observed = [w for w in plan.writes if seen[w.target].observation is not None]
+        for copy in mirror_copy.copies_for(observed, mirrors):
+            try:
+                report: mirror_copy.Report = await self.access.runner.run(
+                    functools.partial(self._copy_blocking, copy, image),
+                    deadline=MIRROR_COPY_DEADLINE_SECONDS,
+                )
+            except TimeoutError:
+                why = f"not done within {MIRROR_COPY_DEADLINE_SECONDS:.0f}s"
+                failed |= dict.fromkeys(copy.targets, mirror_copy.failure_message(copy, why))
+            except Exception as exc:  # registry, Secret, anything: the target waits, never breaks
+                failed |= dict.fromkeys(copy.targets, mirror_copy.failure_message(copy, str(exc)))
+            else:
+                if not report.already_there:
+                    message = mirror_copy.copied_message(copy, report)
+                    self.event(
+                        "Normal", reasons.MIRROR_COPIED, f"{', '.join(copy.targets)}: {message}"
+                    )
+        for name, s in seen.items():
+            if name not in failed:
+                self.memory.mirror_failing_since.pop(name, None)
+                continue
+            since = self.memory.mirror_failing_since.setdefault(name, self.now)
+            s.state, s.error = target_state.unanswered(s.state, since=since, error=failed[name])
+        return failed
+
+    def _copy_blocking(self, copy: mirror_copy.Copy, image: rt.Image) -> mirror_copy.Report:
+        """One copy, in a worker thread: credentials from the Secrets, then the registry API."""
+        insecure = self.config.build.insecure_registries
+        source_host = registry_api.parse_repository(copy.source_repository).host
+        mirror_host = registry_api.parse_repository(copy.destination).host
+        source_auth = self._credentials(image.credentials_secret, source_host)
+        mirror_auth = self._credentials(copy.credentials_secret, mirror_host)
+        known = _MOUNTABLE.setdefault(mirror_host, {})
+        if len(known) > _MOUNTABLE_MAX:
+            known.clear()
+        with (
+            registry_api.RegistryClient(credentials=source_auth, insecure=insecure) as source,
+            registry_api.RegistryClient(credentials=mirror_auth, insecure=insecure) as mirror,
+        ):
+            return mirror_runner.copy_image(
+                copy,
+                source=source,
+                mirror=mirror,
+                known=known,
+                workdir=self.config.build.workdir / "mirror-copies",
+            )
+
+    def _credentials(self, secret: str | None, host: str) -> registry_api.Credentials | None:
+        if not secret:
+            return None
+        user, password = hub_adapter.registry_credentials(
+            self.namespace, secret, registry_host=host
+        )
+        return registry_api.Credentials(username=user, password=password)
+
     # --- release ---------------------------------------------------------------------------------
     async def release(
         self, view: runtime.TargetView, selected: list[tuple[str, same_place.Place]]
@@ -279,15 +362,21 @@ class Reconciler:
         )
         seen = {s.view.name: s for s in seen_list}
 
-        plan = waves.next_actions(
-            [s.state for s in seen_list],
-            image=image_view,
-            rollout=spec.rollout,
-            generation=self.generation,
-            now=self.now,
-            recorded=self.memory.recorded,
-            template=workload.template_document(spec.template),
-        )
+        def plan_now() -> rt.Plan:
+            return waves.next_actions(
+                [s.state for s in seen_list],
+                image=image_view,
+                rollout=spec.rollout,
+                generation=self.generation,
+                now=self.now,
+                recorded=self.memory.recorded,
+                template=workload.template_document(spec.template),
+            )
+
+        plan = plan_now()
+        copy_failed = await self.copy_to_mirrors(plan, seen, image_view)
+        if copy_failed:
+            plan = plan_now()
         writes = [w for w in plan.writes if seen[w.target].observation is not None]
         await asyncio.gather(
             *(self.write(spec, seen[w.target], w) for w in writes),
@@ -302,6 +391,8 @@ class Reconciler:
         plan = same_place.with_collisions(
             plan, taken, dict(placed), now=self.now, recorded=self.memory.recorded
         )
+        failure_events = mirror_copy.failure_events(copy_failed, self.memory.recorded)
+        plan = dataclasses.replace(plan, events=plan.events + failure_events)
         await self._report(plan)
         return self._next_delay(plan, seen)
 
