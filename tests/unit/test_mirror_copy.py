@@ -57,9 +57,11 @@ def test_targets_sharing_a_mirror_share_one_copy() -> None:
     assert copy.credentials_secret == "mirror-auth"
 
 
-def test_rollbacks_and_reapplies_are_not_copied_they_already_ran_there() -> None:
-    mirrors = {"a": mc.Mirror("m:5000")}
-    assert mc.copies_for([write("a", "rollback"), write("a", "maintain")], mirrors) == ()
+def test_rollbacks_and_reapplies_are_checked_too_a_mirror_never_gets_a_dangling_ref() -> None:
+    mirrors = {"a": mc.Mirror("m:5000"), "b": mc.Mirror("m:5000")}
+    older = "127.0.0.1:5000/models/iris@sha256:" + "0" * 64
+    copies = mc.copies_for([write("a", "rollback", older), write("b", "maintain")], mirrors)
+    assert [(c.source, c.targets) for c in copies] == [(older, ("a",)), (SOURCE, ("b",))]
 
 
 def test_an_index_names_every_manifest_attestations_included() -> None:

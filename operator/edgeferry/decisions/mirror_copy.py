@@ -5,9 +5,11 @@ An EdgeTarget with `registryMirror` runs the mirror's reference of the admitted 
 the identical image. The copy is blob by blob over the registry API (`runners.mirror_copy`
 carries it out); what is decided here, without I/O:
 
-- **Which copies a round needs**: one per (source, mirror repository) for the rollout writes
-  of this round to targets with a mirror, before anything is written. Rollbacks and re-applies
-  are not copied: what they write already ran there, so it was copied when it rolled out.
+- **Which copies a round needs**: one per (source, mirror repository) for every write of this
+  round to a target with a mirror, before anything is written. For a rollback or a re-apply
+  the mirror normally has the image already, and the copy is one HEAD request; but a mirror
+  just set on a running target, or one that lost the image, must never be handed a reference
+  it cannot serve.
 - **What an image is made of**: an index names every manifest (all platforms, attestations
   too: the index digest covers them and a registry refuses an index whose manifests it lacks);
   each manifest names its config and layers. Blobs are copied once even when several
@@ -94,13 +96,13 @@ class Report:
 
 
 def copies_for(writes: Iterable[rt.Write], mirrors: Mapping[str, Mirror]) -> tuple[Copy, ...]:
-    """The copies a round's writes need: rollout writes to targets with a mirror, one copy per
+    """The copies a round's writes need: every write to a target with a mirror, one copy per
     image and mirror repository (targets sharing a mirror share it), ordered by destination."""
     found: dict[tuple[str, str, str | None], list[str]] = {}
     addresses: dict[tuple[str, str, str | None], str] = {}
     for write in writes:
         mirror = mirrors.get(write.target)
-        if write.reason != "rollout" or mirror is None:
+        if mirror is None:
             continue
         reference = workload.image_reference(write.record.digest)
         mirrored = workload.image_reference(reference, registry_mirror=mirror.address)
