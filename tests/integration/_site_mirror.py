@@ -17,6 +17,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from edgeferry_testbed import handles, layout
 from tests.unit import _binaries
 
 
@@ -60,3 +63,13 @@ def running(address: str, home: Path) -> Iterator[Path]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def site_mirror(
+    testbed_handle: handles.Testbed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The site mirror for one test module: `host:port` of an empty registry of its own."""
+    address = layout.default_layout().site_mirror
+    with running(address, tmp_path_factory.mktemp("site-mirror")):
+        yield address

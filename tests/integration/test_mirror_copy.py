@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,7 @@ from tests.integration import _site_mirror
 pytestmark = pytest.mark.integration
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture(scope="module")
-def site_mirror(
-    testbed_handle: handles.Testbed, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    address = layout.default_layout().site_mirror
-    with _site_mirror.running(address, tmp_path_factory.mktemp("site-mirror")):
-        yield address
+site_mirror = _site_mirror.site_mirror
 
 
 def _push_blob(client: registry_api.RegistryClient, repository: str, data: bytes) -> str:
