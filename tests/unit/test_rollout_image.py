@@ -73,3 +73,9 @@ def test_an_unreadable_platform_in_the_image_status_blocks_without_crashing() ->
     image = rollout_image.from_body("iris", body)
     assert not image.admitted
     assert "unreadable" in image.message
+
+
+def test_an_admitted_image_carries_the_push_credentials_a_mirror_copy_reads_it_with() -> None:
+    doc = body("True") | {"spec": {"push": {"repository": REPO, "credentialsSecret": "push"}}}
+    assert rollout_image.from_body("iris", doc).credentials_secret == "push"
+    assert rollout_image.from_body("iris", body("True")).credentials_secret is None
