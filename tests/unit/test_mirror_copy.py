@@ -7,6 +7,8 @@ import json
 
 from edgeferry.decisions import mirror_copy as mc
 from edgeferry.decisions import rollout_types as rt
+from edgeferry.decisions import target_state, waves
+from edgeferry.models import modeldeployment as md
 from edgeferry.models import release
 
 DIGEST = "sha256:" + "1" * 64
@@ -122,3 +124,58 @@ def test_the_copied_event_says_what_was_sent_and_what_not() -> None:
     report = mc.Report(manifests=3, blobs_sent=2, bytes_sent=2048, blobs_mounted=1)
     assert "2 blob(s) sent (2048 bytes), 1 mounted" in mc.copied_message(copy, report)
     assert "nothing sent" in mc.copied_message(copy, mc.Report(already_there=True))
+
+
+# --- what a failed copy does to the rollout (the handler plans again with the target unreachable)
+def _plan(*targets: rt.TargetState, grace: int = 120) -> rt.Plan:
+    return waves.next_actions(
+        list(targets),
+        image=rt.Image(name="iris", admitted=True, digest=SOURCE, platforms=("linux/amd64",)),
+        rollout=md.RolloutStrategy.model_validate(
+            {"canary": 0, "maxPerWave": "100%", "offlineGraceSeconds": grace}
+        ),
+        generation=1,
+        now=NOW,
+    )
+
+
+def _running_old(name: str) -> rt.TargetState:
+    old = "127.0.0.1:5000/models/iris@sha256:" + "0" * 64
+    record = release.TargetRecord(
+        digest=old, started_at=NOW - dt.timedelta(hours=1), ready_at=NOW - dt.timedelta(hours=1)
+    )
+    return rt.TargetState(name=name, architectures=("amd64",), record=record, available=True)
+
+
+def test_a_target_whose_copy_failed_is_deferred_and_nothing_is_written_there() -> None:
+    site, other = _running_old("site-a"), _running_old("site-b")
+    first = _plan(site, other)
+    (copy,) = mc.copies_for(first.writes, {"site-a": mc.Mirror("m:5000")})
+    error = mc.failure_message(copy, "connection refused")
+    failed, _ = target_state.unanswered(site, since=NOW, error=error)
+
+    again = _plan(failed, other)
+    assert [w.target for w in again.writes] == ["site-b"], "nothing is written at site-a"
+    line = {t.name: t for t in again.targets}["site-a"]
+    assert line.phase == "Deferred"
+    assert "holds wave 1" in (line.message or "")
+
+
+def test_after_the_offline_grace_the_wave_goes_on_without_the_target_whose_copy_fails() -> None:
+    site = _running_old("site-a")
+    failed, _ = target_state.unanswered(site, since=NOW - dt.timedelta(seconds=300), error="x")
+    plan = _plan(failed, grace=120)
+    line = {t.name: t for t in plan.targets}["site-a"]
+    assert line.phase == "Deferred"
+    assert "goes on without it" in (line.message or "")
+    assert plan.writes == ()
+
+
+def test_a_copy_failure_is_told_once_per_distinct_error() -> None:
+    (event,) = mc.failure_events({"site-a": "copy failed: refused"}, None)
+    assert (event.type, event.reason) == ("Warning", "MirrorCopyFailed")
+    assert event.message.startswith("site-a: ")
+    recorded = md.ModelDeploymentStatus.model_validate(
+        {"targets": [{"name": "site-a", "phase": "Deferred", "lastError": "copy failed: refused"}]}
+    )
+    assert mc.failure_events({"site-a": "copy failed: refused"}, recorded) == ()
