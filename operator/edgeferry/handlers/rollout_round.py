@@ -48,6 +48,9 @@ MIRROR_COPY_DEADLINE_SECONDS = 3600.0
 """Longest one copy to a registry mirror may take (each request also times out on its own, so
 a mirror that stops answering fails in about 30 s): a big model over a thin link is slow, and
 the ModelDeployment's reconcile waits for it."""
+_COPIER = clusters.Runner(max_workers=2)
+"""Copies run on threads of their own: a long copy must not hold a thread that target API
+calls wait for (their deadline would pass in the queue, and the target look unreachable)."""
 _MOUNTABLE: dict[str, dict[str, str]] = {}
 """Per mirror host: blob digest -> a repository there that holds it (cross-repository mounts)."""
 _MOUNTABLE_MAX = 50_000
@@ -256,7 +259,7 @@ class Reconciler:
         observed = [w for w in plan.writes if seen[w.target].observation is not None]
         for copy in mirror_copy.copies_for(observed, mirrors):
             try:
-                report: mirror_copy.Report = await self.access.runner.run(
+                report: mirror_copy.Report = await _COPIER.run(
                     functools.partial(self._copy_blocking, copy, image),
                     deadline=MIRROR_COPY_DEADLINE_SECONDS,
                 )
