@@ -66,6 +66,10 @@ def test_rollbacks_and_reapplies_are_checked_too_a_mirror_never_gets_a_dangling_
     assert [(c.source, c.targets) for c in copies] == [(older, ("a",)), (SOURCE, ("b",))]
 
 
+def test_a_record_without_a_digest_reference_needs_no_copy_its_render_refuses_it() -> None:
+    assert mc.copies_for([write("a", "maintain", "iris:latest")], {"a": mc.Mirror("m")}) == ()
+
+
 def test_an_index_names_every_manifest_attestations_included() -> None:
     index = {
         "manifests": [

@@ -104,8 +104,11 @@ def copies_for(writes: Iterable[rt.Write], mirrors: Mapping[str, Mirror]) -> tup
         mirror = mirrors.get(write.target)
         if mirror is None:
             continue
-        reference = workload.image_reference(write.record.digest)
-        mirrored = workload.image_reference(reference, registry_mirror=mirror.address)
+        try:
+            reference = workload.image_reference(write.record.digest)
+            mirrored = workload.image_reference(reference, registry_mirror=mirror.address)
+        except ValueError:
+            continue  # not a digest reference: rendering the write refuses it and says why
         key = (reference, mirrored.rpartition("@")[0], mirror.credentials_secret)
         found.setdefault(key, []).append(write.target)
         addresses[key] = mirror.address
