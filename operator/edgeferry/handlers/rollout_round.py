@@ -21,7 +21,7 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, registry_api, target_workloads
+from edgeferry.adapters import clusters, target_workloads
 from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import (
     mirror_copy,
@@ -51,9 +51,6 @@ the ModelDeployment's reconcile waits for it."""
 _COPIER = clusters.Runner(max_workers=2)
 """Copies run on threads of their own: a long copy must not hold a thread that target API
 calls wait for (their deadline would pass in the queue, and the target look unreachable)."""
-_MOUNTABLE: dict[str, dict[str, str]] = {}
-"""Per mirror host: blob digest -> a repository there that holds it (cross-repository mounts)."""
-_MOUNTABLE_MAX = 50_000
 _STATUS_KEYS = frozenset(
     [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
     + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
@@ -260,7 +257,14 @@ class Reconciler:
         for copy in mirror_copy.copies_for(observed, mirrors):
             try:
                 report: mirror_copy.Report = await _COPIER.run(
-                    functools.partial(self._copy_blocking, copy, image),
+                    functools.partial(
+                        mirror_runner.copy_with_secrets,
+                        copy,
+                        namespace=self.namespace,
+                        source_secret=image.credentials_secret,
+                        insecure=self.config.build.insecure_registries,
+                        workdir=self.config.build.workdir / "mirror-copies",
+                    ),
                     deadline=MIRROR_COPY_DEADLINE_SECONDS,
                 )
             except TimeoutError:
@@ -281,36 +285,6 @@ class Reconciler:
             since = self.memory.mirror_failing_since.setdefault(name, self.now)
             s.state, s.error = target_state.unanswered(s.state, since=since, error=failed[name])
         return failed
-
-    def _copy_blocking(self, copy: mirror_copy.Copy, image: rt.Image) -> mirror_copy.Report:
-        """One copy, in a worker thread: credentials from the Secrets, then the registry API."""
-        insecure = self.config.build.insecure_registries
-        source_host = registry_api.parse_repository(copy.source_repository).host
-        mirror_host = registry_api.parse_repository(copy.destination).host
-        source_auth = self._credentials(image.credentials_secret, source_host)
-        mirror_auth = self._credentials(copy.credentials_secret, mirror_host)
-        known = _MOUNTABLE.setdefault(mirror_host, {})
-        if len(known) > _MOUNTABLE_MAX:
-            known.clear()
-        with (
-            registry_api.RegistryClient(credentials=source_auth, insecure=insecure) as source,
-            registry_api.RegistryClient(credentials=mirror_auth, insecure=insecure) as mirror,
-        ):
-            return mirror_runner.copy_image(
-                copy,
-                source=source,
-                mirror=mirror,
-                known=known,
-                workdir=self.config.build.workdir / "mirror-copies",
-            )
-
-    def _credentials(self, secret: str | None, host: str) -> registry_api.Credentials | None:
-        if not secret:
-            return None
-        user, password = hub_adapter.registry_credentials(
-            self.namespace, secret, registry_host=host
-        )
-        return registry_api.Credentials(username=user, password=password)
 
     # --- release ---------------------------------------------------------------------------------
     async def release(

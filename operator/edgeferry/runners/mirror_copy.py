@@ -18,12 +18,51 @@ import json
 import logging
 import pathlib
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Collection, MutableMapping
 
-from edgeferry.adapters import oci_index, registry_api
+from edgeferry.adapters import hub, oci_index, registry_api
 from edgeferry.decisions import mirror_copy as mc
 
 _LOG = logging.getLogger("edgeferry.mirror")
+_MOUNTABLE: dict[str, dict[str, str]] = {}
+"""Per mirror host: blob digest -> a repository there that holds it (cross-repository mounts),
+from the copies of this process."""
+_MOUNTABLE_MAX = 50_000
+
+
+def copy_with_secrets(
+    copy: mc.Copy,
+    *,
+    namespace: str,
+    source_secret: str | None,
+    insecure: Collection[str],
+    workdir: pathlib.Path,
+) -> mc.Report:
+    """`copy_image` with credentials from the Secrets in `namespace` (the ModelImage's push
+    Secret for the source, the EdgeTarget's mirror Secret for the mirror).
+
+    Raises `registry_api.RegistryError`, `hub.MissingInputError` for a missing Secret or key,
+    or what the Kubernetes client raises reading it.
+    """
+    source_host = registry_api.parse_repository(copy.source_repository).host
+    mirror_host = registry_api.parse_repository(copy.destination).host
+    source_auth = _credentials(namespace, source_secret, source_host)
+    mirror_auth = _credentials(namespace, copy.credentials_secret, mirror_host)
+    known = _MOUNTABLE.setdefault(mirror_host, {})
+    if len(known) > _MOUNTABLE_MAX:
+        known.clear()
+    with (
+        registry_api.RegistryClient(credentials=source_auth, insecure=insecure) as source,
+        registry_api.RegistryClient(credentials=mirror_auth, insecure=insecure) as mirror,
+    ):
+        return copy_image(copy, source=source, mirror=mirror, known=known, workdir=workdir)
+
+
+def _credentials(namespace: str, secret: str | None, host: str) -> registry_api.Credentials | None:
+    if not secret:
+        return None
+    user, password = hub.registry_credentials(namespace, secret, registry_host=host)
+    return registry_api.Credentials(username=user, password=password)
 
 
 def copy_image(
