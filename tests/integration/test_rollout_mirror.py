@@ -159,9 +159,11 @@ def test_a_real_node_pulls_the_digest_from_the_mirror_and_runs_it(
     assert running, [p.status.phase for p in pods.items]
     for pod in running:
         assert pod.spec.node_name in edge.info.real_nodes, pod.spec.node_name
+        (container,) = pod.spec.containers
+        assert container.image == expected
         (status,) = pod.status.container_statuses
-        assert status.image == expected, "the kubelet pulled the mirror's reference"
-        # What containerd pulled, as the kubelet reports it: the admitted digest, from the mirror.
+        # What containerd pulled, as the kubelet reports it: the admitted digest, from the mirror
+        # (a fresh digest: this node never pulled it from anywhere else).
         assert status.image_id == expected, status.image_id
         assert status.ready
 
