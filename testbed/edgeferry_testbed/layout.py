@@ -204,6 +204,7 @@ class Layout:
     etcd_client_port: int = 31379
     etcd_peer_port: int = 31380
     registry_port: int = 5000
+    site_mirror_port: int = 5001
     prometheus_port: int = 31090
     operator_metrics_port: int = 31080
     host_address: str = HOST_ADDRESS
@@ -221,6 +222,13 @@ class Layout:
         """The registry as Pods (and the daemons in them) reach it: the same storage as
         `registry`, served on the host address because a Pod's 127.0.0.1 is its own."""
         return f"{self.host_address}:{self.registry_port}"
+
+    @property
+    def site_mirror(self) -> str:
+        """Where a test starts a second registry, with storage of its own, as an air-gapped
+        site's `registryMirror` (on the host address, so real nodes' containerd pull from it);
+        `up` does not start it, it only tells containerd it speaks plain HTTP."""
+        return f"{self.host_address}:{self.site_mirror_port}"
 
     @property
     def env_file(self) -> Path:

@@ -198,6 +198,8 @@ def operator_env(
         "EDGEFERRY_METRICS_PORT": str(lay.operator_metrics_port),
         "EDGEFERRY_METRICS_HOST": "127.0.0.1",
         "EDGEFERRY_WORKDIR": str(lay.state_dir / "operator-work"),
+        # The site mirror of the mirror tests speaks plain HTTP on the host address.
+        "EDGEFERRY_INSECURE_REGISTRIES": lay.site_mirror,
         "GRYPE_DB_CACHE_DIR": str(lay.state_dir / "grype-db"),
         "GRYPE_DB_AUTO_UPDATE": "false",
         "GRYPE_DB_VALIDATE_AGE": "false",

@@ -138,12 +138,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 def registry_hosts(lay: layout.Layout) -> dict[str, str]:
     """containerd `hosts.toml` per registry name: the testbed registry speaks plain HTTP, under
-    both names it has (127.0.0.1 for the host's images, the host address for the Pods')."""
+    both names it has (127.0.0.1 for the host's images, the host address for the Pods'), and so
+    does the site mirror a test may start (`layout.Layout.site_mirror`)."""
     local = f"http://{lay.registry}"
-    return {
+    mirror = f"http://{lay.site_mirror}"
+    hosts = {
         name: f'server = "{local}"\n[host."{local}"]\n  capabilities = ["pull", "resolve"]\n'
         for name in (lay.registry, lay.pod_registry)
     }
+    hosts[lay.site_mirror] = (
+        f'server = "{mirror}"\n[host."{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    return hosts
 
 
 def cni_config(lay: layout.Layout, cluster: layout.ClusterLayout) -> str:

@@ -39,7 +39,16 @@ def k3s() -> dict[str, Any]:
     return doc
 
 
-VALID = {"cloud": cloud, "k3s": k3s}
+def k3s_with_mirror() -> dict[str, Any]:
+    doc = k3s()
+    doc["spec"] |= {
+        "registryMirror": "mirror.site-a.local:5000/proxy",
+        "registryMirrorCredentialsSecret": "site-a-mirror",
+    }
+    return doc
+
+
+VALID = {"cloud": cloud, "k3s": k3s, "k3s-with-mirror": k3s_with_mirror}
 
 INVALID: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None], str]] = [
     (
@@ -77,6 +86,26 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]]
         k3s,
         lambda s: s.update(cloud={"nodeSelector": dict(REAL_NODES)}),
         "to pick nodes of the remote cluster, set k3s.nodeSelector and k3s.tolerations",
+    ),
+    (
+        "mirror credentials without a mirror",
+        k3s,
+        lambda s: s.update(registryMirrorCredentialsSecret="mirror-auth"),
+        "registryMirrorCredentialsSecret holds credentials for registryMirror",
+    ),
+    (
+        "mirror credentials that are no Secret name",
+        k3s,
+        lambda s: s.update(
+            registryMirror="mirror.site:5000", registryMirrorCredentialsSecret="Mirror_Auth"
+        ),
+        "registryMirrorCredentialsSecret must be a Secret name",
+    ),
+    (
+        "a mirror with a scheme",
+        k3s,
+        lambda s: s.update(registryMirror="https://mirror.site:5000"),
+        "registryMirror must be host[:port]",
     ),
 ]
 

@@ -64,3 +64,25 @@ def test_a_k3s_target_with_a_cloud_section_is_told_where_site_placement_goes() -
 def test_a_k3s_toleration_is_checked_like_a_cloud_one() -> None:
     with pytest.raises(pydantic.ValidationError, match="operator"):
         k3s(tolerations=[{"key": "gpu", "operator": "Sometimes"}])
+
+
+def test_mirror_credentials_need_a_mirror_as_the_crd_says() -> None:
+    with pytest.raises(pydantic.ValidationError, match="registryMirrorCredentialsSecret needs"):
+        et.parse_spec(
+            {
+                "type": "K3s",
+                "namespace": "models",
+                "k3s": SECRET,
+                "registryMirrorCredentialsSecret": "mirror-auth",
+            }
+        )
+    spec = et.parse_spec(
+        {
+            "type": "K3s",
+            "namespace": "models",
+            "k3s": SECRET,
+            "registryMirror": "mirror.site:5000",
+            "registryMirrorCredentialsSecret": "mirror-auth",
+        }
+    )
+    assert spec.registry_mirror_credentials_secret == "mirror-auth"

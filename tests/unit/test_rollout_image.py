@@ -90,3 +90,9 @@ def test_an_image_blocked_before_its_push_has_no_blocked_digest() -> None:
 def test_a_failed_smoke_test_is_no_revoked_admission() -> None:
     failed = body("False", reason="SmokeTestFailed", message="exited 1")
     assert rollout_image.from_body("iris", failed).blocked_digest is None
+
+
+def test_an_admitted_image_carries_the_push_credentials_a_mirror_copy_reads_it_with() -> None:
+    doc = body("True") | {"spec": {"push": {"repository": REPO, "credentialsSecret": "push"}}}
+    assert rollout_image.from_body("iris", doc).credentials_secret == "push"
+    assert rollout_image.from_body("iris", body("True")).credentials_secret is None

@@ -13,8 +13,9 @@ import hashlib
 import ipaddress
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -27,9 +28,10 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-_SCOPE_ACTIONS = {"DELETE": "delete", "PUT": "pull,push"}
+_SCOPE_ACTIONS = {"DELETE": "delete", "PUT": "pull,push", "POST": "pull,push", "PATCH": "pull,push"}
 """Token scope actions per HTTP method (everything else only pulls)."""
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_CHUNK_BYTES = 1 << 20
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 # An empty proxy URL overrides HTTP(S)_PROXY from the environment for one request.
 _NO_PROXY = {"http": "", "https": ""}
@@ -135,6 +137,8 @@ class RegistryClient:
         self._timeout_s = timeout_s
         self._session = session or requests.Session()
         self._tokens: dict[tuple[str, str], str] = {}
+        self._basic_hosts: set[str] = set()
+        """Hosts that asked for basic auth once: sent it up front since (no body sent twice)."""
 
     def close(self) -> None:
         self._session.close()
@@ -254,6 +258,85 @@ class RegistryClient:
         self._raise_for(response, f"DELETE manifest {repository}@{digest}")
         return True
 
+    # -- blobs (copying an image between registries) ----------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether the repository serves this blob (HEAD: nothing is downloaded)."""
+        image = parse_repository(repository)
+        response = self._request("HEAD", image, f"blobs/{_checked(digest)}")
+        if response.status_code == 404:
+            return False
+        self._raise_for(response, f"HEAD blob {repository}@{digest}")
+        return True
+
+    def download_blob(self, repository: str, digest: str, into: IO[bytes]) -> int:
+        """Stream a blob into a file, checking its digest; returns its size in bytes.
+
+        Raises `RegistryError` when the bytes do not hash to `digest` (the file then holds
+        them, and must not be uploaded anywhere).
+        """
+        image = parse_repository(repository)
+        response = self._request("GET", image, f"blobs/{_checked(digest)}", stream=True)
+        with response:
+            self._raise_for(response, f"GET blob {repository}@{digest}")
+            hasher = hashlib.sha256()
+            size = 0
+            try:
+                for chunk in response.iter_content(_CHUNK_BYTES):
+                    hasher.update(chunk)
+                    into.write(chunk)
+                    size += len(chunk)
+            except requests.RequestException as error:
+                raise RegistryError(
+                    f"GET blob {repository}@{digest} broke off: {error}", transient=True
+                ) from error
+        got = "sha256:" + hasher.hexdigest()
+        if got != digest:
+            raise RegistryError(f"blob {repository}@{digest} downloaded as {got}: corrupt")
+        return size
+
+    def mount_blob(self, repository: str, digest: str, *, source: str) -> str | None:
+        """Ask the registry to link a blob it holds in repository `source` (same registry, path
+        only) into `repository` without any bytes sent. None when it did (201 Created); else
+        the upload URL the registry opened instead (202), for `upload_blob`."""
+        image = parse_repository(repository)
+        query = urllib.parse.urlencode({"mount": _checked(digest), "from": source})
+        response = self._request("POST", image, f"blobs/uploads/?{query}")
+        self._raise_for(response, f"mount blob {digest} from {source} into {repository}")
+        if response.status_code == 201:
+            return None
+        return self._upload_url(image, response)
+
+    def start_upload(self, repository: str) -> str:
+        """Open a blob upload in `repository`; returns the URL to PUT the bytes to."""
+        image = parse_repository(repository)
+        response = self._request("POST", image, "blobs/uploads/")
+        self._raise_for(response, f"start blob upload to {repository}")
+        return self._upload_url(image, response)
+
+    def upload_blob(self, repository: str, url: str, digest: str, data: IO[bytes]) -> None:
+        """Finish an upload in one PUT (monolithic) of `data`; the registry checks the digest."""
+        image = parse_repository(repository)
+        separator = "&" if "?" in url else "?"
+        target = f"{url}{separator}{urllib.parse.urlencode({'digest': _checked(digest)})}"
+        response = self._request_url(
+            "PUT",
+            image,
+            target,
+            headers={"Content-Type": "application/octet-stream"},
+            data=data,
+        )
+        self._raise_for(response, f"PUT blob {repository}@{digest}")
+        reported = response.headers.get("Docker-Content-Digest") or digest
+        if reported != digest:
+            raise RegistryError(f"registry stored blob {digest} in {repository} as {reported}")
+
+    def _upload_url(self, image: ImageName, response: requests.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry opened an upload to {image.repository} without a URL")
+        return urllib.parse.urljoin(f"{self._base_url(image.host)}/", location)
+
     # -- HTTP plumbing ---------------------------------------------------------------------------
 
     def _base_url(self, host: str) -> str:
@@ -285,27 +368,51 @@ class RegistryClient:
         path: str,
         *,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         url = f"{self._base_url(image.host)}/{image.name}/{path}"
+        return self._request_url(method, image, url, headers=headers, data=data, stream=stream)
+
+    def _request_url(
+        self,
+        method: str,
+        image: ImageName,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | IO[bytes] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """One request with the auth dance; a file body is rewound before a retry with auth."""
         all_headers = dict(headers or {})
         action = _SCOPE_ACTIONS.get(method, "pull")
         scope = f"repository:{image.name}:{action}"
         token = self._tokens.get((image.host, scope))
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
-        response = self._send(method, url, all_headers, data=data)
+        basic = (
+            (self._credentials.username, self._credentials.password)
+            if self._credentials and image.host in self._basic_hosts
+            else None
+        )
+        start = data.tell() if data is not None and not isinstance(data, bytes) else None
+        response = self._send(method, url, all_headers, auth=basic, data=data, stream=stream)
         if response.status_code != 401:
             return response
+        response.close()
+        if start is not None and data is not None and not isinstance(data, bytes):
+            data.seek(start)
         challenge = response.headers.get("WWW-Authenticate", "")
-        if challenge.lower().startswith("basic") and self._credentials:
+        if challenge.lower().startswith("basic") and self._credentials and basic is None:
+            self._basic_hosts.add(image.host)
             auth = (self._credentials.username, self._credentials.password)
-            return self._send(method, url, dict(headers or {}), auth=auth, data=data)
+            return self._send(method, url, dict(headers or {}), auth=auth, data=data, stream=stream)
         if challenge.lower().startswith("bearer"):
             token = self._fetch_token(challenge, default_scope=scope)
             self._tokens[(image.host, scope)] = token
             all_headers["Authorization"] = f"Bearer {token}"
-            return self._send(method, url, all_headers, data=data)
+            return self._send(method, url, all_headers, data=data, stream=stream)
         return response
 
     def _send(
@@ -315,7 +422,8 @@ class RegistryClient:
         headers: Mapping[str, str],
         *,
         auth: tuple[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         # A loopback registry must never be reached through an HTTP proxy from the environment.
         proxies = _NO_PROXY if is_loopback(url.split("/")[2]) else None
@@ -329,6 +437,7 @@ class RegistryClient:
                 timeout=self._timeout_s,
                 allow_redirects=True,
                 proxies=proxies,
+                stream=stream,
             )
         except requests.RequestException as error:
             raise RegistryError(f"{method} {url}: {error}", transient=True) from error
@@ -361,6 +470,12 @@ class RegistryClient:
                 f"{what}: HTTP {code} {response.text[:300]}",
                 transient=code >= 500 or code == 429,
             )
+
+
+def _checked(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise ValueError(f"expected a sha256 digest, got {digest!r}")
+    return digest
 
 
 def parse_bearer_challenge(challenge: str) -> dict[str, str]:

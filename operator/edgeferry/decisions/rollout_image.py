@@ -56,8 +56,15 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
             "rewrites it on the next reconcile",
         )
     if admitted is not None and admitted.status == "True" and reference:
+        push = (body.get("spec") or {}).get("push") or {}
+        secret = push.get("credentialsSecret") if isinstance(push, Mapping) else None
         return rt.Image(
-            name=name, admitted=True, digest=reference, platforms=platforms, sizes=sizes
+            name=name,
+            admitted=True,
+            digest=reference,
+            platforms=platforms,
+            sizes=sizes,
+            credentials_secret=secret if isinstance(secret, str) and secret else None,
         )
     if admitted is not None and admitted.status == "False":
         reason, message = admitted.reason or reasons.IMAGE_NOT_ADMITTED, admitted.message

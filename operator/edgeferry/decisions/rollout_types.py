@@ -33,6 +33,8 @@ class Image:
     """Platforms the image was built for (`linux/arm64`); empty when unknown."""
     sizes: tuple[tuple[str, int], ...] = ()
     """Unpacked size in bytes per architecture (`("arm64", 248_000_000)`), where known."""
+    credentials_secret: str | None = None
+    """The ModelImage's `push.credentialsSecret`: what a copy to a mirror reads the image with."""
     reason: str = ""
     """Why it is not admitted, as a CamelCase reason (e.g. `VulnerabilitiesFound`)."""
     message: str = ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from edgeferry.adapters import clusters, prometheus, target_workloads
 from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import (
     analysis,
+    mirror_copy,
     rollout_events,
     rollout_image,
     rollout_status,
@@ -38,11 +40,19 @@ from edgeferry.decisions import rollout_types as rt
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, reasons, timestamps
 from edgeferry.models import modeldeployment as md
+from edgeferry.runners import mirror_copy as mirror_runner
 
 PLURAL = "modeldeployments"
 
 _LOG = logging.getLogger("edgeferry.modeldeployment")
 _MAX_EVENT_MESSAGE = 1000
+MIRROR_COPY_DEADLINE_SECONDS = 3600.0
+"""Longest one copy to a registry mirror may take (each request also times out on its own, so
+a mirror that stops answering fails in about 30 s): a big model over a thin link is slow, and
+the ModelDeployment's reconcile waits for it."""
+_COPIER = clusters.Runner(max_workers=2)
+"""Copies run on threads of their own: a long copy must not hold a thread that target API
+calls wait for (their deadline would pass in the queue, and the target look unreachable)."""
 _STATUS_KEYS = frozenset(
     [f.alias or n for n, f in md.ModelDeploymentStatus.model_fields.items()]
     + [f.alias or n for n, f in md.ModelDeploymentStatus.model_computed_fields.items()]
@@ -62,6 +72,8 @@ class Memory:
     measured: tuple[analysis.Measurement, ...] = ()
     """Analysis measurements of the release being rolled out (lost on restart: the analysis
     of a target not yet Ready then starts again)."""
+    mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
 
 
 @dataclasses.dataclass
@@ -275,6 +287,54 @@ class Reconciler:
 
         return tuple(await asyncio.gather(*(one(q) for q in queries)))
 
+    # --- copy to registry mirrors ----------------------------------------------------------------
+    async def copy_to_mirrors(
+        self, plan: rt.Plan, seen: Mapping[str, _Seen], image: rt.Image
+    ) -> dict[str, str]:
+        """Copy the digest this round writes to the registry mirrors of those targets, one copy
+        at a time; a target whose copy failed is marked unreachable (since its first failure)
+        on `seen`. Returns target -> what failed."""
+        mirrors = {
+            name: mirror_copy.Mirror(
+                s.view.spec.registry_mirror, s.view.spec.registry_mirror_credentials_secret
+            )
+            for name, s in seen.items()
+            if s.view.spec is not None and s.view.spec.registry_mirror
+        }
+        failed: dict[str, str] = {}
+        observed = [w for w in plan.writes if seen[w.target].observation is not None]
+        for copy in mirror_copy.copies_for(observed, mirrors):
+            try:
+                report: mirror_copy.Report = await _COPIER.run(
+                    functools.partial(
+                        mirror_runner.copy_with_secrets,
+                        copy,
+                        namespace=self.namespace,
+                        source_secret=image.credentials_secret,
+                        insecure=self.config.build.insecure_registries,
+                        workdir=self.config.build.workdir / "mirror-copies",
+                    ),
+                    deadline=MIRROR_COPY_DEADLINE_SECONDS,
+                )
+            except TimeoutError:
+                why = f"not done within {MIRROR_COPY_DEADLINE_SECONDS:.0f}s"
+                failed |= dict.fromkeys(copy.targets, mirror_copy.failure_message(copy, why))
+            except Exception as exc:  # registry, Secret, anything: the target waits, never breaks
+                failed |= dict.fromkeys(copy.targets, mirror_copy.failure_message(copy, str(exc)))
+            else:
+                if not report.already_there:
+                    message = mirror_copy.copied_message(copy, report)
+                    self.event(
+                        "Normal", reasons.MIRROR_COPIED, f"{', '.join(copy.targets)}: {message}"
+                    )
+        for name, s in seen.items():
+            if name not in failed:
+                self.memory.mirror_failing_since.pop(name, None)
+                continue
+            since = self.memory.mirror_failing_since.setdefault(name, self.now)
+            s.state, s.error = target_state.unanswered(s.state, since=since, error=failed[name])
+        return failed
+
     # --- release ---------------------------------------------------------------------------------
     async def release(
         self, view: runtime.TargetView, selected: list[tuple[str, same_place.Place]]
@@ -353,6 +413,9 @@ class Reconciler:
             if plan.digest
             else ()
         )
+        copy_failed = await self.copy_to_mirrors(plan, seen, image_view)
+        if copy_failed:
+            plan = planned()
         writes = [w for w in plan.writes if seen[w.target].observation is not None]
         await asyncio.gather(
             *(self.write(spec, seen[w.target], w) for w in writes),
@@ -367,6 +430,8 @@ class Reconciler:
         plan = same_place.with_collisions(
             plan, taken, dict(placed), now=self.now, recorded=self.memory.recorded
         )
+        failure_events = mirror_copy.failure_events(copy_failed, self.memory.recorded)
+        plan = dataclasses.replace(plan, events=plan.events + failure_events)
         await self._report(plan)
         return self._next_delay(plan, seen)
 

@@ -75,6 +75,10 @@ class EdgeTargetSpec(wire.Model):
     k3s: K3sAccess | None = pydantic.Field(default=None, alias="k3s")
     """Spelled out: the camelCase generator would write `k3S`."""
     registry_mirror: str | None = None
+    """The site's registry: the admitted digest is copied there before the target's wave and
+    rolled out from there (`decisions.mirror_copy`)."""
+    registry_mirror_credentials_secret: str | None = None
+    """A dockerconfigjson or basic-auth Secret in this namespace for pushing to the mirror."""
     image_size_budget_bytes: int | None = pydantic.Field(default=None, ge=1)
     probe_interval_seconds: int = pydantic.Field(
         default=DEFAULT_PROBE_INTERVAL_SECONDS, ge=5, le=3600
@@ -92,6 +96,8 @@ class EdgeTargetSpec(wire.Model):
                 )
         if self.type == "Cloud" and self.k3s is not None:
             raise ValueError("type Cloud cannot have a k3s section (it uses the hub's own nodes)")
+        if self.registry_mirror_credentials_secret and not self.registry_mirror:
+            raise ValueError("registryMirrorCredentialsSecret needs registryMirror")
         return self
 
     @property
