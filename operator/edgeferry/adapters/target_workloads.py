@@ -144,11 +144,14 @@ def apply(
     md_name: str,
     timeout: float,
     creating: bool = False,
+    create_namespace: bool = True,
 ) -> None:
     """Server-side apply the Deployment, then the Service (creating the namespace if missing).
 
     `creating`: the Deployment was not there when last observed; check that neither name is
     taken by an object edgeferry did not create (raises ForeignObjectError).
+    `create_namespace`: False for the hub (Cloud targets), where the operator may create agent
+    namespaces but a target namespace is the platform team's to create.
     """
     apps = k8s_client.AppsV1Api(api)
     core = k8s_client.CoreV1Api(api)
@@ -173,6 +176,12 @@ def apply(
     except k8s_exceptions.ApiException as exc:
         if not _not_found(exc):
             raise
+        if not create_namespace:
+            raise clusters.TargetAccessError(
+                f"namespace {namespace} does not exist: create it (and grant edgeferry's "
+                "workload role in it)",
+                reason=reasons.NAMESPACE_MISSING,
+            ) from exc
         _ensure_namespace(core, namespace, timeout=timeout)
         server_side_apply(apps.patch_namespaced_deployment, wl.deployment)
     server_side_apply(core.patch_namespaced_service, wl.service)
