@@ -191,6 +191,9 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
         assert at_site is not None
         assert at_site["spec"]["template"]["spec"]["containers"][0]["image"] == refs["server"]
         assert at_site["metadata"]["annotations"]["edgeferry.io/digest"] == refs["server"]
+        # Written by the agent, not by the operator (which applies as `edgeferry`).
+        managers = {m["manager"] for m in at_site["metadata"]["managedFields"]}
+        assert tr.AGENT_FIELD_MANAGER in managers and "edgeferry" not in managers, managers
         release = res.get_object(
             fleet.hub, hub_namespace, "targetreleases", f"{fleet.namespace}.model"
         )

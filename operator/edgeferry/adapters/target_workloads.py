@@ -145,6 +145,7 @@ def apply(
     timeout: float,
     creating: bool = False,
     create_namespace: bool = True,
+    field_manager: str = target_objects.FIELD_MANAGER,
 ) -> None:
     """Server-side apply the Deployment, then the Service (creating the namespace if missing).
 
@@ -165,7 +166,7 @@ def apply(
             obj["metadata"]["name"],
             namespace,
             obj,
-            field_manager=target_objects.FIELD_MANAGER,
+            field_manager=field_manager,
             force=True,
             _content_type=APPLY_PATCH,
             timeout=timeout,

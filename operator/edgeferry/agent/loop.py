@@ -94,6 +94,7 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
                 md_name=owner.name,
                 timeout=agent.timeout,
                 creating=not current.exists,
+                field_manager=tr.AGENT_FIELD_MANAGER,
             )
         except target_workloads.ForeignObjectError as exc:
             refused = str(exc)

@@ -40,6 +40,9 @@ LEASE = "edgeferry-agent"
 """The agent's heartbeat for the whole site (coordination.k8s.io Lease in its hub namespace),
 with what the agent found at the site's nodes in annotations (see `decisions.agent_release`)."""
 
+AGENT_FIELD_MANAGER = "edgeferry-agent"
+"""The server-side apply field manager of what the agent writes at its site."""
+
 TARGET_LABEL = "edgeferry.io/target"
 """On an agent namespace: the EdgeTarget it serves, as `<namespace>.<name>`."""
 DEPLOYMENT_LABEL = "edgeferry.io/deployment"
