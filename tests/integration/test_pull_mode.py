@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from edgeferry.models import target_release as tr
-from edgeferry_testbed import handles
+from edgeferry_testbed import clusters, handles
 from tests.integration import _resources as res
 from tests.integration.conftest import Fleet
 from tests.integration.test_rollout import AMD64, apply_deployment, build_images, patch_deployment
@@ -237,3 +237,52 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
         caught = site_deployment(fleet, site_namespace)
         assert caught is not None
         assert caught["spec"]["template"]["metadata"]["labels"]["release"] == "two"
+
+
+def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
+    fleet: Fleet, site_namespace: str, tmp_path: Path
+) -> None:
+    # `a-shop` sorts before `cloud`: the agent target is the canary.
+    refs = build_images(fleet, good="server", bad="server")
+    res.apply(fleet.hub, fleet.namespace, agent_target("a-shop", site_namespace=site_namespace))
+    hub_namespace = registered(fleet, "a-shop")
+    config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
+    with agent_process(fleet.bed, config, hub_namespace, site_namespace, tmp_path / "agent.log"):
+        res.wait_targets_ready(fleet.hub, fleet.namespace, ["a-shop"], timeout=60)
+        apply_deployment(fleet, res.model_deployment("model", image="good", selector=AMD64))
+        res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
+
+        # The new digest arrives with Pods that kwok drives from Running to Failed.
+        patch_deployment(
+            fleet,
+            "model",
+            {
+                "spec": {
+                    "imageRef": {"name": "bad"},
+                    "template": {"labels": {clusters.CHAOS_LABEL: "true"}},
+                    "rollout": {"minReadySeconds": 5, "progressDeadlineSeconds": 20},
+                }
+            },
+        )
+        obj = res.wait_deployment_phase(
+            fleet.hub, fleet.namespace, "model", phase="Degraded", timeout=150
+        )
+        canary = res.target_line(obj, "a-shop")
+        assert canary["phase"] == "RolledBack", canary
+        assert canary["digest"] == refs["good"] and "failed" in canary["lastError"], canary
+        assert res.target_line(obj, "cloud")["phase"] == "Pending"
+
+        def rolled_back_at_site() -> dict[str, Any] | None:
+            found = site_deployment(fleet, site_namespace)
+            annotations = (found or {}).get("metadata", {}).get("annotations", {})
+            if annotations.get("edgeferry.io/rolled-back-from") == refs["bad"]:
+                return found
+            return None
+
+        found = res.wait_until("the rollback at the site", rolled_back_at_site, timeout=60)
+        assert found["spec"]["template"]["spec"]["containers"][0]["image"] == refs["good"]
+        assert clusters.CHAOS_LABEL not in found["spec"]["template"]["metadata"]["labels"]
+        cloud = res.deployment_at(fleet.hub, fleet.namespace, "model")
+        assert cloud is not None
+        image = cloud["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == refs["good"], "the later waves never got the bad digest"
