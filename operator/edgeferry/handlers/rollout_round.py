@@ -219,8 +219,11 @@ class Reconciler:
                 ),
                 f"read TargetRelease {where}/{name}",
             )
-        except Exception as exc:
-            return _Seen(view, dataclasses.replace(base, reachable=False), error=str(exc))
+        except Exception as exc:  # the hub itself did not answer: like a silent push target
+            since = self.memory.first_failure.setdefault(view.name, self.now)
+            state, error = target_state.unanswered(base, since=since, error=str(exc))
+            return _Seen(view, state, error=error)
+        self.memory.first_failure.pop(view.name, None)
         seen = agent_release.observed(found, now=self.now)
         if seen.observation is None:
             assert seen.error is not None
