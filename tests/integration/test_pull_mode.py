@@ -205,10 +205,10 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
     patch_deployment(fleet, "model", {"spec": {"template": {"labels": {"release": "two"}}}})
     obj = res.wait_until(
         "shop Deferred while edge-2 takes the new template",
-        lambda: line_phase(fleet, "shop", "Deferred"),
+        lambda: line_phase(fleet, "edge-2", "Ready") and line_phase(fleet, "shop", "Deferred"),
         timeout=150,
     )
-    assert res.target_line(obj, "edge-2")["phase"] == "Ready"
+    assert res.target_line(obj, "shop")["message"].startswith("deferred"), obj["status"]
     target = res.get_object(fleet.hub, fleet.namespace, "edgetargets", "shop")
     assert res.condition(target, "Ready")["reason"] in {"AgentSilent"}, target
     kept = site_deployment(fleet, site_namespace)
