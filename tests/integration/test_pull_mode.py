@@ -9,6 +9,7 @@ refuses to build a client for it.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -121,6 +122,26 @@ def line_phase(fleet: Fleet, target: str, phase: str, **more: str) -> dict[str, 
     line = res.target_line(obj or {}, target)
     ok = line.get("phase") == phase and all(line.get(k) == v for k, v in more.items())
     return obj if ok else None
+
+
+def diagnosis(fleet: Fleet, hub_namespace: str, log: Path) -> str:
+    """What to read when a pull-mode assertion fails: events, the release, the agent's log."""
+    release = res.get_object(
+        fleet.hub, hub_namespace, "targetreleases", tr.release_name(fleet.namespace, "model")
+    )
+    annotations = ((release or {}).get("spec", {}).get("deployment") or {}).get("metadata", {})
+    events = res.events(fleet.hub, fleet.namespace, "model")
+    return json.dumps(
+        {
+            "events": events[-15:],
+            "release_generation": (release or {}).get("metadata", {}).get("generation"),
+            "release_spec_annotations": annotations.get("annotations"),
+            "release_status": (release or {}).get("status"),
+            "agent_log": log.read_text().splitlines()[-15:],
+        },
+        indent=1,
+        default=str,
+    )
 
 
 @pytest.fixture
@@ -247,7 +268,8 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
     res.apply(fleet.hub, fleet.namespace, agent_target("a-shop", site_namespace=site_namespace))
     hub_namespace = registered(fleet, "a-shop")
     config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
-    with agent_process(fleet.bed, config, hub_namespace, site_namespace, tmp_path / "agent.log"):
+    log = tmp_path / "agent.log"
+    with agent_process(fleet.bed, config, hub_namespace, site_namespace, log):
         res.wait_targets_ready(fleet.hub, fleet.namespace, ["a-shop"], timeout=60)
         apply_deployment(fleet, res.model_deployment("model", image="good", selector=AMD64))
         res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
@@ -268,7 +290,7 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
             fleet.hub, fleet.namespace, "model", phase="Degraded", timeout=150
         )
         canary = res.target_line(obj, "a-shop")
-        assert canary["phase"] == "RolledBack", canary
+        assert canary["phase"] == "RolledBack", (canary, diagnosis(fleet, hub_namespace, log))
         assert canary["digest"] == refs["good"] and "failed" in canary["lastError"], canary
         assert res.target_line(obj, "cloud")["phase"] == "Pending"
 
