@@ -57,14 +57,20 @@ def _prose_paragraphs(text: str) -> list[str]:
 
 
 def test_the_docs_agree_on_who_creates_target_namespaces() -> None:
-    # What the code does: the operator's ServiceAccount may not create namespaces (so a Cloud
-    # target's namespace must exist); a K3s kubeconfig user may, and a missing namespace is then
-    # created (adapters/target_workloads.py); an existing one is never patched.
+    # What the code does: the operator never creates a Cloud target's namespace (it must exist;
+    # its ServiceAccount creates only the hub namespaces of Agent targets, and never patches
+    # one); a K3s kubeconfig user may, and a missing namespace is then created
+    # (adapters/target_workloads.py); an existing one is never patched.
     rules = yaml.safe_load_all((REPO / "manifests" / "rbac" / "clusterroles.yaml").read_text())
     for role in rules:
-        for rule in role.get("rules") or []:
+        granted = role.get("rules") or []
+        binds_agent = any("bind" in r["verbs"] for r in granted)
+        for rule in granted:
             if "namespaces" in rule.get("resources", []):
-                assert not {"create", "patch", "update"} & set(rule["verbs"]), role["metadata"]
+                assert not {"patch", "update"} & set(rule["verbs"]), role["metadata"]
+                assert "create" not in rule["verbs"] or binds_agent, role["metadata"]
+    round_source = (OPERATOR / "handlers" / "rollout_round.py").read_text()
+    assert 'create_namespace=target.type != "Cloud"' in round_source
     statement = re.compile(r"namespaces? (?:\w+ ){0,3}(?:must exist|(?:is|are) created)", re.I)
     for page in PAGES:
         for paragraph in _prose_paragraphs((DOCS / page).read_text()):

@@ -86,3 +86,20 @@ def test_every_binding_and_the_token_name_the_edge_service_account() -> None:
     (binding,) = rendered(EDGE / "workload-access")
     assert binding["roleRef"]["name"] == "edgeferry-edge-workloads"
     assert binding["subjects"] == [SUBJECT]
+
+
+def test_the_site_agent_runs_as_the_edge_identity_with_the_flags_it_reads() -> None:
+    # Pull mode: the agent at the site gets exactly the edge RBAC push mode gives the operator,
+    # and its manifest sets the environment `edgeferry.agent.main` reads, nothing else.
+    docs = rendered(EDGE / "agent")
+    assert rules(docs) == rules(rendered(EDGE / "base"))
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == SUBJECT["name"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["agent"]
+    source = (_binaries.REPO / "operator" / "edgeferry" / "agent" / "main.py").read_text()
+    for env in container["env"]:
+        if env["name"].startswith("EDGEFERRY_AGENT_"):
+            assert f'"{env["name"]}"' in source, env["name"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True

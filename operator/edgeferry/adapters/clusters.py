@@ -334,6 +334,11 @@ class Clients:
         EdgeTarget, or access withdrawn with its namespace), use the last client built from it;
         cleanup at a deleted target needs credentials that may already be gone.
         """
+        if spec.type == "Agent":
+            raise CredentialsError(
+                "an Agent target is never contacted by the operator: its agent pulls from the hub",
+                reason=reasons.KUBECONFIG_REFUSED,
+            )
         if spec.type == "Cloud" or spec.k3s is None:
             return self.hub
         ref = spec.k3s.kubeconfig_secret_ref

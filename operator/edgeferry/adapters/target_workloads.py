@@ -144,11 +144,15 @@ def apply(
     md_name: str,
     timeout: float,
     creating: bool = False,
+    create_namespace: bool = True,
+    field_manager: str = target_objects.FIELD_MANAGER,
 ) -> None:
     """Server-side apply the Deployment, then the Service (creating the namespace if missing).
 
     `creating`: the Deployment was not there when last observed; check that neither name is
     taken by an object edgeferry did not create (raises ForeignObjectError).
+    `create_namespace`: False for the hub (Cloud targets), where the operator may create agent
+    namespaces but a target namespace is the platform team's to create.
     """
     apps = k8s_client.AppsV1Api(api)
     core = k8s_client.CoreV1Api(api)
@@ -162,7 +166,7 @@ def apply(
             obj["metadata"]["name"],
             namespace,
             obj,
-            field_manager=target_objects.FIELD_MANAGER,
+            field_manager=field_manager,
             force=True,
             _content_type=APPLY_PATCH,
             timeout=timeout,
@@ -173,6 +177,12 @@ def apply(
     except k8s_exceptions.ApiException as exc:
         if not _not_found(exc):
             raise
+        if not create_namespace:
+            raise clusters.TargetAccessError(
+                f"namespace {namespace} does not exist: create it (and grant edgeferry's "
+                "workload role in it)",
+                reason=reasons.NAMESPACE_MISSING,
+            ) from exc
         _ensure_namespace(core, namespace, timeout=timeout)
         server_side_apply(apps.patch_namespaced_deployment, wl.deployment)
     server_side_apply(core.patch_namespaced_service, wl.service)

@@ -17,7 +17,8 @@ place they are one Deployment and one Service, whichever target wrote them. Henc
 The cluster is known by the `kube-system` namespace's UID, which a probe records as
 `status.clusterID` (it does not change with the address, the CA or the Secret that reaches the
 cluster). Until then, and where a site does not let us read it, Cloud targets are known to
-share the hub, and K3s targets that use one Secret to share its cluster.
+share the hub, and K3s targets that use one Secret to share its cluster. An Agent target's
+cluster id is the one its agent reports.
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ class Place:
     cloud: bool
 
 
+AGENT_ACCESS = "agent"
+"""An Agent target's site is reached by its own agent only: two Agent targets are the same place
+only by cluster id, never because both say "agent"."""
+
+
 def of(spec: et.EdgeTargetSpec, status: et.EdgeTargetStatus) -> Place:
     """The place of one EdgeTarget."""
-    if spec.k3s is None:
+    if spec.type == "Agent":
+        access = AGENT_ACCESS
+    elif spec.k3s is None:
         access = "hub"
     else:
         ref = spec.k3s.kubeconfig_secret_ref
@@ -59,7 +67,8 @@ def same(a: Place, b: Place) -> bool:
     cluster UID."""
     if a.namespace != b.namespace:
         return False
-    return a.access == b.access or (a.cluster is not None and a.cluster == b.cluster)
+    same_access = a.access == b.access and a.access != AGENT_ACCESS
+    return same_access or (a.cluster is not None and a.cluster == b.cluster)
 
 
 def may_share(a: Place, b: Place) -> bool:

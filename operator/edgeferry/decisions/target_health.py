@@ -98,7 +98,7 @@ def reached(result: Probed, *, spec: et.EdgeTargetSpec, cluster_id: str | None =
         placement = spec.placement
         where = (
             "accepts ordinary Pods (every node is tainted NoSchedule/NoExecute)"
-            if spec.type == "K3s" and placement == et.Placement()
+            if spec.type != "Cloud" and placement == et.Placement()
             else f"matches {spec.type.lower()}.nodeSelector {dict(placement.node_selector)} "
             "and tolerates its taints"
         )

@@ -24,11 +24,12 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, hub, target_workloads
-from edgeferry.decisions import nodes, target_health
+from edgeferry.adapters import clusters, hub, target_releases, target_workloads
+from edgeferry.decisions import agent_release, nodes, target_health
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
+from edgeferry.models import target_release as tr
 
 PLURAL = "edgetargets"
 
@@ -52,6 +53,65 @@ def _probe_blocking(
         ) from exc
 
 
+async def _probe_health(
+    access: clusters.Access,
+    namespace: str,
+    name: str,
+    previous: et.EdgeTargetStatus,
+    spec: et.EdgeTargetSpec,
+) -> target_health.Health:
+    """Push mode: what a probe of the target's API server found."""
+    try:
+        result, cluster_id = await access.runner.run(
+            lambda: _probe_blocking(access, namespace, name, spec), deadline=access.deadline
+        )
+    except TimeoutError:
+        return target_health.unreachable(
+            f"EdgeTarget {name}: no answer within {access.deadline:.0f}s",
+            reason=clusters.Unreachable.reason,
+            previous=previous,
+        )
+    except clusters.Unreachable as exc:
+        return target_health.unreachable(exc.message, reason=exc.reason, previous=previous)
+    except clusters.TargetAccessError as exc:
+        return target_health.unusable(exc.message, reason=exc.reason, previous=previous)
+    return target_health.reached(result, spec=spec, cluster_id=cluster_id)
+
+
+async def _agent_health(
+    access: clusters.Access,
+    namespace: str,
+    name: str,
+    previous: et.EdgeTargetStatus,
+    spec: et.EdgeTargetSpec,
+    now: datetime.datetime,
+) -> target_health.Health:
+    """Pull mode: register the agent's hub namespace and credential, then read its Lease.
+
+    The site is never contacted: what its nodes are like is what the agent last wrote.
+    """
+    where = tr.hub_namespace(namespace, name)
+
+    def blocking() -> dict[str, str]:
+        target_releases.ensure_agent_access(
+            access.hub, namespace=where, target_label=f"{namespace}.{name}", timeout=access.timeout
+        )
+        return target_releases.read_lease(access.hub, where, timeout=access.timeout)
+
+    try:
+        lease = await access.runner.run(blocking, deadline=access.deadline)
+    except Exception as exc:
+        return target_health.unusable(
+            f"cannot register the agent namespace {where} on the hub: {exc}",
+            reason=clusters.TargetAccessError.reason,
+            previous=previous,
+        )
+    seen = agent_release.lease_health(lease, now=now)
+    if seen.probe is None:
+        return target_health.unreachable(seen.message, reason=seen.reason, previous=previous)
+    return target_health.reached(seen.probe, spec=spec, cluster_id=seen.cluster_id)
+
+
 async def probe_once(
     *, body: kopf.Body, namespace: str, name: str, access: clusters.Access
 ) -> float:
@@ -73,22 +133,11 @@ async def probe_once(
         )
     else:
         interval = float(spec.probe_interval_seconds)
-        try:
-            result, cluster_id = await access.runner.run(
-                lambda: _probe_blocking(access, namespace, name, spec), deadline=access.deadline
-            )
-        except TimeoutError:
-            health = target_health.unreachable(
-                f"EdgeTarget {name}: no answer within {access.deadline:.0f}s",
-                reason=clusters.Unreachable.reason,
-                previous=previous,
-            )
-        except clusters.Unreachable as exc:
-            health = target_health.unreachable(exc.message, reason=exc.reason, previous=previous)
-        except clusters.TargetAccessError as exc:
-            health = target_health.unusable(exc.message, reason=exc.reason, previous=previous)
+        if spec.type == "Agent":
+            health = await _agent_health(access, namespace, name, previous, spec, now)
+            status["agentNamespace"] = tr.hub_namespace(namespace, name)
         else:
-            health = target_health.reached(result, spec=spec, cluster_id=cluster_id)
+            health = await _probe_health(access, namespace, name, previous, spec)
     status.update(health.fields)
     status["conditions"] = conditions.merge(
         previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]

@@ -28,13 +28,14 @@ import pydantic
 from kubernetes import client as k8s_client
 
 from edgeferry import settings
-from edgeferry.adapters import clusters, hub, target_workloads
+from edgeferry.adapters import clusters, hub, target_releases, target_workloads
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.decisions import same_place, target_cleanup
 from edgeferry.handlers import runtime
 from edgeferry.models import conditions, timestamps
 from edgeferry.models import edgetarget as et
 from edgeferry.models import modeldeployment as md
+from edgeferry.models import target_release as tr
 
 GROUP = runtime.GROUP
 VERSION = runtime.VERSION
@@ -145,6 +146,18 @@ async def remove_target_workloads(
     except pydantic.ValidationError:
         _LOG.info("EdgeTarget %s/%s: invalid spec, nothing was ever written there", ns, et_name)
         access.clients.forget(ns, et_name)
+        return
+    if spec.type == "Agent":
+        # Pull mode: nothing at the site is ours to reach; the agent namespace (releases,
+        # credential) goes, and the site keeps what runs until its admin removes the agent.
+        where = tr.hub_namespace(ns, et_name)
+        await access.runner.run(
+            lambda: target_releases.delete_agent_namespace(
+                access.hub, where, target_label=f"{ns}.{et_name}", timeout=access.timeout
+            ),
+            deadline=access.deadline,
+        )
+        _LOG.info("EdgeTarget %s/%s: agent namespace %s deleted; releasing", ns, et_name, where)
         return
     try:
         status = et.parse_status(body.get("status"))

@@ -48,7 +48,7 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, target_workloads
+from edgeferry.adapters import clusters, target_releases, target_workloads
 from edgeferry.decisions import (
     deployment_cleanup,
     rollout_image,
@@ -57,6 +57,7 @@ from edgeferry.decisions import rollout_types as rt
 from edgeferry.handlers import rollout_round, runtime
 from edgeferry.models import modeldeployment as md
 from edgeferry.models import reasons, timestamps
+from edgeferry.models import target_release as tr
 
 GROUP = runtime.GROUP
 VERSION = runtime.VERSION
@@ -230,6 +231,24 @@ async def reconcile_continuously(
             del _loops[key]
 
 
+async def _remove_release(
+    access: clusters.Access, target: str, namespace: str, name: str
+) -> list[str] | str:
+    """Delete this ModelDeployment's TargetRelease of an Agent target (what was removed, or
+    why not)."""
+    where, release = tr.hub_namespace(namespace, target), tr.release_name(namespace, name)
+    try:
+        deleted = await access.runner.run(
+            lambda: target_releases.delete_release(
+                access.hub, where, release, timeout=access.timeout
+            ),
+            deadline=access.deadline,
+        )
+    except Exception as exc:
+        return f"{target}: cannot delete TargetRelease {where}/{release} on the hub: {exc}"
+    return [f"TargetRelease/{release}"] if deleted else []
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def remove_workloads(
     body: kopf.Body,
@@ -249,6 +268,8 @@ async def remove_workloads(
     async def one(view: runtime.TargetView) -> tuple[str, list[str] | str]:
         spec = view.spec
         assert spec is not None
+        if spec.type == "Agent":  # pull mode: the agent removes it at the site
+            return view.name, await _remove_release(access, view.name, ns, md_name)
         try:
             removed: list[str] = await rollout_round.at_target(
                 access,

@@ -22,9 +22,10 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, prometheus, target_workloads
+from edgeferry.adapters import clusters, prometheus, target_releases, target_workloads
 from edgeferry.adapters import hub as hub_adapter
 from edgeferry.decisions import (
+    agent_release,
     analysis,
     mirror_copy,
     rollout_events,
@@ -38,8 +39,9 @@ from edgeferry.decisions import (
 )
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.handlers import runtime
-from edgeferry.models import conditions, reasons, timestamps
+from edgeferry.models import conditions, reasons, target_objects, timestamps
 from edgeferry.models import modeldeployment as md
+from edgeferry.models import target_release as tr
 from edgeferry.runners import mirror_copy as mirror_runner
 
 PLURAL = "modeldeployments"
@@ -183,6 +185,8 @@ class Reconciler:
                 self.memory.first_failure.pop(view.name, None)
             state, error = skipped or (base, None)
             return _Seen(view, state, error=error)
+        if spec.type == "Agent":
+            return await self._observe_release(view, base)
         try:
             reading: target_workloads.Reading = await self._ours_at(
                 view, target_workloads.observe, "observe"
@@ -205,6 +209,86 @@ class Reconciler:
         )
         return _Seen(view, state, found, problem)
 
+    async def _at_hub(self, work: Any, what: str) -> Any:
+        """Run `work(hub_api)` for a pull-mode target, bounded like a target request."""
+        async with self.gate:
+            try:
+                return await self.access.runner.run(
+                    lambda: work(self.access.hub), deadline=self.access.deadline
+                )
+            except TimeoutError as exc:
+                raise clusters.Unreachable(f"hub: {what}: no answer") from exc
+
+    def _release_ref(self, view: runtime.TargetView) -> tuple[str, str]:
+        """Where this ModelDeployment's TargetRelease for an Agent target lives on the hub."""
+        return (
+            tr.hub_namespace(self.namespace, view.name),
+            tr.release_name(self.namespace, self.name),
+        )
+
+    async def _observe_release(self, view: runtime.TargetView, base: rt.TargetState) -> _Seen:
+        """An Agent target: what its agent reported in our TargetRelease (never the site)."""
+        where, name = self._release_ref(view)
+        try:
+            found = await self._at_hub(
+                lambda api: target_releases.read_release(
+                    api, where, name, timeout=self.access.timeout
+                ),
+                f"read TargetRelease {where}/{name}",
+            )
+        except Exception as exc:  # the hub itself did not answer: like a silent push target
+            since = self.memory.first_failure.setdefault(view.name, self.now)
+            state, error = target_state.unanswered(base, since=since, error=str(exc))
+            return _Seen(view, state, error=error)
+        self.memory.first_failure.pop(view.name, None)
+        seen = agent_release.observed(found, now=self.now)
+        if seen.observation is None:
+            assert seen.error is not None
+            state, error = target_state.unanswered(
+                base, since=seen.silent_since or self.now, error=seen.error
+            )
+            return _Seen(view, state, error=error)
+        spec = view.spec
+        assert spec is not None
+        state, problem = target_state.answered(
+            base,
+            seen.observation,
+            namespace=spec.namespace,
+            name=self.name,
+            unreachable_since=view.created if view.status.reachable is None else None,
+        )
+        return _Seen(view, state, seen.observation, problem or seen.error)
+
+    async def _write_release(self, seen: _Seen, change: rt.Write, rendered: Any) -> None:
+        """An Agent target's write: the rendered workload into its TargetRelease's spec."""
+        where, name = self._release_ref(seen.view)
+        target = seen.view.spec
+        assert target is not None
+        assert change.record is not None
+        spec = tr.TargetReleaseSpec(
+            model_deployment=tr.DeploymentRef(namespace=self.namespace, name=self.name),
+            namespace=target.namespace,
+            reason=change.reason,
+            digest=change.record.digest,
+            deployment=rendered.deployment,
+            service=rendered.service,
+        )
+        labels = {
+            tr.DEPLOYMENT_LABEL: target_objects.owner_label(self.namespace, self.name),
+        }
+        try:
+            await self._at_hub(
+                lambda api: target_releases.write_release(
+                    api, where, name, labels=labels, spec=spec, timeout=self.access.timeout
+                ),
+                f"write TargetRelease {where}/{name}",
+            )
+        except Exception as exc:
+            seen.error = f"cannot write TargetRelease {where}/{name}: {exc}; retried"
+            return
+        if change.reason == "rollback":
+            metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
+
     # --- apply -----------------------------------------------------------------------------------
     async def write(self, spec: md.ModelDeploymentSpec, seen: _Seen, change: rt.Write) -> None:
         """Render and apply one write; failures are recorded on `seen.error`."""
@@ -221,6 +305,9 @@ class Reconciler:
         except ValueError as exc:
             seen.error = f"cannot render the workload: {exc}"
             return
+        if target.type == "Agent":
+            await self._write_release(seen, change, rendered)
+            return
         creating = seen.observation is None or not seen.observation.exists
         try:
             await self._at_target(
@@ -232,6 +319,7 @@ class Reconciler:
                     md_name=self.name,
                     timeout=self.access.timeout,
                     creating=creating,
+                    create_namespace=target.type != "Cloud",
                 ),
                 f"apply ({change.reason})",
             )
@@ -342,6 +430,9 @@ class Reconciler:
         """Remove our workload from a target the selector no longer picks (once), unless a
         selected target may be in the same place: then that workload is the selected one's."""
         spec = view.spec
+        if spec is not None and spec.type == "Agent":
+            await self._release_agent(view)
+            return
         if spec is None or view.status.reachable is False:
             return
         keeper = same_place.held_by(same_place.of(spec, view.status), selected)
@@ -363,6 +454,27 @@ class Reconciler:
             return
         self.memory.released.add(view.name)
         for event in rollout_events.released(view.name, removed, namespace=spec.namespace):
+            self.event(event.type, event.reason, event.message)
+
+    async def _release_agent(self, view: runtime.TargetView) -> None:
+        """An Agent target no longer selected: delete our TargetRelease; its agent then
+        removes the workload at the site (whenever it next reaches the hub)."""
+        where, name = self._release_ref(view)
+        try:
+            deleted = await self._at_hub(
+                lambda api: target_releases.delete_release(
+                    api, where, name, timeout=self.access.timeout
+                ),
+                f"delete TargetRelease {where}/{name}",
+            )
+        except Exception as exc:
+            _LOG.info(
+                "%s/%s: release of %s deferred: %s", self.namespace, self.name, view.name, exc
+            )
+            return
+        self.memory.released.add(view.name)
+        removed = [f"TargetRelease/{name}"] if deleted else []
+        for event in rollout_events.released(view.name, removed, namespace=f"{where} (hub)"):
             self.event(event.type, event.reason, event.message)
 
     # --- the whole round -------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Typed view of the EdgeTarget resource: a place where models run.
 
 An EdgeTarget is either a node pool of the hub cluster (`Cloud`: chosen by node selector and
-tolerations, into a namespace) or a remote K3s cluster (`K3s`: reached through a kubeconfig
+tolerations, into a namespace), a remote K3s cluster (`K3s`: reached through a kubeconfig
 Secret in the *same* namespace as the EdgeTarget, so a user can never point the operator at a
 Secret they could not read themselves; all of its nodes, or those a node selector and
-tolerations choose, e.g. a factory's GPU nodes). Both kinds carry one `Placement`, so the
-probe, the node count and the rendered Pods treat them alike. Deployments select targets by the
+tolerations choose, e.g. a factory's GPU nodes), or a site behind NAT that the hub never
+connects to (`Agent`: an `edgeferry-agent` there pulls its releases from a hub namespace of
+its own, `models.target_release`). Every kind carries one `Placement`, so the probe, the node
+count and the rendered Pods treat them alike. Deployments select targets by the
 EdgeTarget's labels (region, tier, arch, hardware), not by anything in the spec, so the spec
 only says how to reach the place and what to substitute there.
 
@@ -24,7 +26,7 @@ import pydantic
 
 from edgeferry.models import wire
 
-TargetType = Literal["Cloud", "K3s"]
+TargetType = Literal["Cloud", "K3s", "Agent"]
 
 DEFAULT_KUBECONFIG_KEY = "kubeconfig"
 DEFAULT_PROBE_INTERVAL_SECONDS = 30
@@ -98,6 +100,11 @@ class EdgeTargetSpec(wire.Model):
             raise ValueError("type Cloud cannot have a k3s section (it uses the hub's own nodes)")
         if self.registry_mirror_credentials_secret and not self.registry_mirror:
             raise ValueError("registryMirrorCredentialsSecret needs registryMirror")
+        if self.type == "Agent" and (self.k3s is not None or self.cloud is not None):
+            raise ValueError(
+                "type Agent takes neither k3s nor cloud: its agent reaches the site with the "
+                "site's own credentials, and the hub never connects there"
+            )
         return self
 
     @property
@@ -122,6 +129,8 @@ class EdgeTargetStatus(wire.Model):
     total_nodes: int | None = None
     architectures: tuple[str, ...] = ()
     last_probe_time: str | None = None
+    agent_namespace: str | None = None
+    """Agent targets: the hub namespace holding the agent's TargetReleases and credential."""
     message: str | None = None
     conditions: tuple[dict[str, Any], ...] = ()
 

@@ -46,7 +46,7 @@ TARGET_PHASES: tuple[TargetPhase, ...] = (
 DeploymentPhase = Literal["Blocked", "Progressing", "Ready", "Degraded", "Paused"]
 """The one-word story of a ModelDeployment, shown by `kubectl get md`."""
 
-ClusterType = Literal["Cloud", "K3s"]
+ClusterType = Literal["Cloud", "K3s", "Agent"]
 
 OnBlocked = Literal["Keep", "RollBack"]
 """What targets already running a digest do when the gate blocks it after admission."""

@@ -182,6 +182,12 @@ TARGET_ERROR: Final = "TargetError"
 UNREACHABLE: Final = "Unreachable"
 """Ready=False: the target's API server timed out, refused the connection or failed (5xx);
 transient, the target is probed again."""
+AGENT_SILENT: Final = "AgentSilent"
+"""Ready=False: an Agent target's agent has not renewed its Lease on the hub within its grace
+(site offline, agent stopped); rollouts defer the target, the site keeps serving what it has."""
+AGENT_NOT_CONNECTED: Final = "AgentNotConnected"
+"""Ready=False: no agent has reported for this Agent target yet; fetch its token and start
+`edgeferry-agent` at the site (docs/pull-mode.md)."""
 UNAUTHORIZED: Final = "Unauthorized"
 """Ready=False, Stalled: the target answered 401 to the kubeconfig's credentials."""
 FORBIDDEN: Final = "Forbidden"

@@ -1,0 +1,174 @@
+"""One round of the agent: pull the site's releases from the hub, apply, look, report.
+
+Glue only; what a release or a Lease means is in `decisions.agent_release`, the requests are
+in `adapters.target_releases` (hub) and `adapters.target_workloads` (site). A round:
+
+1. Read the site's nodes (the hub cannot probe a site behind NAT; the Lease carries them).
+2. List the TargetReleases of the agent's hub namespace. If the hub does not answer, stop
+   here: everything at the site keeps running as it is (edge autonomy), also after a restart,
+   since the site's Deployments are the agent's only memory and the next round catches up.
+3. For each release: refuse what is not ours to apply, else server-side apply the Deployment
+   and Service at the site, read them back with their Pods, and write the status.
+4. Remove workloads of ours at the site that no release names any more.
+5. Renew the Lease (the site's heartbeat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import Any
+
+import pydantic
+from kubernetes import client as k8s_client
+
+from edgeferry.adapters import target_releases, target_workloads
+from edgeferry.decisions import agent_release, nodes, workload_health
+from edgeferry.models import edgetarget as et
+from edgeferry.models import target_objects
+from edgeferry.models import target_release as tr
+
+_LOG = logging.getLogger("edgeferry.agent")
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """Who the agent is and what it talks to."""
+
+    hub: k8s_client.ApiClient
+    """The hub API, with the agent's ServiceAccount token (its namespace only)."""
+    site: k8s_client.ApiClient
+    """The site's own API server, with the site's local credentials."""
+    hub_namespace: str
+    """The agent namespace on the hub (`EdgeTarget.status.agentNamespace`)."""
+    namespace: str
+    """The site namespace it serves (the EdgeTarget's `spec.namespace`)."""
+    timeout: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """What one round did, for the log and the tests."""
+
+    hub_reached: bool
+    applied: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def _site_facts(agent: Agent) -> tuple[nodes.ProbeResult, str | None]:
+    """The site's version and nodes, as the operator's probe would read them."""
+    placement = et.Placement()
+    try:
+        read = target_workloads.probe(agent.site, placement=placement, timeout=agent.timeout)
+    except Exception as exc:
+        _LOG.warning("the site's API server did not answer: %s", exc)
+        return nodes.ProbeResult("unknown", 0, 0, ()), None
+    summary = nodes.summarize(read.kubernetes_version, read.nodes, placement=placement)
+    return summary, read.cluster_id
+
+
+def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[str, bool]:
+    """Apply one release at the site and report it; returns its name and whether it applied."""
+    meta = item.get("metadata", {})
+    name = str(meta.get("name"))
+    generation = int(meta.get("generation") or 0)
+    refused: str | None = None
+    error: str | None = None
+    try:
+        spec = tr.parse_spec(item.get("spec") or {})
+    except pydantic.ValidationError as exc:
+        refused = f"the release does not parse: {exc.errors()[0]['msg']}"
+        spec = None
+    if spec is not None and refused is None:
+        refused = agent_release.refusal(spec, namespace=agent.namespace)
+    owner = spec.model_deployment if spec is not None else None
+    if spec is not None and owner is not None and refused is None:
+        current = tr.parse_status(item.get("status"))
+        try:
+            target_workloads.apply(
+                agent.site,
+                target_objects.Workload(deployment=spec.deployment, service=spec.service),
+                md_namespace=owner.namespace,
+                md_name=owner.name,
+                timeout=agent.timeout,
+                creating=not current.exists,
+                field_manager=tr.AGENT_FIELD_MANAGER,
+            )
+        except target_workloads.ForeignObjectError as exc:
+            refused = str(exc)
+        except Exception as exc:
+            error = f"apply at the site failed: {exc}"
+    found = workload_health.Observation(exists=False)
+    deployment = None
+    if owner is not None:
+        try:
+            reading = target_workloads.observe(
+                agent.site,
+                namespace=agent.namespace,
+                md_namespace=owner.namespace,
+                md_name=owner.name,
+                timeout=agent.timeout,
+            )
+            deployment = reading.deployment
+            found = workload_health.assess(
+                reading.deployment, reading.pods, md_namespace=owner.namespace, md_name=owner.name
+            )
+        except Exception as exc:
+            error = error or f"cannot read the workload at the site: {exc}"
+    status = agent_release.report(
+        found, generation=generation, deployment=deployment, now=now, error=error, refused=refused
+    )
+    target_releases.patch_release_status(
+        agent.hub, agent.hub_namespace, name, status, timeout=agent.timeout
+    )
+    return name, refused is None and error is None
+
+
+def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
+    """One round; never raises for a hub or site that does not answer."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    probe, cluster_id = _site_facts(agent)
+    try:
+        items = target_releases.list_releases(agent.hub, agent.hub_namespace, timeout=agent.timeout)
+    except Exception as exc:
+        _LOG.warning("the hub did not answer (%s); the site keeps serving what it has", exc)
+        return Round(hub_reached=False)
+    applied: list[str] = []
+    refused: list[str] = []
+    for item in items:
+        try:
+            name, ok = _serve(agent, item, moment)
+        except Exception as exc:
+            _LOG.warning("release %s: %s", item.get("metadata", {}).get("name"), exc)
+            continue
+        (applied if ok else refused).append(name)
+    refs = []
+    for item in items:
+        try:
+            refs.append(tr.parse_spec(item.get("spec") or {}).model_deployment)
+        except pydantic.ValidationError:
+            continue
+    removed: list[str] = []
+    try:
+        found = target_workloads.list_managed(
+            agent.site, namespace=agent.namespace, timeout=agent.timeout
+        )
+        stale = agent_release.stale_workloads(found, refs)
+        removed = target_workloads.delete_found(
+            agent.site, stale, namespace=agent.namespace, timeout=agent.timeout
+        )
+    except Exception as exc:
+        _LOG.warning("cannot remove released workloads at the site: %s", exc)
+    try:
+        target_releases.renew_lease(
+            agent.hub,
+            agent.hub_namespace,
+            annotations=agent_release.lease_annotations(probe, cluster_id=cluster_id, now=moment),
+            renew_time=moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            timeout=agent.timeout,
+        )
+    except Exception as exc:
+        _LOG.warning("cannot renew the agent's Lease on the hub: %s", exc)
+    return Round(True, tuple(applied), tuple(refused), tuple(removed))

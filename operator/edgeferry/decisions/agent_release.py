@@ -1,0 +1,266 @@
+"""What a pull-mode target's TargetRelease and Lease mean, on both sides of the hub API.
+
+The hub never talks to an Agent target; it reads what the site's agent wrote and turns it into
+the same facts push mode reads from a Deployment, so `waves.next_actions` cannot tell the two
+apart. Rules, and why:
+
+- **Not picked up yet is in progress, not absent.** Right after the hub writes a release the
+  agent has not reported it (its `observedGeneration` is behind). The hub then reads the record
+  from the spec it wrote, like push mode reads back the Deployment it just applied, so the
+  progress deadline runs from the write and the release is not rewritten every round.
+- **Silence is unreachability.** A release whose heartbeat is older than `stale_after` is
+  unreachable since that heartbeat, so the rollout's offline grace and `Deferred` apply as to a
+  push target that stopped answering. The site-wide heartbeat is the agent's Lease: the
+  EdgeTarget is Ready only while it is fresh, and the Lease carries what the agent found at
+  the site's nodes (version, nodes, architectures, cluster id) since the hub cannot probe.
+- **The agent applies only what is its own.** A release must put a Deployment and a Service,
+  labelled as edgeferry's for the release's ModelDeployment, into the agent's one site
+  namespace; anything else is refused and said in status, never applied (a hub that was
+  tampered with cannot send the site into another namespace or another kind).
+- **The agent removes only after the hub said so.** Workloads of ours at the site with no
+  TargetRelease on the hub are removed only after a successful list; a hub that cannot be
+  reached, also after an agent restart, leaves everything running (edge autonomy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from edgeferry.decisions import nodes, workload_health
+from edgeferry.models import reasons, release, target_objects, timestamps
+from edgeferry.models import target_release as tr
+
+LEASE_PREFIX = "edgeferry.io/"
+HEARTBEAT = LEASE_PREFIX + "heartbeat"
+KUBERNETES_VERSION = LEASE_PREFIX + "kubernetes-version"
+READY_NODES = LEASE_PREFIX + "ready-nodes"
+TOTAL_NODES = LEASE_PREFIX + "total-nodes"
+ARCHITECTURES = LEASE_PREFIX + "architectures"
+CLUSTER_ID = LEASE_PREFIX + "cluster-id"
+
+DEFAULT_STALE_AFTER_SECONDS = 30.0
+"""Silence after which the hub counts an agent offline: three missed 10-second reports."""
+
+
+# --- hub side: a release's status ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """What the hub concludes about one Agent target's release."""
+
+    observation: workload_health.Observation | None
+    """The facts for the rollout; None when the agent is silent (see `silent_since`)."""
+    silent_since: datetime.datetime | None = None
+    error: str | None = None
+
+
+def observed(
+    release_object: Mapping[str, Any] | None,
+    *,
+    now: datetime.datetime,
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> Seen:
+    """The rollout's facts from a TargetRelease as read from the hub (None: there is none)."""
+    if release_object is None:
+        return Seen(workload_health.Observation(exists=False))
+    meta = release_object.get("metadata", {})
+    generation = int(meta.get("generation") or 0)
+    status = tr.parse_status(release_object.get("status"))
+    heartbeat = timestamps.parse_rfc3339(status.heartbeat_time)
+    if heartbeat is not None and (now - heartbeat).total_seconds() > stale_after_seconds:
+        return Seen(
+            None,
+            silent_since=heartbeat,
+            error=(
+                f"the site's agent last reported at {status.heartbeat_time}; its workload keeps "
+                "running there and catches up when the agent is back"
+            ),
+        )
+    if (status.observed_generation or 0) < generation:
+        written = (release_object.get("spec") or {}).get("deployment") or {}
+        annotations = (written.get("metadata") or {}).get("annotations")
+        return Seen(
+            workload_health.Observation(
+                exists=status.exists, record=release.record_from_annotations(annotations)
+            )
+        )
+    if status.phase == "Refused":
+        return Seen(
+            workload_health.Observation(exists=status.exists, foreign=status.foreign),
+            error=f"the site's agent refused the release: {status.message}",
+        )
+    return Seen(
+        workload_health.Observation(
+            exists=status.exists,
+            foreign=status.foreign,
+            record=release.record_from_annotations(status.record),
+            available=status.available,
+            ready_replicas=status.ready_replicas,
+            replicas=status.replicas,
+            failing=status.failing,
+            failure=status.failure,
+            crashing=status.crashing,
+            stuck=status.stuck,
+            image=status.image,
+        ),
+        error=f"the site's agent could not apply the release: {status.message}"
+        if status.phase == "Unapplied"
+        else None,
+    )
+
+
+# --- hub side: the Lease ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class AgentHealth:
+    """The site as the agent's Lease tells it."""
+
+    probe: nodes.ProbeResult | None
+    """None: silent or never connected (see `reason`, `message`)."""
+    cluster_id: str | None = None
+    reason: str = ""
+    message: str = ""
+
+
+def lease_health(
+    annotations: Mapping[str, str] | None,
+    *,
+    now: datetime.datetime,
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> AgentHealth:
+    """Whether the agent is connected, and what it found at the site's nodes."""
+    found = annotations or {}
+    heartbeat = timestamps.parse_rfc3339(found.get(HEARTBEAT))
+    if heartbeat is None:
+        return AgentHealth(
+            None,
+            reason=reasons.AGENT_NOT_CONNECTED,
+            message="no agent has reported for this target yet: fetch its token and start "
+            "edgeferry-agent at the site",
+        )
+    silent = (now - heartbeat).total_seconds()
+    if silent > stale_after_seconds:
+        return AgentHealth(
+            None,
+            reason=reasons.AGENT_SILENT,
+            message=f"the site's agent last reported at {found.get(HEARTBEAT)} ({silent:.0f}s ago)",
+        )
+    return AgentHealth(
+        nodes.ProbeResult(
+            kubernetes_version=found.get(KUBERNETES_VERSION) or "unknown",
+            ready_nodes=_int(found.get(READY_NODES)),
+            total_nodes=_int(found.get(TOTAL_NODES)),
+            architectures=tuple(a for a in (found.get(ARCHITECTURES) or "").split(",") if a),
+        ),
+        cluster_id=found.get(CLUSTER_ID) or None,
+    )
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+# --- agent side ---------------------------------------------------------------------------------
+def lease_annotations(
+    probe: nodes.ProbeResult, *, cluster_id: str | None, now: datetime.datetime
+) -> dict[str, str]:
+    """What the agent writes on its Lease each round (`lease_health` reads it back)."""
+    found = {
+        HEARTBEAT: timestamps.format_rfc3339(now),
+        KUBERNETES_VERSION: probe.kubernetes_version,
+        READY_NODES: str(probe.ready_nodes),
+        TOTAL_NODES: str(probe.total_nodes),
+        ARCHITECTURES: ",".join(probe.architectures),
+    }
+    if cluster_id:
+        found[CLUSTER_ID] = cluster_id
+    return found
+
+
+def refusal(spec: tr.TargetReleaseSpec, *, namespace: str) -> str | None:
+    """Why the agent must not apply this release at a site serving `namespace`; None: apply."""
+    owner = spec.model_deployment
+    if spec.namespace != namespace:
+        return f"the release is for namespace {spec.namespace}; this agent serves {namespace}"
+    for kind, api_version, obj in (
+        ("Deployment", "apps/v1", spec.deployment),
+        ("Service", "v1", spec.service),
+    ):
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") != kind or obj.get("apiVersion") != api_version:
+            got = f"{obj.get('apiVersion')} {obj.get('kind')}"
+            return f"expected a {api_version} {kind}, got {got}"
+        if meta.get("namespace") != namespace:
+            return (
+                f"the {kind} names namespace {meta.get('namespace')}; this agent serves {namespace}"
+            )
+        if not target_objects.is_ours(
+            meta.get("labels"), namespace=owner.namespace, name=owner.name
+        ):
+            return f"the {kind} is not labelled as edgeferry's for {owner.namespace}/{owner.name}"
+        if meta.get("name") != target_objects.workload_name(owner.name):
+            return f"the {kind} is named {meta.get('name')}, not after its ModelDeployment"
+    return None
+
+
+def report(
+    found: workload_health.Observation,
+    *,
+    generation: int,
+    deployment: Mapping[str, Any] | None,
+    now: datetime.datetime,
+    error: str | None = None,
+    refused: str | None = None,
+) -> tr.TargetReleaseStatus:
+    """The status the agent writes for one release after applying (or not) and looking."""
+    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
+    record = {k: str(v) for k, v in annotations.items() if k.startswith(release.PREFIX)}
+    if refused is not None:
+        phase: tr.ReleasePhase = "Refused"
+    elif error is not None:
+        phase = "Unapplied"
+    elif found.failing:
+        phase = "Failing"
+    elif found.available:
+        phase = "Available"
+    else:
+        phase = "Applied"
+    return tr.TargetReleaseStatus(
+        observed_generation=generation,
+        heartbeat_time=timestamps.format_rfc3339(now),
+        phase=phase,
+        digest=record.get(release.DIGEST),
+        exists=found.exists,
+        foreign=found.foreign,
+        available=found.available,
+        ready_replicas=found.ready_replicas,
+        replicas=found.replicas,
+        failing=found.failing,
+        failure=found.failure,
+        crashing=found.crashing,
+        stuck=found.stuck,
+        image=found.image,
+        record=record,
+        message=refused or error,
+    )
+
+
+def stale_workloads(
+    found: Iterable[target_objects.Found], releases: Iterable[tr.DeploymentRef]
+) -> list[target_objects.Found]:
+    """Objects of ours at the site whose ModelDeployment has no TargetRelease on the hub.
+
+    Call only with a list the hub answered: an empty list because the hub is unreachable would
+    remove everything the site serves.
+    """
+    wanted = {target_objects.owner_label(r.namespace, r.name) for r in releases}
+    return [
+        f
+        for f in found
+        if f.labels.get(target_objects.MANAGED_BY_LABEL) == target_objects.MANAGED_BY
+        and f.labels.get(target_objects.DEPLOYMENT_LABEL) not in wanted
+    ]
