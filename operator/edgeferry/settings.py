@@ -146,6 +146,10 @@ class RolloutSettings:
     """How long deleting a ModelDeployment or an EdgeTarget retries unreachable targets before
     it lets the object go and reports what was left behind
     (`EDGEFERRY_CLEANUP_DEADLINE_SECONDS`)."""
+    agent_cluster_role: str = "edgeferry-agent"
+    """The ClusterRole the operator binds to each Agent target's ServiceAccount in that target's
+    hub namespace (`EDGEFERRY_AGENT_CLUSTER_ROLE`): the Helm chart names it after its release,
+    so two installs (or the chart beside the kustomize base) never claim one object."""
     allow_insecure_target_tls: bool = False
     """Accept `insecure-skip-tls-verify: true` in K3s kubeconfig Secrets
     (`EDGEFERRY_ALLOW_INSECURE_TARGET_TLS`, default off). Off, such a target is refused with the
@@ -238,6 +242,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             target_timeout_seconds=_positive(e, "EDGEFERRY_TARGET_TIMEOUT_SECONDS", 10),
             requeue_seconds=_positive(e, "EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", 5),
             resync_seconds=_positive(e, "EDGEFERRY_ROLLOUT_RESYNC_SECONDS", 20),
+            agent_cluster_role=e.get("EDGEFERRY_AGENT_CLUSTER_ROLE")
+            or RolloutSettings.agent_cluster_role,
             cleanup_deadline_seconds=_positive(e, "EDGEFERRY_CLEANUP_DEADLINE_SECONDS", 120),
             allow_insecure_target_tls=_flag(e, "EDGEFERRY_ALLOW_INSECURE_TARGET_TLS", False),
         ),

@@ -247,10 +247,9 @@ def test_service_account_cannot_write_outside_its_resources(
         ("create", "clusterroles"),
         ("create", "clusterrolebindings"),
         ("bind", "clusterroles"),
+        ("bind", "clusterroles/cluster-admin"),
         ("escalate", "clusterroles"),
-        ("create", "namespaces"),
         ("patch", "namespaces"),
-        ("delete", "namespaces"),
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
         ("impersonate", "serviceaccounts"),
         ("create", "serviceaccounts/token"),
@@ -266,6 +265,23 @@ def test_service_account_cannot_write_outside_its_resources(
     ]:
         assert not can_i(hub, verb, resource, "-n", "kube-system"), (verb, resource)
     assert not can_i(hub, "*", "*", "--all-namespaces")
+
+
+def test_service_account_may_register_agents_and_bind_only_the_agent_role(
+    hub: handles.Cluster, installed: str
+) -> None:
+    # Pull mode: the operator creates each Agent target's hub namespace, its ServiceAccount and
+    # a RoleBinding to edgeferry-agent there (and deletes the namespace it labelled); binding
+    # any other ClusterRole stays refused, so those rights grant nothing beyond the agent's.
+    for verb, resource in [
+        ("create", "namespaces"),
+        ("delete", "namespaces"),
+        ("create", "serviceaccounts"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("bind", "clusterroles/edgeferry-agent"),
+    ]:
+        assert can_i(hub, verb, resource, "--all-namespaces"), (verb, resource)
+    assert not can_i(hub, "bind", "clusterroles/edgeferry-operator", "--all-namespaces")
 
 
 def test_service_account_reads_secrets_only_in_namespaces_it_serves(

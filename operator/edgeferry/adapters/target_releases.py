@@ -56,7 +56,12 @@ def _namespace(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
 
 # --- operator: registration ---------------------------------------------------------------------
 def ensure_agent_access(
-    api: k8s_client.ApiClient, *, namespace: str, target_label: str, timeout: float
+    api: k8s_client.ApiClient,
+    *,
+    namespace: str,
+    target_label: str,
+    timeout: float,
+    role: str = tr.AGENT_ROLE,
 ) -> None:
     """The agent namespace, its ServiceAccount and its RoleBinding, created when missing."""
     core = k8s_client.CoreV1Api(api)
@@ -90,7 +95,7 @@ def ensure_agent_access(
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
-                "name": tr.AGENT_ROLE,
+                "name": role,
             },
             "subjects": [
                 {"kind": "ServiceAccount", "name": tr.SERVICE_ACCOUNT, "namespace": namespace}

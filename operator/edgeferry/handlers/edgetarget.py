@@ -80,6 +80,7 @@ async def _probe_health(
 
 async def _agent_health(
     access: clusters.Access,
+    agent_role: str,
     namespace: str,
     name: str,
     previous: et.EdgeTargetStatus,
@@ -94,7 +95,11 @@ async def _agent_health(
 
     def blocking() -> dict[str, str]:
         target_releases.ensure_agent_access(
-            access.hub, namespace=where, target_label=f"{namespace}.{name}", timeout=access.timeout
+            access.hub,
+            namespace=where,
+            target_label=f"{namespace}.{name}",
+            timeout=access.timeout,
+            role=agent_role,
         )
         return target_releases.read_lease(access.hub, where, timeout=access.timeout)
 
@@ -113,7 +118,12 @@ async def _agent_health(
 
 
 async def probe_once(
-    *, body: kopf.Body, namespace: str, name: str, access: clusters.Access
+    *,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    access: clusters.Access,
+    agent_role: str = tr.AGENT_ROLE,
 ) -> float:
     """Probe the target, write its status, metric and events; return seconds until the next."""
     now = datetime.datetime.now(datetime.UTC)
@@ -134,7 +144,7 @@ async def probe_once(
     else:
         interval = float(spec.probe_interval_seconds)
         if spec.type == "Agent":
-            health = await _agent_health(access, namespace, name, previous, spec, now)
+            health = await _agent_health(access, agent_role, namespace, name, previous, spec, now)
             status["agentNamespace"] = tr.hub_namespace(namespace, name)
         else:
             health = await _probe_health(access, namespace, name, previous, spec)
@@ -180,7 +190,13 @@ async def probe_periodically(
         while not stopped:
             started = time.monotonic()
             try:
-                interval = await probe_once(body=body, namespace=key[0], name=key[1], access=access)
+                interval = await probe_once(
+                    body=body,
+                    namespace=key[0],
+                    name=key[1],
+                    access=access,
+                    agent_role=config.rollout.agent_cluster_role,
+                )
                 metrics.RECONCILES.labels("EdgeTarget", "succeeded").inc()
             except Exception:
                 metrics.RECONCILES.labels("EdgeTarget", "failed").inc()
