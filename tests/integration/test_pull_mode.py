@@ -290,7 +290,9 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
             fleet.hub, fleet.namespace, "model", phase="Degraded", timeout=150
         )
         canary = res.target_line(obj, "a-shop")
-        assert canary["phase"] == "RolledBack", (canary, diagnosis(fleet, hub_namespace, log))
+        if canary["phase"] != "RolledBack":
+            print(json.dumps(obj["status"], indent=1), diagnosis(fleet, hub_namespace, log))
+        assert canary["phase"] == "RolledBack", canary
         assert canary["digest"] == refs["good"] and "failed" in canary["lastError"], canary
         assert res.target_line(obj, "cloud")["phase"] == "Pending"
 

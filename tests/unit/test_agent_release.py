@@ -235,3 +235,12 @@ def test_only_workloads_without_a_release_are_removed_at_the_site() -> None:
     ]
     stale = agent_release.stale_workloads(found, [tr.DeploymentRef(namespace="ml", name="iris")])
     assert [f.name for f in stale] == ["old"]
+
+
+def test_nothing_is_removed_at_the_site_while_a_release_cannot_be_read() -> None:
+    gone = target_objects.selector_labels("ml", "old") | {
+        target_objects.MANAGED_BY_LABEL: target_objects.MANAGED_BY
+    }
+    found = [target_objects.Found("Deployment", "old", gone)]
+    assert agent_release.stale_workloads(found, [], unreadable=1) == []
+    assert agent_release.stale_workloads(found, []) == found

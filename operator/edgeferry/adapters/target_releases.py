@@ -29,6 +29,7 @@ from edgeferry.models import target_release as tr
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 def _request(call: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
@@ -244,7 +245,12 @@ def patch_release_status(
     *,
     timeout: float,
 ) -> None:
-    """Merge-patch a TargetRelease's status subresource (the agent's only write to it)."""
+    """Replace a TargetRelease's status subresource (the agent's only write to it).
+
+    A JSON patch that sets `/status` whole, not a merge patch: a merge patch keeps map keys it
+    does not name, so an annotation gone from the site's Deployment (`edgeferry.io/ready-at`
+    of the release before) would linger in `status.record` and the hub would read it back.
+    """
     _request(
         _custom(api).patch_namespaced_custom_object_status,
         tr.GROUP,
@@ -252,8 +258,8 @@ def patch_release_status(
         namespace,
         tr.PLURAL,
         name,
-        {"status": status.model_dump(by_alias=True, mode="json")},
-        _content_type=MERGE_PATCH,
+        [{"op": "add", "path": "/status", "value": status.to_status()}],
+        _content_type=JSON_PATCH,
         timeout=timeout,
     )
 

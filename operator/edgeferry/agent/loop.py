@@ -155,12 +155,25 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
         found = target_workloads.list_managed(
             agent.site, namespace=agent.namespace, timeout=agent.timeout
         )
-        stale = agent_release.stale_workloads(found, refs)
+        stale = agent_release.stale_workloads(found, refs, unreadable=len(items) - len(refs))
         removed = target_workloads.delete_found(
             agent.site, stale, namespace=agent.namespace, timeout=agent.timeout
         )
     except Exception as exc:
         _LOG.warning("cannot remove released workloads at the site: %s", exc)
+    return _renewed(agent, probe, cluster_id, moment, applied, refused, removed)
+
+
+def _renewed(
+    agent: Agent,
+    probe: nodes.ProbeResult,
+    cluster_id: str | None,
+    moment: datetime.datetime,
+    applied: list[str],
+    refused: list[str],
+    removed: list[str],
+) -> Round:
+    """Renew the Lease (the site's heartbeat) and say what the round did."""
     try:
         target_releases.renew_lease(
             agent.hub,

@@ -250,13 +250,19 @@ def report(
 
 
 def stale_workloads(
-    found: Iterable[target_objects.Found], releases: Iterable[tr.DeploymentRef]
+    found: Iterable[target_objects.Found],
+    releases: Iterable[tr.DeploymentRef],
+    *,
+    unreadable: int = 0,
 ) -> list[target_objects.Found]:
     """Objects of ours at the site whose ModelDeployment has no TargetRelease on the hub.
 
     Call only with a list the hub answered: an empty list because the hub is unreachable would
-    remove everything the site serves.
+    remove everything the site serves. `unreadable` releases (a spec that does not parse) may
+    own any of them, so while there is one nothing is stale.
     """
+    if unreadable:
+        return []
     wanted = {target_objects.owner_label(r.namespace, r.name) for r in releases}
     return [
         f
