@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 site_mirror = _site_mirror.site_mirror
+site_mirror_with_auth = _site_mirror.site_mirror_with_auth
 
 
 def _push_blob(client: registry_api.RegistryClient, repository: str, data: bytes) -> str:
@@ -80,14 +81,19 @@ def _push_two_platform_image(
 
 
 def _copy(
-    source_ref: str, mirror: str, *, known: dict[str, str], workdir: Path
+    source_ref: str,
+    mirror: str,
+    *,
+    known: dict[str, str],
+    workdir: Path,
+    credentials: registry_api.Credentials | None = None,
 ) -> tuple[mc.Copy, mc.Report]:
     repository = source_ref.partition("@")[0]
     destination = f"{mirror}/{repository.split('/', 1)[1]}"
     copy = mc.Copy(source=source_ref, mirror=mirror, destination=destination, targets=("t",))
     with (
         registry_api.RegistryClient() as source,
-        registry_api.RegistryClient(insecure=[mirror]) as target,
+        registry_api.RegistryClient(credentials=credentials, insecure=[mirror]) as target,
     ):
         report = mirror_copy.copy_image(
             copy, source=source, mirror=target, known=known, workdir=workdir
@@ -172,3 +178,24 @@ def test_a_mirror_that_does_not_answer_is_a_transient_error_naming_it(
         _copy(busybox, nowhere, known={}, workdir=tmp_path)
     assert caught.value.transient
     assert nowhere in str(caught.value)
+
+
+def test_a_mirror_with_basic_auth_takes_the_copy_only_with_its_credentials(
+    testbed_handle: handles.Testbed,
+    site_mirror_with_auth: str,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    source_repo = f"{testbed_handle.registry}/mirror-tests/{unique_name}"
+    with registry_api.RegistryClient() as client:
+        digest, _ = _push_two_platform_image(client, source_repo, layer=os.urandom(64 * 1024))
+    ref = f"{source_repo}@{digest}"
+    with pytest.raises(registry_api.RegistryError, match="HTTP 401") as refused:
+        _copy(ref, site_mirror_with_auth, known={}, workdir=tmp_path)
+    assert not refused.value.transient, "wrong credentials are not retried by themselves"
+
+    user = registry_api.Credentials(_site_mirror.MIRROR_USER, _site_mirror.MIRROR_PASSWORD)
+    copy, report = _copy(ref, site_mirror_with_auth, known={}, workdir=tmp_path, credentials=user)
+    assert (report.manifests, report.blobs_sent) == (3, 3), report
+    with registry_api.RegistryClient(credentials=user) as mirror:
+        assert mirror.manifest_digest(copy.destination, digest) == digest

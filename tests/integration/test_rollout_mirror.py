@@ -2,15 +2,19 @@
 (a second registry process with storage of its own, `_site_mirror`) before the target's wave,
 and the site runs the mirror's reference by the same digest.
 
-Three EdgeTargets in one namespace, all with the mirror: `site-arm` (edge-1, arm64 kwok nodes),
-`site-real` (edge-2's real node, whose containerd really pulls from the mirror) and `site-lost`
-(edge-2's kwok nodes; its mirror is changed to an address where nothing listens). The two images
+Four EdgeTargets in one namespace, each with a mirror: `site-arm` (edge-1, arm64 kwok nodes),
+`site-real` (edge-2's real node, whose containerd really pulls from the mirror), `site-lost`
+(edge-2's kwok nodes; its mirror is changed to an address where nothing listens) and
+`site-auth` (edge-1 again, with a second mirror that asks for basic auth, whose credentials
+come from a dockerconfigjson Secret). The two images
 are built together by the operator while the targets come up.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from tests.integration import _site_mirror
 pytestmark = pytest.mark.integration
 
 site_mirror = _site_mirror.site_mirror
+site_mirror_with_auth = _site_mirror.site_mirror_with_auth
 REAL = {layout.REAL_NODE_LABEL: "real"}
 TOLERATE_REAL = [{**layout.REAL_NODE_TAINT, "operator": "Equal"}]
 NOWHERE = f"{layout.HOST_ADDRESS}:5009"
@@ -39,6 +44,7 @@ class Sites:
     mirror: str
     refs: dict[str, str]
     """ModelImage name -> `repository@sha256:...` as admitted (in the testbed registry)."""
+    mirror_with_auth: str
 
 
 def _site(name: str, cluster: str, mirror: str, **placement: Any) -> dict[str, Any]:
@@ -52,7 +58,10 @@ def _site(name: str, cluster: str, mirror: str, **placement: Any) -> dict[str, A
 
 @pytest.fixture(scope="module")
 def sites(
-    operator: procs.Managed | None, testbed_handle: handles.Testbed, site_mirror: str
+    operator: procs.Managed | None,
+    testbed_handle: handles.Testbed,
+    site_mirror: str,
+    site_mirror_with_auth: str,
 ) -> Iterator[Sites]:
     hub = testbed_handle.hub
     # Unique per session, so are the images' digests: the real node pulls afresh every run.
@@ -79,22 +88,44 @@ def sites(
             _site("site-arm", "edge-1", site_mirror),
             _site("site-real", "edge-2", site_mirror, nodeSelector=REAL, tolerations=TOLERATE_REAL),
             _site("site-lost", "edge-2", site_mirror),
+            _site("site-auth", "edge-1", site_mirror_with_auth),
         ):
             doc["spec"]["namespace"] = namespace
             docs.append(doc)
+        docs[-1]["spec"]["registryMirrorCredentialsSecret"] = "site-auth-mirror"
+        docs.append(_docker_config("site-auth-mirror", site_mirror_with_auth))
         res.apply(hub, namespace, *docs)
-        res.wait_targets_ready(hub, namespace, ["site-arm", "site-real", "site-lost"])
+        res.wait_targets_ready(hub, namespace, ["site-arm", "site-real", "site-lost", "site-auth"])
         refs = {
             name: res.image_reference(res.wait_model_image(hub, namespace, name, phase="Ready"))
             for name in images
         }
-        yield Sites(namespace=namespace, mirror=site_mirror, refs=refs)
+        yield Sites(
+            namespace=namespace,
+            mirror=site_mirror,
+            refs=refs,
+            mirror_with_auth=site_mirror_with_auth,
+        )
     finally:
         hub.kubectl("-n", namespace, "delete", "modeldeployments", "--all", check=False)
         hub.kubectl("-n", namespace, "delete", "edgetargets", "--all", check=False)
         for cluster in edges:
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         hub.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _docker_config(name: str, registry: str) -> dict[str, Any]:
+    """A kubernetes.io/dockerconfigjson Secret for the auth mirror, as `kubectl create secret
+    docker-registry` writes it."""
+    token = f"{_site_mirror.MIRROR_USER}:{_site_mirror.MIRROR_PASSWORD}"
+    config = {"auths": {registry: {"auth": base64.b64encode(token.encode()).decode()}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": json.dumps(config)},
+    }
 
 
 def _mirrored(ref: str, mirror: str) -> str:
@@ -140,6 +171,24 @@ def test_an_index_is_copied_to_the_mirror_with_its_digest_and_rolled_out_from_th
     assert served == original, "every platform's manifest, byte for byte (same digests)"
     copied = [m for _, r, m in res.events(hub, sites.namespace, "multi") if r == "MirrorCopied"]
     assert copied and sites.mirror in copied[0], copied
+
+
+def test_the_copy_to_a_mirror_that_asks_for_credentials_uses_the_targets_secret(
+    testbed_handle: handles.Testbed, sites: Sites
+) -> None:
+    hub, ref = testbed_handle.hub, sites.refs["multi"]
+    _deploy(hub, sites, "multi-auth", "multi", "site-auth")
+    res.wait_deployment_phase(hub, sites.namespace, "multi-auth", phase="Ready")
+
+    expected = _mirrored(ref, sites.mirror_with_auth)
+    edge = testbed_handle.cluster("edge-1")
+    assert _container_image(edge, sites.namespace, "multi-auth") == expected
+    destination, _, digest = expected.partition("@")
+    user = registry_api.Credentials(_site_mirror.MIRROR_USER, _site_mirror.MIRROR_PASSWORD)
+    with registry_api.RegistryClient(credentials=user) as mirror:
+        assert mirror.manifest_digest(destination, digest) == digest
+    with registry_api.RegistryClient() as anonymous, pytest.raises(registry_api.RegistryError):
+        anonymous.manifest_digest(destination, digest)
 
 
 def test_a_real_node_pulls_the_digest_from_the_mirror_and_runs_it(
