@@ -252,10 +252,12 @@ def test_service_account_cannot_write_outside_its_resources(
         ("patch", "namespaces"),
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
         ("impersonate", "serviceaccounts"),
-        ("create", "serviceaccounts/token"),
     ]
     for verb, resource in forbidden:
         assert not can_i(hub, verb, resource, "--all-namespaces"), (verb, resource)
+    # A token for any ServiceAccount (the subresource; `serviceaccounts/token` would ask about a
+    # ServiceAccount named token, which registration may create).
+    assert not can_i(hub, "create", "serviceaccounts", "--subresource=token", "--all-namespaces")
     for verb, resource in [
         ("create", "pods"),
         ("create", "pods/exec"),

@@ -230,8 +230,18 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
         timeout=150,
     )
     assert res.target_line(obj, "shop")["message"].startswith("deferred"), obj["status"]
-    target = res.get_object(fleet.hub, fleet.namespace, "edgetargets", "shop")
-    assert res.condition(target, "Ready")["reason"] in {"AgentSilent"}, target
+    # The EdgeTarget says why at its next probe (every 5 s) once the agent's Lease is 30 s old;
+    # the rollout may defer the site first, from its own unanswered release reads.
+    res.wait_until(
+        "EdgeTarget shop to say its agent is silent",
+        lambda: (
+            res.condition(
+                res.get_object(fleet.hub, fleet.namespace, "edgetargets", "shop"), "Ready"
+            ).get("reason")
+            == "AgentSilent"
+        ),
+        timeout=60,
+    )
     kept = site_deployment(fleet, site_namespace)
     assert kept is not None and "release" not in kept["spec"]["template"]["metadata"]["labels"]
 
