@@ -4,7 +4,8 @@
 what goes into it), pushes it to the registry the real nodes pull from, serves grype's database
 from a mirror on the host address (the chart's air-gapped path, `scan.dbUpdateUrl`: the Pod has
 no internet), and `helm upgrade --install`s the chart with the `dind` build backend onto the
-hub's real node, with the chart's own ServiceAccount and RBAC. The demo and
+hub's real node, with the chart's own ServiceAccount and RBAC (or, given a `host_socket`
+daemon, the `hostSocket` backend on that daemon's socket). The demo and
 tests/integration/test_incluster.py use it; the rest of the tests run the faster host-process
 operator (`operator_process`), which serves every namespace. The two must never run at once
 (both would reconcile the in-cluster operator's namespaces): test_incluster stops the host
@@ -40,6 +41,7 @@ import yaml
 
 from edgeferry.adapters import vulndb
 from edgeferry_testbed import env, images, layout, operator_image, operator_process, procs, services
+from edgeferry_testbed import host_socket as host_socket_module
 from edgeferry_testbed import testbed as testbed_module
 
 RELEASE = "edgeferry-incluster"
@@ -216,11 +218,13 @@ def values(
     image: str,
     dind_image: str,
     mirror_url: str,
+    host_socket: host_socket_module.HostSocket | None = None,
 ) -> dict[str, Any]:
     """The chart values of the testbed's install: the operator and its dind daemon on the hub's
-    real node, images from the Pods' registry, grype from the mirror."""
+    real node, images from the Pods' registry, grype from the mirror. With `host_socket`, the
+    `hostSocket` backend on that daemon's socket instead of dind."""
     repository, _, digest = image.partition("@")
-    return {
+    chosen: dict[str, Any] = {
         "image": {"repository": repository, "digest": digest},
         "watchNamespaces": WATCHED,
         "rbac": {"workloadNamespaces": WORKLOADS},
@@ -251,6 +255,12 @@ def values(
         "scan": {"dbUpdateUrl": mirror_url},
         "rollout": {"cleanupDeadlineSeconds": operator_process.CLEANUP_DEADLINE_SECONDS},
     }
+    if host_socket is not None:
+        build = chosen["build"]
+        del build["dind"]
+        build["backend"] = "hostSocket"
+        build["hostSocket"] = {"path": str(host_socket.path), "socketGroup": host_socket.group}
+    return chosen
 
 
 def helm(described: env.TestbedEnv, *args: str) -> str:
@@ -261,9 +271,15 @@ def helm(described: env.TestbedEnv, *args: str) -> str:
     return done.stdout
 
 
-def install(bed: testbed_module.Testbed, described: env.TestbedEnv) -> dict[str, Any]:
+def install(
+    bed: testbed_module.Testbed,
+    described: env.TestbedEnv,
+    *,
+    host_socket: host_socket_module.HostSocket | None = None,
+) -> dict[str, Any]:
     """`helm upgrade --install` the chart on the hub and wait for the operator Pod to be Ready;
-    returns the chart values used."""
+    returns the chart values used. The `dind` backend, or `hostSocket` on `host_socket` (an
+    upgrade of a dind release replaces the Pod: the Deployment's strategy is Recreate)."""
     started = time.monotonic()
     operator_process.install_crds(described)
     # The chart's RoleBindings go into these namespaces: they must exist first.
@@ -283,6 +299,7 @@ def install(bed: testbed_module.Testbed, described: env.TestbedEnv) -> dict[str,
         image=image,
         dind_image=dind,
         mirror_url=ensure_grype_mirror(bed),
+        host_socket=host_socket,
     )
     values_file = bed.layout.state_dir / "incluster-values.yaml"
     values_file.write_text(yaml.safe_dump(chosen))
@@ -312,7 +329,9 @@ def install(bed: testbed_module.Testbed, described: env.TestbedEnv) -> dict[str,
         raise procs.TestbedError("the operator Pod stopped serving /metrics")
     publish_to_prometheus(bed.layout, pod)
     name = pod["metadata"]["name"]
-    _say(f"helm install of {RELEASE}: {name} Ready in {time.monotonic() - started:.0f} s")
+    backend = chosen["build"]["backend"]
+    took = time.monotonic() - started
+    _say(f"helm install of {RELEASE} ({backend}): {name} Ready in {took:.0f} s")
     return chosen
 
 

@@ -7,7 +7,10 @@ from the mirror the chart's `scan.dbUpdateUrl` names (the Pod has no internet). 
 headline flows: the admitted iris sample is built, smoke-tested, scanned and pushed by the Pod,
 the blocked sample is refused, a ModelDeployment rolls the admitted digest onto the real nodes
 of the hub and of edge-2, the edge's Service answers a real prediction, and the testbed's
-Prometheus finds and scrapes the operator Pod. The rest of the suite runs the host-process
+Prometheus finds and scrapes the operator Pod. Last, the release is upgraded to the
+`hostSocket` backend on a dockerd of the testbed's own (`host_socket`: the node's Docker socket,
+mounted into the Pod), and a second copy of the iris sample is built, smoke-tested, scanned
+and pushed through it. The rest of the suite runs the host-process
 operator, which serves every namespace: it is stopped while this module runs and started again
 after (a few seconds), so the two never reconcile one object.
 """
@@ -23,10 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from kubernetes import client as k8s_client
 
-from edgeferry_testbed import handles, incluster, operator_process, samples
+from edgeferry_testbed import handles, host_socket, incluster, operator_process, samples
 from edgeferry_testbed import testbed as testbed_module
 from tests.integration import _resources
 from tests.integration.test_real_nodes import (
@@ -86,12 +90,18 @@ def _rss_kib(hub: handles.Cluster) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def installed(testbed_handle: handles.Testbed) -> Iterator[dict[str, Any]]:
+def release_before(testbed_handle: handles.Testbed) -> bool:
+    """Whether the release was there before this module (the demo's): then it is left as found."""
+    return incluster.installed(testbed_handle.env)
+
+
+@pytest.fixture(scope="module")
+def installed(testbed_handle: handles.Testbed, release_before: bool) -> Iterator[dict[str, Any]]:
     bed = testbed_module.Testbed()
     host_operator = bed.sup.find("operator") is not None
     if host_operator:
         operator_process.stop(bed)
-    before = incluster.installed(testbed_handle.env)
+    before = release_before
     try:
         started = time.monotonic()
         chosen = incluster.install(bed, testbed_handle.env)
@@ -106,6 +116,35 @@ def installed(testbed_handle: handles.Testbed) -> Iterator[dict[str, Any]]:
             print(f"incluster: host operator back in {time.monotonic() - started:.0f} s")
 
 
+def _sample_docs(testbed_handle: handles.Testbed, *files: str) -> list[dict[str, Any]]:
+    """Samples as the Pod sees them: images from the Pods' registry, pushes to `incluster/`."""
+    bed = testbed_module.Testbed()
+    values = {
+        k: incluster.for_pods(v, testbed_handle.env)
+        for k, v in samples.placeholders(bed.layout, testbed_handle.env).items()
+    }
+    docs = [doc for name in files for doc in samples.render(samples.SAMPLES / name, values)]
+    for doc in docs:
+        repository = doc["spec"]["push"]["repository"].rsplit("/", 1)[1]
+        doc["spec"]["push"]["repository"] = (
+            f"{testbed_handle.env.pod_registry}/incluster/{repository}"
+        )
+    return docs
+
+
+def _registry_serves(testbed_handle: handles.Testbed, reference: str) -> dict[str, Any]:
+    """The image index the registry serves for `<pod registry>/<repository>@<digest>`."""
+    repository, digest = reference.split("/", 1)[1].split("@")
+    request = urllib.request.Request(
+        f"http://{testbed_handle.env.registry}/v2/{repository}/manifests/{digest}",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Docker-Content-Digest"] == digest
+        index: dict[str, Any] = json.loads(response.read())
+    return index
+
+
 @pytest.fixture(scope="module")
 def samples_applied(
     testbed_handle: handles.Testbed, installed: dict[str, Any]
@@ -115,19 +154,7 @@ def samples_applied(
     bed = testbed_module.Testbed()
     with hub.api_client() as api:
         samples.install_inputs(api, NAMESPACE, bed.layout, testbed_handle.env)
-    values = {
-        k: incluster.for_pods(v, testbed_handle.env)
-        for k, v in samples.placeholders(bed.layout, testbed_handle.env).items()
-    }
-    docs = [
-        *samples.render(samples.SAMPLES / "modelimage-iris.yaml", values),
-        *samples.render(samples.SAMPLES / "modelimage-vulnerable.yaml", values),
-    ]
-    for doc in docs:
-        repository = doc["spec"]["push"]["repository"].rsplit("/", 1)[1]
-        doc["spec"]["push"]["repository"] = (
-            f"{testbed_handle.env.pod_registry}/incluster/{repository}"
-        )
+    docs = _sample_docs(testbed_handle, "modelimage-iris.yaml", "modelimage-vulnerable.yaml")
     at_rest = _rss_kib(hub)
     started = time.monotonic()
     try:
@@ -175,14 +202,7 @@ def test_admitted_sample_is_built_smoke_tested_scanned_and_pushed_by_the_pod(
         assert _resources.condition(iris, type_).get("status") == "True", (type_, iris["status"])
     reference = _resources.image_reference(iris)
     assert reference.startswith(f"{testbed_handle.env.pod_registry}/incluster/iris@sha256:")
-    repository, digest = reference.split("/", 1)[1].split("@")
-    request = urllib.request.Request(
-        f"http://{testbed_handle.env.registry}/v2/{repository}/manifests/{digest}",
-        method="HEAD",
-        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.headers["Docker-Content-Digest"] == digest
+    _registry_serves(testbed_handle, reference)
 
 
 def test_blocked_sample_is_refused_with_its_findings(
@@ -286,3 +306,73 @@ def test_prometheus_scrapes_the_operator_pod(
     assert sample["metric"]["node"] in testbed_handle.hub.info.real_nodes
     assert sample["metric"]["instance"].startswith(f"{pod.status.pod_ip}:")
     assert float(sample["value"][1]) == 172800.0, "the chart's default scan.dbStaleSeconds"
+
+
+@pytest.fixture(scope="module")
+def host_socket_release(
+    testbed_handle: handles.Testbed, installed: dict[str, Any], release_before: bool
+) -> Iterator[host_socket.HostSocket]:
+    """The release upgraded to `build.backend=hostSocket` on the testbed's host-socket dockerd.
+
+    Last in the module (its tests are last in the file): the other tests see the dind Pod. A
+    release this module found (the demo's) is put back on dind after; one it installed is
+    uninstalled by `installed` anyway."""
+    bed = testbed_module.Testbed()
+    started = time.monotonic()
+    daemon = host_socket.ensure(bed, testbed_handle.env)
+    try:
+        incluster.install(bed, testbed_handle.env, host_socket=daemon)
+        print(f"incluster: upgrade to hostSocket took {time.monotonic() - started:.0f} s")
+        yield daemon
+    finally:
+        if release_before:
+            incluster.install(bed, testbed_handle.env)
+        host_socket.stop(bed)
+
+
+def test_host_socket_backend_builds_smoke_tests_scans_and_pushes_from_the_pod(
+    testbed_handle: handles.Testbed, host_socket_release: host_socket.HostSocket
+) -> None:
+    """The node's Docker socket mounted into the operator Pod, group-readable only: the Pod's
+    non-root operator reaches it through the chart's socketGroup, and the image it builds is
+    in that daemon, not in a sidecar's."""
+    hub, daemon = testbed_handle.hub, host_socket_release
+    pod = _operator_pod(hub)
+    assert [c.name for c in pod.spec.containers] == ["operator"]
+    (volume,) = [v for v in pod.spec.volumes if v.name == "docker-socket"]
+    assert volume.host_path.path == str(daemon.path) and volume.host_path.type == "Socket"
+    assert pod.spec.security_context.supplemental_groups == [daemon.group]
+    assert daemon.path.stat().st_mode & 0o777 == 0o660, "only the socket's group may use it"
+
+    with hub.api_client() as k8s:
+        samples.install_inputs(k8s, NAMESPACE, testbed_module.Testbed().layout, testbed_handle.env)
+    (doc,) = _sample_docs(testbed_handle, "modelimage-iris.yaml")
+    doc["metadata"]["name"] = "iris-host-socket"
+    repository = doc["spec"]["push"]["repository"] = (
+        f"{testbed_handle.env.pod_registry}/incluster/iris-host-socket"
+    )
+    started = time.monotonic()
+    try:
+        _resources.apply(hub, NAMESPACE, doc)
+        built = _resources.wait_model_image(
+            hub, NAMESPACE, "iris-host-socket", phase="Ready", timeout=900
+        )
+        print(
+            f"incluster: hostSocket: iris-host-socket built, smoke-tested (amd64, emulated "
+            f"arm64), scanned and pushed {time.monotonic() - started:.0f} s after apply"
+        )
+    finally:
+        hub.kubectl("-n", NAMESPACE, "delete", "modelimage", "iris-host-socket", check=False)
+    for type_ in ("Built", "SmokeTested", "Scanned", "Admitted", "Pushed"):
+        assert _resources.condition(built, type_).get("status") == "True", (type_, built["status"])
+    reference = _resources.image_reference(built)
+    assert reference.startswith(f"{repository}@sha256:"), reference
+    index = _registry_serves(testbed_handle, reference)
+    platforms = {(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]}
+    assert platforms == {("linux", "amd64"), ("linux", "arm64")}, index
+    api = docker.APIClient(base_url=daemon.docker_host, timeout=30)
+    try:
+        tags = [tag for image in api.images() for tag in image.get("RepoTags") or []]
+    finally:
+        api.close()
+    assert any(tag.startswith(f"{repository}:") for tag in tags), tags
