@@ -101,13 +101,12 @@ def installed(testbed_handle: handles.Testbed, release_before: bool) -> Iterator
     host_operator = bed.sup.find("operator") is not None
     if host_operator:
         operator_process.stop(bed)
-    before = release_before
     try:
         started = time.monotonic()
         chosen = incluster.install(bed, testbed_handle.env)
         print(f"incluster: install took {time.monotonic() - started:.0f} s")
         yield chosen
-        if not before:
+        if not release_before:
             incluster.uninstall(bed.layout, testbed_handle.env)
     finally:
         if host_operator:
