@@ -62,6 +62,22 @@ class ClusterFiles:
         self.dir = lay.state_dir / "clusters" / cluster.name
         self.kubeconfig = self.dir / "kubeconfig"
         self.kwok_config = self.dir / "kwok.yaml"
+        self.audit_policy = self.dir / "audit-policy.yaml"
+        self.audit_log = self.dir / "audit.log"
+        """Edges only: one JSON audit event a line (`audit.k8s.io/v1`), rotated at 100 MB."""
+
+
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # The testbed itself (tests, kwok, controller-manager, scheduler, kubelets): admin token.
+  - level: None
+    users: [{pki.ADMIN_USER}, system:apiserver]
+  - level: Metadata
+"""
+"""Who else talks to an edge API server (the operator, agents) is logged at Metadata level."""
 
 
 def prepare(lay: layout.Layout, cluster: layout.ClusterLayout) -> tuple[ClusterFiles, str]:
@@ -81,6 +97,8 @@ def prepare(lay: layout.Layout, cluster: layout.ClusterLayout) -> tuple[ClusterF
     stages_dir = lay.tool("kwok", layout.KWOK_VERSION).parent / "stages"
     docs = [(stages_dir / rel).read_text().strip() for rel in _STAGES]
     files.kwok_config.write_text("\n---\n".join(docs) + "\n")
+    if cluster.role == "edge":
+        files.audit_policy.write_text(AUDIT_POLICY)
     return files, token
 
 
@@ -99,6 +117,16 @@ def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[st
         ca_cert=lay.state_dir / "pki" / "ca.crt",
         cert=lay.state_dir / "pki" / "serving.crt",
         key=lay.state_dir / "pki" / "serving.key",
+    )
+    audit = (
+        [
+            f"--audit-policy-file={files.audit_policy}",
+            f"--audit-log-path={files.audit_log}",
+            "--audit-log-maxsize=100",
+            "--audit-log-maxbackup=1",
+        ]
+        if cluster.role == "edge"
+        else []
     )
     return [
         str(lay.tool("kubernetes", layout.KUBERNETES_VERSION, "kube-apiserver")),
@@ -129,6 +157,7 @@ def apiserver_argv(lay: layout.Layout, cluster: layout.ClusterLayout) -> list[st
         "--max-requests-inflight=800",
         "--max-mutating-requests-inflight=400",
         "--v=0",
+        *audit,
     ]
 
 

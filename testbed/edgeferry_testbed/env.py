@@ -24,6 +24,9 @@ class ClusterEnv:
     target_kubeconfig: str | None = None
     """Edges: the kubeconfig EdgeTargets get, with the token of the shipped edge RBAC
     (`edge_access`); `kubeconfig` is the admin's. None for the hub."""
+    audit_log: str | None = None
+    """Edges: the API server's audit log of every request not made with the admin's token
+    (`clusters.AUDIT_POLICY`). None for the hub."""
 
 
 @dataclasses.dataclass(frozen=True)

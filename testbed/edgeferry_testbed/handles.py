@@ -39,6 +39,13 @@ class Cluster:
             raise ValueError(f"{self.name} is not an edge: Cloud targets need no kubeconfig")
         return self.info.target_kubeconfig
 
+    @property
+    def audit_log(self) -> str:
+        """The edge API server's audit log: requests of everyone but the testbed's admin."""
+        if self.info.audit_log is None:
+            raise ValueError(f"{self.name} keeps no audit log: only the edges do")
+        return self.info.audit_log
+
     def api_client(self) -> k8s_client.ApiClient:
         return k8s_config.new_client_from_config(config_file=self.kubeconfig)
 

@@ -98,6 +98,10 @@ def ensure_service_account_key(cluster_dir: Path) -> Path:
     return key
 
 
+ADMIN_USER = "edgeferry-admin"
+"""The user of every cluster's admin token (tests, kwok, controllers, kubelets)."""
+
+
 def ensure_admin_token(cluster_dir: Path) -> tuple[str, Path]:
     """A random admin token in `system:masters`, and the apiserver's token file holding it."""
     token_file = cluster_dir / "tokens.csv"
@@ -106,7 +110,7 @@ def ensure_admin_token(cluster_dir: Path) -> tuple[str, Path]:
     else:
         cluster_dir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(24)
-        token_file.write_text(f'{token},edgeferry-admin,edgeferry-admin,"system:masters"\n')
+        token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         token_file.chmod(0o600)
     return token, token_file
 

@@ -317,6 +317,9 @@ class Testbed:
                     target_kubeconfig=str(edge_access.kubeconfig_path(lay, c))
                     if c.role == "edge"
                     else None,
+                    audit_log=str(clusters.ClusterFiles(lay, c).audit_log)
+                    if c.role == "edge"
+                    else None,
                     api_url=clusters.api_url(lay, c),
                     architectures=c.architectures,
                     nodes=[n.name for n in c.nodes],
