@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,10 +319,14 @@ def edge_target(
     }
 
 
-def testbed_targets(bed: handles.Testbed, *, workload_namespace: str) -> list[dict[str, Any]]:
-    """Secrets and EdgeTargets for the hub's CPU pool and both edge clusters."""
+def testbed_targets(
+    bed: handles.Testbed, *, workload_namespace: str, names: Collection[str] = TARGET_CLUSTERS
+) -> list[dict[str, Any]]:
+    """Secrets and EdgeTargets for the hub's CPU pool and both edge clusters (those in `names`)."""
     docs: list[dict[str, Any]] = []
     for target, cluster in TARGET_CLUSTERS.items():
+        if target not in names:
+            continue
         if cluster == "hub":
             docs.append(
                 edge_target(

@@ -129,9 +129,18 @@ def _delete_namespace(cluster: handles.Cluster, namespace: str, *, wait: bool) -
 
 @pytest.fixture
 def fleet(
-    operator: procs.Managed | None, testbed_handle: handles.Testbed, unique_name: str
+    operator: procs.Managed | None,
+    testbed_handle: handles.Testbed,
+    unique_name: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Fleet]:
-    """A namespace with EdgeTargets `cloud` (hub CPU pool), `edge-1` (arm64), `edge-2` (amd64)."""
+    """A namespace with EdgeTargets `cloud` (hub CPU pool), `edge-1` (arm64), `edge-2` (amd64).
+
+    `@pytest.mark.fleet_without("edge-2")` leaves targets out: the operator then holds no
+    credential for that cluster (`tests/integration/test_pull_mode.py` makes it an agent's site).
+    """
+    marker = request.node.get_closest_marker("fleet_without")
+    names = [t for t in _resources.TARGET_CLUSTERS if t not in (marker.args if marker else ())]
     hub = testbed_handle.hub
     namespace = unique_name
     pytest_plugin.make_namespace(hub, namespace)
@@ -142,9 +151,9 @@ def fleet(
         _resources.apply(
             hub,
             namespace,
-            *_resources.testbed_targets(testbed_handle, workload_namespace=namespace),
+            *_resources.testbed_targets(testbed_handle, workload_namespace=namespace, names=names),
         )
-        _resources.wait_targets_ready(hub, namespace, list(_resources.TARGET_CLUSTERS))
+        _resources.wait_targets_ready(hub, namespace, names)
         yield Fleet(namespace=namespace, bed=testbed_handle)
     finally:
         _delete_all(hub, namespace, "modeldeployments")

@@ -1,14 +1,21 @@
 """Pull mode on the testbed: an Agent target served by a real `edgeferry-agent` process.
 
-The site is edge-2's real API server; the agent reaches it with the site's admin kubeconfig
-(its "local" credentials) and the hub with its own ServiceAccount token only. The operator has
-no kubeconfig for that site: the Agent EdgeTarget names no Secret, and `clusters.Clients`
-refuses to build a client for it.
+The site is edge-2's real API server. This module's fleets have no push target there
+(`fleet_without("edge-2")`), so the operator holds no credential for it at all: the Agent
+EdgeTarget names no Secret, and no Secret it may read on the hub names edge-2's address. The
+agent reaches the site as a site admin would run it outside the cluster, with a token of the
+site's `edgeferry-edge` ServiceAccount (the shipped edge RBAC, `manifests/edge/`), and the hub
+with its own ServiceAccount token only. edge-2's API server keeps an audit log of every request
+not made with the testbed's admin token (`edgeferry_testbed.clusters.AUDIT_POLICY`); the rollout
+tests end by reading it: every request at the site during the test came with the agent's token.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
+import datetime
 import json
 import subprocess
 import sys
@@ -20,16 +27,24 @@ import pytest
 import yaml
 
 from edgeferry.models import target_release as tr
-from edgeferry_testbed import clusters, handles
+from edgeferry_testbed import clusters, operator_process
 from tests.integration import _resources as res
 from tests.integration.conftest import Fleet
 from tests.integration.test_rollout import AMD64, apply_deployment, build_images, patch_deployment
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleet_without("edge-2")]
 
 SITE = "edge-2"
 """The testbed cluster the agent's site is."""
 SHOP_LABELS = {"region": "shop-1", "tier": "edge", "arch": "amd64", "hardware": "cpu"}
+EVERYWHERE = {"matchLabels": {"hardware": "cpu"}}
+"""Selects `cloud`, `edge-1` and the agent target: Cloud, K3s (push) and Agent (pull) together."""
+OPERATOR = ":".join(
+    ("system:serviceaccount", operator_process.OPERATOR_NAMESPACE, operator_process.SERVICE_ACCOUNT)
+)
+"""Who the (host-process) operator is on the hub."""
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+"""The audit event's `user.extra` key naming the token a request came with (`JTI=<jti>`)."""
 
 
 def agent_target(name: str, *, site_namespace: str) -> dict[str, Any]:
@@ -71,9 +86,89 @@ def agent_kubeconfig(fleet: Fleet, hub_namespace: str, path: Path, *, server: st
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class SiteCredential:
+    """The agent's kubeconfig for its site, and the token's id the site's audit log names."""
+
+    kubeconfig: Path
+    credential_id: str
+
+
+def site_credential(fleet: Fleet, path: Path) -> SiteCredential:
+    """What a site admin hands an agent run outside the cluster: the site's address and CA with
+    a token of its `edgeferry-edge` ServiceAccount (`manifests/edge/`, applied by the testbed)."""
+    site = fleet.bed.cluster(SITE)
+    token = site.kubectl(
+        "-n", "edgeferry-system", "create", "token", "edgeferry-edge", "--duration=1h"
+    ).stdout.strip()
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    config = yaml.safe_load(Path(site.kubeconfig).read_text())
+    config["users"] = [{"name": "agent", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "agent"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return SiteCredential(kubeconfig=path, credential_id=f"JTI={claims['jti']}")
+
+
+def site_requests(fleet: Fleet, since: datetime.datetime) -> list[dict[str, Any]]:
+    """The site API server's audit events since `since` (everyone's but the testbed admin's)."""
+    events = []
+    for line in Path(fleet.bed.cluster(SITE).audit_log).read_text().splitlines():
+        event = json.loads(line)
+        if datetime.datetime.fromisoformat(event["requestReceivedTimestamp"]) >= since:
+            events.append(event)
+    return events
+
+
+def assert_only_the_agent_reached_the_site(
+    fleet: Fleet, credential: SiteCredential, since: datetime.datetime
+) -> None:
+    """The hub operator has no credential for the site, and the site saw only the agent."""
+    server = fleet.bed.cluster(SITE).info.api_url
+    secrets = json.loads(fleet.hub.kubectl("get", "secrets", "-A", "-o", "json").stdout)
+    naming = [
+        (s["metadata"]["namespace"], s["metadata"]["name"])
+        for s in secrets["items"]
+        if any(
+            server in base64.b64decode(v).decode(errors="replace")
+            for v in (s.get("data") or {}).values()
+        )
+    ]
+    # Another module's leftover may name the site; what matters is that the operator cannot read it.
+    readable = [
+        f"{namespace}/{name}"
+        for namespace, name in naming
+        if fleet.hub.kubectl(
+            "auth",
+            "can-i",
+            "get",
+            f"secret/{name}",
+            "-n",
+            namespace,
+            f"--as={OPERATOR}",
+            check=False,
+        ).stdout.strip()
+        == "yes"
+    ]
+    assert not readable, (
+        f"the operator may read Secrets naming the agent's site {server}: {readable}"
+    )
+    events = site_requests(fleet, since)
+    others = [
+        (e["user"].get("username"), e.get("userAgent"), e["verb"], e["requestURI"])
+        for e in events
+        if e["user"].get("extra", {}).get(CREDENTIAL_ID) != [credential.credential_id]
+    ]
+    assert not others, f"requests at the agent's site not made by the agent: {others[:20]}"
+    verbs = {e["verb"] for e in events}
+    # Not vacuous: the log holds the agent's own work (it read the nodes, applied the workload).
+    assert {"list", "patch"} <= verbs, f"the agent's requests at the site: {sorted(verbs)}"
+
+
 @contextlib.contextmanager
 def agent_process(
-    bed: handles.Testbed, hub_kubeconfig: Path, hub_namespace: str, site_namespace: str, log: Path
+    site: SiteCredential, hub_kubeconfig: Path, hub_namespace: str, site_namespace: str, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m edgeferry agent` as a process of its own, stopped by its pid."""
     with log.open("ab") as out:
@@ -84,7 +179,7 @@ def agent_process(
                 "edgeferry",
                 "agent",
                 f"--hub-kubeconfig={hub_kubeconfig}",
-                f"--site-kubeconfig={bed.cluster(SITE).kubeconfig}",
+                f"--site-kubeconfig={site.kubeconfig}",
                 f"--hub-namespace={hub_namespace}",
                 f"--namespace={site_namespace}",
                 "--interval=2",
@@ -186,28 +281,36 @@ def test_each_agent_reads_only_its_own_releases_and_no_secret(fleet: Fleet, tmp_
 def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_caught_up(
     fleet: Fleet, site_namespace: str, tmp_path: Path
 ) -> None:
-    refs = build_images(fleet, server="server")
+    since = datetime.datetime.now(datetime.UTC)
+    # Built for both architectures: the arm64 push site edge-1 takes the same digest.
+    refs = build_images(fleet, server="multiarch")
     res.apply(fleet.hub, fleet.namespace, agent_target("shop", site_namespace=site_namespace))
     hub_namespace = registered(fleet, "shop")
     config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
+    site = site_credential(fleet, tmp_path / "site.kubeconfig")
     log = tmp_path / "agent.log"
     doc = res.model_deployment(
-        "model", image="server", selector=AMD64, rollout={"offlineGraceSeconds": 10}
+        "model", image="server", selector=EVERYWHERE, rollout={"offlineGraceSeconds": 10}
     )
 
-    with agent_process(fleet.bed, config, hub_namespace, site_namespace, log):
+    with agent_process(site, config, hub_namespace, site_namespace, log):
         res.wait_targets_ready(fleet.hub, fleet.namespace, ["shop"], timeout=60)
         shop = res.get_object(fleet.hub, fleet.namespace, "edgetargets", "shop")
         assert shop is not None
         assert shop["status"]["architectures"] == ["amd64"], shop["status"]
         assert shop["status"]["clusterID"], "the agent reports which cluster the site is"
 
-        # One ModelDeployment, push targets (cloud, edge-2) and the agent target (shop).
+        # One ModelDeployment, the hub (cloud), a push site (edge-1) and the agent target (shop).
         apply_deployment(fleet, doc)
         obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
         line = res.target_line(obj, "shop")
         assert line["clusterType"] == "Agent" and line["digest"] == refs["server"], line
-        assert res.target_line(obj, "edge-2")["clusterType"] == "K3s"
+        pushed = res.target_line(obj, "edge-1")
+        assert pushed["clusterType"] == "K3s" and pushed["digest"] == refs["server"], pushed
+        at_push_site = res.deployment_at(fleet.cluster_of("edge-1"), fleet.namespace, "model")
+        assert at_push_site is not None
+        assert at_push_site["metadata"]["annotations"]["edgeferry.io/digest"] == refs["server"]
+        assert "edgeferry" in {m["manager"] for m in at_push_site["metadata"]["managedFields"]}
         at_site = site_deployment(fleet, site_namespace)
         assert at_site is not None
         assert at_site["spec"]["template"]["spec"]["containers"][0]["image"] == refs["server"]
@@ -225,8 +328,8 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
     # The agent is stopped: the site keeps serving, the hub defers it after its grace.
     patch_deployment(fleet, "model", {"spec": {"template": {"labels": {"release": "two"}}}})
     obj = res.wait_until(
-        "shop Deferred while edge-2 takes the new template",
-        lambda: line_phase(fleet, "edge-2", "Ready") and line_phase(fleet, "shop", "Deferred"),
+        "shop Deferred while edge-1 takes the new template",
+        lambda: line_phase(fleet, "edge-1", "Ready") and line_phase(fleet, "shop", "Deferred"),
         timeout=150,
     )
     assert res.target_line(obj, "shop")["message"].startswith("deferred"), obj["status"]
@@ -249,7 +352,7 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
     nowhere = agent_kubeconfig(
         fleet, hub_namespace, tmp_path / "nowhere.kubeconfig", server="https://127.0.0.1:9"
     )
-    with agent_process(fleet.bed, nowhere, hub_namespace, site_namespace, log):
+    with agent_process(site, nowhere, hub_namespace, site_namespace, log):
         res.wait_until(
             "the agent to fail to reach the hub",
             lambda: "the hub did not answer" in log.read_text(),
@@ -260,7 +363,7 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
     assert still["metadata"]["annotations"] == kept["metadata"]["annotations"]
 
     # Back on the hub: it catches up from the hub's state.
-    with agent_process(fleet.bed, config, hub_namespace, site_namespace, log):
+    with agent_process(site, config, hub_namespace, site_namespace, log):
         obj = res.wait_deployment_phase(
             fleet.hub, fleet.namespace, "model", phase="Ready", timeout=180
         )
@@ -268,18 +371,21 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
         caught = site_deployment(fleet, site_namespace)
         assert caught is not None
         assert caught["spec"]["template"]["metadata"]["labels"]["release"] == "two"
+    assert_only_the_agent_reached_the_site(fleet, site, since)
 
 
 def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
     fleet: Fleet, site_namespace: str, tmp_path: Path
 ) -> None:
+    since = datetime.datetime.now(datetime.UTC)
     # `a-shop` sorts before `cloud`: the agent target is the canary.
     refs = build_images(fleet, good="server", bad="server")
     res.apply(fleet.hub, fleet.namespace, agent_target("a-shop", site_namespace=site_namespace))
     hub_namespace = registered(fleet, "a-shop")
     config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
+    site = site_credential(fleet, tmp_path / "site.kubeconfig")
     log = tmp_path / "agent.log"
-    with agent_process(fleet.bed, config, hub_namespace, site_namespace, log):
+    with agent_process(site, config, hub_namespace, site_namespace, log):
         res.wait_targets_ready(fleet.hub, fleet.namespace, ["a-shop"], timeout=60)
         apply_deployment(fleet, res.model_deployment("model", image="good", selector=AMD64))
         res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
@@ -320,3 +426,4 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
         assert cloud is not None
         image = cloud["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == refs["good"], "the later waves never got the bad digest"
+    assert_only_the_agent_reached_the_site(fleet, site, since)
