@@ -4,9 +4,11 @@ Starts (or reuses) the testbed, installs the operator with the Helm chart on the
 (`incluster`: the operator Pod on the hub's real node, the chart's ServiceAccount and RBAC, a
 Docker-in-Docker build daemon beside it), applies the sample ModelImages (one admitted, one
 blocked), the EdgeTargets for the hub's pools and both edge clusters (with their kubeconfig
-Secrets) and a ModelDeployment of the admitted image, which lands on the real nodes of the hub
-and of edge-site-2; waits until everything has settled, sends one prediction through edge-2's
-API server, prints what `kubectl get` shows and where to send predictions, and returns.
+Secrets), a pull-mode site `shop-1` whose agent it runs in edge-1 from `manifests/edge/agent/`
+(`agent_site`), and a ModelDeployment of the admitted image, which lands on the real nodes of
+the hub and of edge-site-2 (on kwok nodes elsewhere); waits until everything has settled, sends
+one prediction through edge-2's API server, prints what `kubectl get` shows and where to send
+predictions, and returns.
 `make testbed-down` stops it all.
 """
 
@@ -26,7 +28,16 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import env, incluster, layout, operator_process, procs, samples, testbed
+from edgeferry_testbed import (
+    agent_site,
+    env,
+    incluster,
+    layout,
+    operator_process,
+    procs,
+    samples,
+    testbed,
+)
 
 NAMESPACE = "edgeferry-demo"
 WORKLOADS = "models"
@@ -177,6 +188,7 @@ def main() -> int:
         docs += samples.render(samples.SAMPLES / name, values)
     kubectl(described, "-n", NAMESPACE, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     print("demo: applied the samples; waiting for them to settle", flush=True)
+    agent_site.start(described, namespace=NAMESPACE, target="shop-1", site_namespace="shop")
     wait_phase(described, "modelimages", "iris", {"Ready"}, timeout=900)
     wait_phase(described, "modelimages", "legacy-scorer", {"Blocked"}, timeout=600)
     rollout = wait_phase(described, "modeldeployments", "iris", {"Ready"}, timeout=600)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edgeferry_testbed import agent_site
 from tests.unit import _binaries
 
 EDGE = _binaries.REPO / "manifests" / "edge"
@@ -103,3 +104,33 @@ def test_the_site_agent_runs_as_the_edge_identity_with_the_flags_it_reads() -> N
         if env["name"].startswith("EDGEFERRY_AGENT_"):
             assert f'"{env["name"]}"' in source, env["name"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_demo_runs_the_shipped_agent_changing_only_image_placement_and_settings() -> None:
+    # `make demo` applies this manifest in edge-1 (`edgeferry_testbed.agent_site`): the identity,
+    # RBAC and security context stay the shipped ones.
+    shipped = rendered(EDGE / "agent")
+    docs = agent_site.agent_manifests(
+        shipped,
+        image="10.255.0.1:5000/edgeferry/operator@sha256:" + "0" * 64,
+        hub_namespace="edgeferry-agent-demo-shop",
+        site_namespace="shop",
+        site_api="10.255.0.1:31444",
+    )
+    assert [d for d in docs if d["kind"] != "Deployment"] == [
+        d for d in shipped if d["kind"] != "Deployment"
+    ]
+    (before,) = [d["spec"]["template"]["spec"] for d in shipped if d["kind"] == "Deployment"]
+    (after,) = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    assert after["serviceAccountName"] == before["serviceAccountName"] == SUBJECT["name"]
+    assert after["securityContext"] == before["securityContext"]
+    (container,) = after["containers"]
+    assert container["securityContext"] == before["containers"][0]["securityContext"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["EDGEFERRY_AGENT_HUB_NAMESPACE"] == "edgeferry-agent-demo-shop"
+    assert env["EDGEFERRY_AGENT_NAMESPACE"] == "shop"
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == (
+        "10.255.0.1",
+        "31444",
+    )
+    assert after["nodeSelector"]["edgeferry.io/node-kind"] == "real"
