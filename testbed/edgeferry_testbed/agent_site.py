@@ -9,7 +9,8 @@ agent then runs as a Pod of the operator image on the site's real node, as the s
 
 What the testbed changes in the rendered manifest, and why:
 - the image: the operator image this checkout built, from the registry the real nodes pull from;
-- a nodeSelector and toleration for the real node (kwok's nodes run nothing);
+- a nodeSelector and toleration for the real node (kwok's nodes run nothing, and edge-1's are
+  arm64 while the operator image is amd64 only);
 - `KUBERNETES_SERVICE_HOST`/`PORT`: the edges have no kube-proxy (`docs/testbed.md`), so the
   site's `kubernetes` Service does not route; the Pod reaches its API server at the host
   address, with the same in-cluster token and CA.
