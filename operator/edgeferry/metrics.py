@@ -143,6 +143,19 @@ TIME_TO_READY = Histogram(
     registry=REGISTRY,
 )
 
+TARGET_WATCHES = Gauge(
+    "edgeferry_target_watches",
+    "Watches open at target clusters (two per watched EdgeTarget: Deployments and Pods).",
+    registry=REGISTRY,
+)
+TARGET_WATCH_RECONNECTS = Counter(
+    "edgeferry_target_watch_reconnects_total",
+    "Watches at target clusters that were lost and are reopened, by reason (error: the "
+    "connection or the API server failed; gone: 410, relisted).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 # --- Operator health ----------------------------------------------------------------------------
 RECONCILES = Counter(
     "edgeferry_reconciles_total",

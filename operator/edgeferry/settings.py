@@ -142,6 +142,14 @@ class RolloutSettings:
     """How often a settled rollout looks at its targets again (`EDGEFERRY_ROLLOUT_RESYNC_SECONDS`):
     remote Pods send the hub no events, so a crash or a hand edit at a site is only seen by
     looking."""
+    watch_targets: bool = True
+    """Watch our Deployments and Pods at push-mode targets (`EDGEFERRY_TARGET_WATCH`): a change
+    there wakes its rollout at once, and a settled rollout whose targets are all watched looks
+    again only every `watch_resync_seconds`. Off, rollouts poll every `resync_seconds`."""
+    watch_resync_seconds: float = 600.0
+    """The safety resync of a settled rollout whose targets are all watched
+    (`EDGEFERRY_ROLLOUT_WATCH_RESYNC_SECONDS`): a full look at every target, in case a watch
+    missed something."""
     cleanup_deadline_seconds: float = 120.0
     """How long deleting a ModelDeployment or an EdgeTarget retries unreachable targets before
     it lets the object go and reports what was left behind
@@ -242,6 +250,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             target_timeout_seconds=_positive(e, "EDGEFERRY_TARGET_TIMEOUT_SECONDS", 10),
             requeue_seconds=_positive(e, "EDGEFERRY_ROLLOUT_REQUEUE_SECONDS", 5),
             resync_seconds=_positive(e, "EDGEFERRY_ROLLOUT_RESYNC_SECONDS", 20),
+            watch_targets=_flag(e, "EDGEFERRY_TARGET_WATCH", True),
+            watch_resync_seconds=_positive(e, "EDGEFERRY_ROLLOUT_WATCH_RESYNC_SECONDS", 600),
             agent_cluster_role=e.get("EDGEFERRY_AGENT_CLUSTER_ROLE")
             or RolloutSettings.agent_cluster_role,
             cleanup_deadline_seconds=_positive(e, "EDGEFERRY_CLEANUP_DEADLINE_SECONDS", 120),

@@ -575,6 +575,14 @@ def test_manual_edits_are_reverted_and_deletion_cleans_up_targets(fleet: Fleet) 
         fleet, res.model_deployment("model", image="server", selector=AMD64, replicas=2)
     )
     res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
+    # Both targets are watched (EDGEFERRY_TARGET_WATCH defaults on): the settled rollout now
+    # sleeps the 600 s safety resync, so only the watches can bring the edits below back soon.
+    res.wait_until(
+        "the targets' watches to be open",
+        lambda: (operator_metric(fleet.bed, "edgeferry_target_watches") or 0) >= 4,
+        timeout=30,
+    )
+    edited = time.monotonic()
 
     edge2 = fleet.cluster_of("edge-2")
     edge2.kubectl("-n", fleet.namespace, "scale", "deployment/model", "--replicas=5")
@@ -593,6 +601,8 @@ def test_manual_edits_are_reverted_and_deletion_cleans_up_targets(fleet: Fleet) 
         return True
 
     res.wait_until("hand edits to be reverted", reverted, timeout=60)
+    took = time.monotonic() - edited
+    assert took < 15, f"reverted after {took:.0f}s: by a resync, not woken by the target watches"
     ready_everywhere(fleet, "model", refs["server"], ["cloud", "edge-2"])
 
     fleet.hub.kubectl("-n", fleet.namespace, "delete", "modeldeployment", "model", "--timeout=90s")

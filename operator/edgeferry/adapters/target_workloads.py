@@ -3,7 +3,7 @@
 These are the only requests the operator sends to targets, kept in one module so the RBAC a site
 must grant is easy to read off: get/list nodes and `/version`; get the `kube-system` namespace
 (its UID names the cluster); get/list pods; get/list/patch/delete Deployments and Services;
-patch (create) Namespaces.
+patch (create) Namespaces. (`target_watch` also watches Deployments and Pods.)
 
 - **Apply** is server-side apply with edgeferry's field manager and `force`: every field we
   render is ours, a hand edit to one of them (replicas, image) is put back on the next apply, and

@@ -9,8 +9,11 @@ Shape, and why:
 - **One daemon per ModelDeployment** is the only place that reconciles it, so two reconciles
   never race on the same targets. It sleeps until the plan's next deadline (soak over, progress
   deadline, offline grace), `requeue_seconds` while a rollout moves, or `resync_seconds` when
-  settled: Pods at remote clusters cause no event on the hub, so a crash at a site, or a hand
-  edit there, is only seen by looking. It is woken by what does cause hub events: a spec change
+  settled (`watch_resync_seconds` when every target it selects is watched). Pods at remote
+  clusters cause no event on the hub, so each selected push target is watched
+  (`adapters.target_watch`, one watch pair per EdgeTarget however many rollouts select it): a
+  change there wakes only the rollout it belongs to (`decisions.target_watch.woken`). It is
+  also woken by what causes hub events: a spec change
   (seen on its live body within a second), a change of the referenced ModelImage's admission or
   digest, and an EdgeTarget's labels, reachability or architectures (both noticed by the indexes
   below, which Kopf calls quietly on every watch event).
@@ -48,12 +51,13 @@ import kopf
 import pydantic
 
 from edgeferry import metrics, settings
-from edgeferry.adapters import clusters, target_releases, target_workloads
+from edgeferry.adapters import clusters, target_releases, target_watch, target_workloads
 from edgeferry.decisions import (
     deployment_cleanup,
     rollout_image,
 )
 from edgeferry.decisions import rollout_types as rt
+from edgeferry.decisions import target_watch as watch_decisions
 from edgeferry.handlers import rollout_round, runtime
 from edgeferry.models import modeldeployment as md
 from edgeferry.models import reasons, timestamps
@@ -81,6 +85,8 @@ class _Loop:
     image: str
     runs_in: asyncio.AbstractEventLoop
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    changed: set[str] = dataclasses.field(default_factory=set)
+    """Targets whose watch reported a change since the last round (set in the loop's thread)."""
 
 
 _loops: dict[tuple[str, str], _Loop] = {}
@@ -88,6 +94,9 @@ _seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
 _seen_images: dict[tuple[str, str], rt.Image] = {}
 
 
+_TARGET_ROUND_SECONDS = 0.5
+"""At most one round per this long when woken by target watches (a rollout's writes make a
+burst of Deployment and Pod events: they are read in one round, not one round each)."""
 _INDEX_SETTLE_SECONDS = 2.0
 """How long a woken daemon waits at most for Kopf to store what the indexer that woke it saw."""
 
@@ -148,6 +157,91 @@ def modelimages_by_name(
     return {key: image}
 
 
+# --- watches at targets -------------------------------------------------------------------------
+class _WatchListener:
+    """Turns what the target watches report into wake-ups (`decisions.target_watch.woken`)
+    and metrics. Called in the event loop the daemons run in."""
+
+    def __init__(self) -> None:
+        self.open: set[tuple[object, str]] = set()
+
+    def _wake_for(self, where: watch_decisions.Where, owner: str | None) -> None:
+        interested = [key for key, places in _wanted.items() if where in places]
+        for key in watch_decisions.woken(where.target, owner, interested):
+            loop = _loops.get(key)
+            if loop is not None:
+                loop.changed.add(where.target[1])
+                loop.wake.set()
+
+    def changed(self, key: object, owner: str | None) -> None:
+        assert isinstance(key, watch_decisions.Where)
+        self._wake_for(key, owner)
+
+    def resync(self, key: object) -> None:
+        assert isinstance(key, watch_decisions.Where)
+        self._wake_for(key, None)
+
+    def connection(self, key: object, resource: str, *, up: bool, reason: str | None) -> None:
+        if up and (key, resource) not in self.open:
+            self.open.add((key, resource))
+            metrics.TARGET_WATCHES.inc()
+        elif not up and (key, resource) in self.open:
+            self.open.discard((key, resource))
+            metrics.TARGET_WATCHES.dec()
+            if reason is not None:  # lost, not stopped: it reconnects
+                metrics.TARGET_WATCH_RECONNECTS.labels(reason).inc()
+
+
+_wanted: dict[tuple[str, str], set[watch_decisions.Where]] = {}
+"""Per running ModelDeployment, the places its last round selected (and wants watched)."""
+_watches: target_watch.Watches | None = None
+_watch_specs: dict[watch_decisions.Where, runtime.TargetView] = {}
+
+
+def _watched(where: watch_decisions.Where) -> bool:
+    return _watches is not None and _watches.is_up(where)
+
+
+async def _sync_watches(access: clusters.Access, *, create: bool = True) -> None:
+    """Start and stop watches so that every selected push target is watched, once
+    (`create`: start the process' watches if there are none yet; not while stopping)."""
+    global _watches  # noqa: PLW0603 (one set of watches per operator process)
+    if _watches is None:
+        if not create:
+            return
+        _watches = target_watch.Watches(_WatchListener())
+    todo = watch_decisions.changes(_wanted, _watches.keys())
+    for where in todo.stop:
+        _watch_specs.pop(where, None)
+        await _watches.stop(where)
+    for where in todo.start:
+        _watches.start(where, namespace=where.namespace, connect=_connector(access, where))
+
+
+def _connector(access: clusters.Access, where: watch_decisions.Where) -> target_watch.Connect:
+    async def connect() -> Any:
+        view = _watch_specs[where]
+        spec = view.spec
+        assert spec is not None
+        return await access.runner.run(
+            lambda: access.clients.for_target(where.target[0], view.name, spec),
+            deadline=access.deadline,
+        )
+
+    return connect
+
+
+@kopf.on.cleanup()
+async def close_watches(**_: Any) -> None:
+    """Operator stop: close every target watch (no task or connection outlives Kopf)."""
+    global _watches  # noqa: PLW0603
+    if _watches is not None:
+        await _watches.close()
+        _watches = None
+    _wanted.clear()
+    _watch_specs.clear()
+
+
 def _clear_metrics(namespace: str, name: str) -> None:
     """Drop every series of a deleted ModelDeployment, so dashboards do not show ghosts."""
     metrics.forget(
@@ -161,6 +255,16 @@ def _clear_metrics(namespace: str, name: str) -> None:
         metrics.ROLLBACKS,
         metrics.TIME_TO_READY,
     )
+
+
+def _want_watches(key: tuple[str, str], selected: list[runtime.TargetView]) -> None:
+    places: set[watch_decisions.Where] = set()
+    for view in selected:
+        where = rollout_round.watch_place(key[0], view)
+        if where is not None:
+            places.add(where)
+            _watch_specs[where] = view
+    _wanted[key] = places
 
 
 # --- Kopf handlers -------------------------------------------------------------------------------
@@ -194,20 +298,27 @@ async def reconcile_continuously(
     try:
         while not stopped:
             loop.wake.clear()
+            changed, loop.changed = frozenset(loop.changed), set()
             loop.image = str(body.get("spec", {}).get("imageRef", {}).get("name", ""))
             started = time.monotonic()
             try:
+                targets = list(edgetargets.get(key[0], []))
                 reconciler = rollout_round.Reconciler(
                     body=body,
                     namespace=key[0],
                     name=key[1],
                     config=config,
                     access=access,
-                    targets=list(edgetargets.get(key[0], [])),
+                    targets=targets,
                     images=images,
                     memory=memory,
+                    watched=_watched,
+                    changed=changed,
                 )
                 delay = await reconciler.run()
+                if config.rollout.watch_targets:
+                    _want_watches(key, reconciler.selected)
+                    await _sync_watches(access)
                 metrics.RECONCILES.labels(KIND, "succeeded").inc()
             except Exception as exc:
                 metrics.RECONCILES.labels(KIND, "failed").inc()
@@ -226,9 +337,13 @@ async def reconcile_continuously(
             await runtime.sleep_or_wake(delay, stopped=stopped, body=body, wake=loop.wake)
             if loop.wake.is_set():
                 await _index_caught_up(images, (key[0], loop.image))
+            if loop.changed and not stopped:  # events come in bursts: one round for a burst
+                await asyncio.sleep(max(0.0, started + _TARGET_ROUND_SECONDS - time.monotonic()))
     finally:
         if _loops.get(key) is loop:
             del _loops[key]
+            if _wanted.pop(key, None) is not None:
+                await _sync_watches(access, create=False)
 
 
 async def _remove_release(

@@ -15,7 +15,9 @@ import dataclasses
 import datetime
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -33,6 +35,7 @@ from edgeferry.decisions import (
     rollout_status,
     same_place,
     target_state,
+    target_watch,
     waves,
     workload,
     workload_health,
@@ -76,6 +79,13 @@ class Memory:
     of a target not yet Ready then starts again)."""
     mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
     """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
+    readings: dict[str, tuple[target_watch.Where, target_workloads.Reading]] = dataclasses.field(
+        default_factory=dict
+    )
+    """The last reading of each watched push target, and where it was read: while its watch is
+    up and quiet, it stands in for a new look (`decisions.target_watch.reuse_reading`)."""
+    full_at: float = -math.inf
+    """When (monotonic) a round last looked at every target."""
 
 
 @dataclasses.dataclass
@@ -117,6 +127,18 @@ async def at_target(
             raise clusters.Unreachable(f"{label}: no answer within {access.deadline:.0f}s") from exc
 
 
+def watch_place(namespace: str, view: runtime.TargetView) -> target_watch.Where | None:
+    """What a watch of this target follows; None for a target that is not watched (Agent
+    targets report through the hub; a spec that does not parse)."""
+    spec = view.spec
+    if spec is None or spec.type == "Agent":
+        return None
+    secret = spec.k3s.kubeconfig_secret_ref.name if spec.type == "K3s" and spec.k3s else ""
+    return target_watch.Where(
+        target=(namespace, view.name), namespace=spec.namespace, kind=spec.type, secret=secret
+    )
+
+
 class Reconciler:
     """Everything one reconcile of one ModelDeployment needs, and its steps."""
 
@@ -131,7 +153,11 @@ class Reconciler:
         targets: Iterable[runtime.TargetView],
         images: kopf.Index[tuple[str, str], rt.Image],
         memory: Memory,
+        watched: Callable[[target_watch.Where], bool] = lambda _: False,
+        changed: frozenset[str] = frozenset(),
     ) -> None:
+        """`watched`: whether the watch of a place is up; `changed`: the targets whose watch
+        reported a change (or a resync) since the last round."""
         self.body = body
         self.namespace = namespace
         self.name = name
@@ -143,6 +169,14 @@ class Reconciler:
         self.now = datetime.datetime.now(datetime.UTC)
         self.generation = int(body.meta.get("generation") or 0)
         self.gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
+        self.watched = watched
+        self.changed = changed
+        self.since_full = time.monotonic() - memory.full_at
+        self.full = self.since_full >= config.rollout.watch_resync_seconds
+        self.reused = 0
+        """Targets whose last reading stood in for a look this round."""
+        self.selected: list[runtime.TargetView] = []
+        """The live targets this round's selector picked (set by `run`)."""
 
     def event(self, type_: str, reason: str, message: str) -> None:
         kopf.event(self.body, type=type_, reason=reason, message=message[:_MAX_EVENT_MESSAGE])
@@ -187,10 +221,29 @@ class Reconciler:
             return _Seen(view, state, error=error)
         if spec.type == "Agent":
             return await self._observe_release(view, base)
-        try:
-            reading: target_workloads.Reading = await self._ours_at(
-                view, target_workloads.observe, "observe"
+        where = watch_place(self.namespace, view)
+        cached = self.memory.readings.get(view.name)
+        watched = where is not None and self.watched(where)
+        reuse = (
+            where is not None
+            and target_watch.reuse_reading(
+                watched=watched,
+                changed=view.name in self.changed,
+                have_reading=cached is not None and cached[0] == where,
+                since_full_seconds=self.since_full,
+                full_after_seconds=self.config.rollout.watch_resync_seconds,
             )
+            and view.name not in self.memory.first_failure
+        )
+        try:
+            if reuse and cached is not None:
+                reading = cached[1]
+                self.reused += 1
+            else:
+                self.memory.readings.pop(view.name, None)
+                reading = await self._ours_at(view, target_workloads.observe, "observe")
+                if where is not None and watched:  # else a change before the watch opened
+                    self.memory.readings[view.name] = (where, reading)  # could go unheard
         except clusters.TargetAccessError as exc:
             since = self.memory.first_failure.setdefault(view.name, self.now)
             state, error = target_state.unanswered(base, since=since, error=exc.message)
@@ -309,6 +362,7 @@ class Reconciler:
             await self._write_release(seen, change, rendered)
             return
         creating = seen.observation is None or not seen.observation.exists
+        self.memory.readings.pop(seen.view.name, None)  # what we write, the next round reads
         try:
             await self._at_target(
                 seen.view,
@@ -480,6 +534,10 @@ class Reconciler:
     # --- the whole round -------------------------------------------------------------------------
     async def run(self) -> float:
         """One reconcile; returns seconds until the next one is due."""
+        if self.full:
+            self.memory.full_at = time.monotonic()
+            self.since_full = 0.0
+            self.memory.readings.clear()  # the safety resync: look at every target again
         try:
             spec = md.parse_spec(self.body.get("spec") or {})
         except pydantic.ValidationError as exc:
@@ -491,6 +549,7 @@ class Reconciler:
 
         live = [t for t in self.targets if not t.deleting]
         selected = [t for t in live if spec.targets.selector.matches(t.labels)]
+        self.selected = selected
         others = [t for t in live if t not in selected]
         self.memory.released -= {t.name for t in selected}
         placed = [(t.name, same_place.of(t.spec, t.status)) for t in selected if t.spec]
@@ -552,7 +611,19 @@ class Reconciler:
         moving = plan.phase == "Progressing" or any(
             s.error and s.state.reachable for s in seen.values()
         )
-        delay = requeue if moving else self.config.rollout.resync_seconds
+        if moving:
+            delay = requeue
+        else:
+            delay = target_watch.settled_delay(
+                all_watched=all(
+                    (where := watch_place(self.namespace, s.view)) is not None
+                    and self.watched(where)
+                    for s in seen.values()
+                    if s.view.status.reachable is not False
+                ),
+                resync_seconds=self.config.rollout.resync_seconds,
+                watch_resync_seconds=self.config.rollout.watch_resync_seconds,
+            )
         if plan.recheck_after_seconds is not None:
             delay = min(delay, max(1.0, plan.recheck_after_seconds))
         return delay
