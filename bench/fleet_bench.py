@@ -22,7 +22,7 @@ all clients) while idle before, during the rollout and at rest; the largest stat
 (ModelDeployment and EdgeTarget). Prints one JSON document (and progress on stderr).
 
 Run on a testbed that is up, inside the testbed lock, e.g.
-`.venv/bin/python bench/fleet_bench.py --targets 200 --deployments 1`.
+`PYTHONPATH=. .venv/bin/python bench/fleet_bench.py --targets 200 --deployments 1`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -279,6 +280,20 @@ def largest_status(hub: handles.Cluster, plural: str) -> int:
 
 
 def main() -> None:
+    result: dict[str, Any] = {}
+
+    def stop(*_: object) -> None:
+        result["stopped"] = "SIGTERM (the run's time limit)"
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        run(result)
+    finally:
+        print(json.dumps(result, indent=2), flush=True)
+
+
+def run(result: dict[str, Any]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--targets", type=int, default=200)
     parser.add_argument("--deployments", type=int, default=1)
@@ -288,7 +303,7 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the operator")
     args = parser.parse_args()
-    result: dict[str, Any] = {"targets": args.targets, "deployments": args.deployments}
+    result |= {"targets": args.targets, "deployments": args.deployments}
     tb = testbed.Testbed()
     described = env.load(tb.layout.env_file)
     bed = handles.Testbed(described)
@@ -398,7 +413,6 @@ def main() -> None:
         for line in metrics.splitlines()
         if line.startswith(("edgeferry_target_watch", "edgeferry_reconciles_total"))
     }
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

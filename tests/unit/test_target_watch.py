@@ -1,7 +1,11 @@
-"""What a watch at a target means for rollouts (`decisions.target_watch`)."""
+"""What a watch at a target means for rollouts (`decisions.target_watch`), and the credentials
+the watch (`adapters.target_watch`) connects with."""
 
 from __future__ import annotations
 
+import ssl
+
+from edgeferry.adapters import clusters, target_watch
 from edgeferry.decisions import target_watch as tw
 from edgeferry.models import target_objects
 
@@ -77,3 +81,17 @@ def test_a_settled_rollout_sleeps_the_safety_resync_only_when_every_target_is_wa
     assert tw.settled_delay(all_watched=False, resync_seconds=20, watch_resync_seconds=600) == 20
     # a safety resync set below the polling resync never makes a watched rollout poll more
     assert tw.settled_delay(all_watched=True, resync_seconds=20, watch_resync_seconds=5) == 20
+
+
+def test_the_watch_sends_the_kubeconfigs_token_and_verifies_with_its_ca() -> None:
+    kubeconfig = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://10.0.0.1:6443"}}]
+users: [{name: u, user: {token: abc123}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+    api = clusters.client_from_kubeconfig(kubeconfig, source="a test")
+    assert target_watch._headers(api.configuration) == {"authorization": "Bearer abc123"}
+    assert isinstance(target_watch._ssl_context(api.configuration), ssl.SSLContext)

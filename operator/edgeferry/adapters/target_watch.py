@@ -101,12 +101,15 @@ def _ssl_context(cfg: k8s_client.Configuration) -> ssl.SSLContext | bool:
 
 
 def _headers(cfg: k8s_client.Configuration) -> dict[str, str]:
-    token = cfg.get_api_key_with_prefix("authorization")
-    if token:
-        return {"Authorization": str(token)}
-    if cfg.username:
-        return {"Authorization": str(cfg.get_basic_auth_token())}
-    return {}
+    """The client's own auth headers (`auth_settings` also refreshes an expiring token)."""
+    headers = {
+        str(setting["key"]): str(setting["value"])
+        for setting in cfg.auth_settings().values()
+        if setting.get("in") == "header" and setting.get("value")
+    }
+    if not headers and cfg.username:
+        headers["authorization"] = str(cfg.get_basic_auth_token())
+    return headers
 
 
 class Watches:
