@@ -201,7 +201,16 @@ def raw_limit(bed: handles.Testbed, targets: int, deployments: int, timeout: flo
                     count += 1
         return count
 
-    wait("raw Deployments Available", lambda: available() >= targets * deployments, timeout=timeout)
+    seen = [0]
+
+    def done() -> bool:
+        seen[0] = available()
+        return seen[0] >= targets * deployments
+
+    try:
+        wait("raw Deployments Available", done, timeout=timeout)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} ({seen[0]}/{targets * deployments} Available)") from exc
     return time.monotonic() - started
 
 
@@ -326,10 +335,13 @@ def run(result: dict[str, Any]) -> None:
         ),
     )
     if not args.skip_raw:
-        result["raw_seconds"] = round(
-            raw_limit(bed, args.targets, args.deployments, args.timeout), 1
-        )
-        say(f"raw limit: {result['raw_seconds']}s")
+        try:
+            result["raw_seconds"] = round(
+                raw_limit(bed, args.targets, args.deployments, args.timeout), 1
+            )
+        except TimeoutError as exc:
+            result["raw_stalled"] = str(exc)
+        say(f"raw limit: {result.get('raw_seconds')}s")
     res.wait_model_image(bed.hub, HUB_NS, "model", phase="Ready", timeout=600)
     say("ModelImage Ready")
 

@@ -44,6 +44,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import threading
 import time
 from typing import Any
 
@@ -196,6 +197,8 @@ _wanted: dict[tuple[str, str], set[watch_decisions.Where]] = {}
 """Per running ModelDeployment, the places its last round selected (and wants watched)."""
 _watches: target_watch.Watches | None = None
 _watch_specs: dict[watch_decisions.Where, runtime.TargetView] = {}
+_closed = threading.Event()
+"""Set when the operator stops (Kopf's cleanup): no watch is opened after that."""
 
 
 def _watched(where: watch_decisions.Where) -> bool:
@@ -207,7 +210,7 @@ async def _sync_watches(access: clusters.Access, *, create: bool = True) -> None
     (`create`: start the process' watches if there are none yet; not while stopping)."""
     global _watches  # noqa: PLW0603 (one set of watches per operator process)
     if _watches is None:
-        if not create:
+        if not create or _closed.is_set():
             return
         _watches = target_watch.Watches(_WatchListener())
     todo = watch_decisions.changes(_wanted, _watches.keys())
@@ -235,6 +238,7 @@ def _connector(access: clusters.Access, where: watch_decisions.Where) -> target_
 async def close_watches(**_: Any) -> None:
     """Operator stop: close every target watch (no task or connection outlives Kopf)."""
     global _watches  # noqa: PLW0603
+    _closed.set()  # a daemon still finishing its round must not open new ones
     if _watches is not None:
         await _watches.close()
         _watches = None
