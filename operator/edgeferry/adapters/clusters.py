@@ -180,10 +180,18 @@ def _denied(exc: k8s_exceptions.ApiException) -> str:
 
 
 # --- building clients ----------------------------------------------------------------------------
+POOL_SIZE = 40
+"""Connections each client keeps to its API server: as many as the target threads can use at
+once (`max_parallel_targets * 2 + 2`, 34 by default). The client's default (5 per CPU) made a
+busy round on a small machine discard a connection after nearly every request and open a new
+TLS connection for the next (seen as "Connection pool is full" with 200 targets)."""
+
+
 def _configuration() -> k8s_client.Configuration:
     """A fresh client configuration with urllib3 retries off: one attempt per request."""
     cfg = k8s_client.Configuration()
     cfg.retries = 0
+    cfg.connection_pool_maxsize = POOL_SIZE
     return cfg
 
 
