@@ -79,11 +79,12 @@ class Memory:
     of a target not yet Ready then starts again)."""
     mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
     """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
-    readings: dict[str, tuple[target_watch.Where, target_workloads.Reading]] = dataclasses.field(
+    readings: dict[str, tuple[target_watch.Where, workload_health.Observation]] = dataclasses.field(
         default_factory=dict
     )
-    """The last reading of each watched push target, and where it was read: while its watch is
-    up and quiet, it stands in for a new look (`decisions.target_watch.reuse_reading`)."""
+    """What the last look at each watched push target found (the assessed facts, not the
+    objects: small), and where: while its watch is up and quiet, it stands in for a new look
+    (`decisions.target_watch.reuse_reading`)."""
     full_at: float = -math.inf
     """When (monotonic) a round last looked at every target."""
 
@@ -237,21 +238,23 @@ class Reconciler:
         )
         try:
             if reuse and cached is not None:
-                reading = cached[1]
+                found = cached[1]
                 self.reused += 1
             else:
                 self.memory.readings.pop(view.name, None)
-                reading = await self._ours_at(view, target_workloads.observe, "observe")
+                reading: target_workloads.Reading = await self._ours_at(
+                    view, target_workloads.observe, "observe"
+                )
+                found = workload_health.assess(
+                    reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
+                )
                 if where is not None and watched:  # else a change before the watch opened
-                    self.memory.readings[view.name] = (where, reading)  # could go unheard
+                    self.memory.readings[view.name] = (where, found)  # could go unheard
         except clusters.TargetAccessError as exc:
             since = self.memory.first_failure.setdefault(view.name, self.now)
             state, error = target_state.unanswered(base, since=since, error=exc.message)
             return _Seen(view, state, error=error)
         self.memory.first_failure.pop(view.name, None)
-        found = workload_health.assess(
-            reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
-        )
         never_probed = view.status.reachable is None
         state, problem = target_state.answered(
             base,
