@@ -42,6 +42,10 @@ class Image:
     blocked_digest: str | None = None
     """The pushed digest the gate now blocks (it was admitted and pushed, then a rescan found
     blocking vulnerabilities): targets running it follow `spec.onBlocked`."""
+    scan_db: str | None = None
+    """Which vulnerability DB the gate's last verdict used (its build time and checksum, from
+    `status.scan`); a rollback goes only to a release admitted under the DB that blocked this
+    one (`on_blocked.rollback_check`)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,6 +74,9 @@ class Verdict:
     became_ready: bool = False
     queries: tuple[analysis.Query, ...] = ()
     """Analysis queries to measure now for this target."""
+    no_clean_release: bool = False
+    """While the image is blocked (`onBlocked: RollBack`): the release it ran before is not
+    admitted under the current DB, so it keeps the blocked one (`on_blocked.rollback_check`)."""
 
     @property
     def name(self) -> str:

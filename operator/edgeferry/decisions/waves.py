@@ -94,6 +94,7 @@ def next_actions(
     name: str = "",
     measured: Sequence[analysis.Measurement] = (),
     on_blocked: md.OnBlocked = "Keep",
+    images: Sequence[rt.Image] = (),
 ) -> rt.Plan:
     """Decide this reconcile's writes, target phases and deployment phase.
 
@@ -103,7 +104,8 @@ def next_actions(
     digest. `template` is the spec's pod template as `workload.template_document` renders it;
     together with the admitted digest it is the release being rolled out. `name` is the
     ModelDeployment's; `measured` the analysis measurements the handler took so far (those of
-    other releases are ignored). Queries due now are in `Plan.queries`.
+    other releases are ignored). Queries due now are in `Plan.queries`. `images` are the
+    namespace's ModelImages, for `onBlocked: RollBack` (`on_blocked.rollback_check`).
     """
     ordered = sorted(targets, key=lambda t: t.name)
     previous = recorded or md.ModelDeploymentStatus()
@@ -117,6 +119,7 @@ def next_actions(
             now=now,
             lines=lines,
             previous=previous,
+            images=images,
         )
 
     desired = image.digest

@@ -488,6 +488,12 @@ class Reconciler:
         image = self.images.get((self.namespace, spec.image_ref.name))
         found = next(iter(image), None) if image is not None else None
         image_view = found or rollout_image.from_body(spec.image_ref.name, None)
+        namespace_images = [
+            view
+            for key in list(self.images)
+            if key[0] == self.namespace
+            for view in self.images.get(key) or ()
+        ]
 
         live = [t for t in self.targets if not t.deleting]
         selected = [t for t in live if spec.targets.selector.matches(t.labels)]
@@ -512,6 +518,7 @@ class Reconciler:
                 name=self.name,
                 measured=self.memory.measured,
                 on_blocked=spec.on_blocked,
+                images=namespace_images,
             )
 
         plan = planned()
