@@ -134,6 +134,7 @@ def build(
         ),
         targets=lines,
         targets_not_listed=left_out,
+        analysis=plan.analysis,
         message=cut(plan.message, MAX_SUMMARY),
         conditions=tuple(merged),
     )

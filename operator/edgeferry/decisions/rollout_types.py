@@ -151,6 +151,8 @@ class Plan:
     """Analysis queries to measure now; the handler measures them and plans again."""
     running_blocked: tuple[str, ...] = ()
     """Targets that still run the digest the gate now blocks (`Image.blocked_digest`)."""
+    analysis: tuple[md.AnalysisTally, ...] = ()
+    """The analysis tallies to keep in status (`analysis.kept`), so a restart goes on."""
 
 
 def template_hash(template: str | None) -> str | None:

@@ -104,13 +104,13 @@ def assess(
     target: Release,
     line: md.TargetStatus | None,
     last_known: md.TargetStatus | None,
-    measured: tuple[analysis.Measurement, ...] = (),
+    measured: tuple[md.AnalysisTally, ...] = (),
 ) -> Verdict:
     """One target on its own, before the waves gate it.
 
     `line` is its status line from the previous reconcile of the same release (None after a
     release change), `last_known` the line whatever the release (the last digest seen there);
-    `measured` the analysis measurements of this release at this target so far.
+    `measured` the analysis tallies of this release at this target so far.
     """
     desired, rollout, now = target.digest, target.rollout, target.now
     record = t.record

@@ -71,9 +71,9 @@ class Memory:
     """When a target that its EdgeTarget still calls reachable first failed to answer us."""
     released: set[str] = dataclasses.field(default_factory=set)
     """Unselected targets known to hold nothing of ours."""
-    measured: tuple[analysis.Measurement, ...] = ()
-    """Analysis measurements of the release being rolled out (lost on restart: the analysis
-    of a target not yet Ready then starts again)."""
+    measured: tuple[md.AnalysisTally, ...] = ()
+    """Analysis tallies of the release being rolled out, as last written to status (a
+    restarted daemon starts from `status.analysis`)."""
     mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
     """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
 
@@ -523,15 +523,10 @@ class Reconciler:
 
         plan = planned()
         if plan.queries:  # measure what is due, then decide with the new values
-            self.memory.measured += await self.measure(plan.queries)
+            values = await self.measure(plan.queries)
+            self.memory.measured = analysis.add(self.memory.measured, values, spec.rollout.analysis)
             plan = planned()
-        self.memory.measured = (
-            analysis.of_release(
-                self.memory.measured, digest=plan.digest, template_hash=plan.template_hash
-            )
-            if plan.digest
-            else ()
-        )
+        self.memory.measured = plan.analysis
         copy_failed = await self.copy_to_mirrors(plan, seen, image_view)
         if copy_failed:
             plan = planned()
