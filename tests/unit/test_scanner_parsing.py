@@ -250,16 +250,3 @@ def test_a_missing_grype_is_a_scan_error_that_says_how_to_build_it(
 
     with pytest.raises(scanner.ScanError, match=r"testbed/tools/build\.sh grype"):
         scanner.db_status(config=scanner.ScannerConfig())
-
-
-def test_db_update_turns_off_grypes_own_limit_on_update_checks(tmp_path: pathlib.Path) -> None:
-    """grype skips a check younger than its last one by 2 h, even for `grype db update`; the DB
-    watch's interval is what decides, so every update it asks for really checks."""
-    script = tmp_path / "grype"
-    seen = tmp_path / "seen"
-    script.write_text(f'#!/bin/sh\necho "$@ $GRYPE_DB_MAX_UPDATE_CHECK_FREQUENCY" > "{seen}"\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    settings = grype_env.GrypeSettings(db_cache_dir=tmp_path / "db", update_url="http://m/l.json")
-    scanner.update_db(config=scanner.ScannerConfig(grype=settings, grype_binary=str(script)))
-
-    assert seen.read_text().split() == ["db", "update", "0s"]

@@ -43,12 +43,6 @@ class GrypeSettings:
     update_url: str | None = None
     """``GRYPE_DB_UPDATE_URL``: a mirror's ``latest.json`` for clusters with their own DB host."""
 
-    update_check_every: datetime.timedelta | None = None
-    """``GRYPE_DB_MAX_UPDATE_CHECK_FREQUENCY``: grype skips an update check (even an explicit
-    ``grype db update``, silently) when its last successful one is younger than this; ``None``
-    keeps grype's default (2 h). The operator's DB watch sets zero for its own updates, so its
-    interval, not grype's, decides when a new DB is fetched."""
-
     def __post_init__(self) -> None:
         # grype runs in whatever directory the scanner gives it; a relative DB directory would
         # name a different folder there than where it was configured (or imported).
@@ -89,9 +83,6 @@ def grype_environment(
         env["GRYPE_DB_MAX_ALLOWED_BUILT_AGE"] = f"{hours:g}h"
     if settings.update_url is not None:
         env["GRYPE_DB_UPDATE_URL"] = settings.update_url
-    if settings.update_check_every is not None:
-        seconds = settings.update_check_every.total_seconds()
-        env["GRYPE_DB_MAX_UPDATE_CHECK_FREQUENCY"] = f"{seconds:g}s"
     return env
 
 

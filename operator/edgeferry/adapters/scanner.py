@@ -19,7 +19,6 @@ the database changed.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import pathlib
 import subprocess
@@ -198,18 +197,15 @@ def update_db(*, config: ScannerConfig) -> None:
     """Let grype fetch a newer DB if its update source has one (``grype db update``).
 
     Only for configs that allow updates; an offline config is refused, so an air-gapped
-    install never reaches out by accident. The caller decides when to check: grype's own
-    limit on how often it checks (2 h, which silently skipped every other hourly update of
-    the DB watch) is turned off for this call.
+    install never reaches out by accident.
     """
     if config.grype.is_offline:
         raise ScanError("grype", "refusing to update the DB: updates are off (offline DB)")
     grype = _tool("grype", config.grype_binary)
-    every_time = dataclasses.replace(config.grype, update_check_every=datetime.timedelta(0))
     done = _run(
         "grype",
         [str(grype.path), "db", "update"],
-        env=grype_env.grype_environment(every_time),
+        env=grype_env.grype_environment(config.grype),
         cwd=None,
         timeout_s=600,
     )
