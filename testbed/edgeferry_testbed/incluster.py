@@ -126,18 +126,22 @@ def for_pods(reference: str, described: env.TestbedEnv) -> str:
     return reference.replace(described.registry, described.pod_registry, 1)
 
 
-def ensure_grype_mirror(bed: testbed_module.Testbed) -> str:
+def ensure_grype_mirror(bed: testbed_module.Testbed, *, build_dir: Path | None = None) -> str:
     """The URL of a `latest.json` listing the testbed's offline DB, as grype 0.121 reads it
-    (status, schemaVersion, built, path relative to the listing, sha256 checksum)."""
+    (status, schemaVersion, built, path relative to the listing, sha256 checksum).
+
+    `build_dir` publishes another `vulndb.build_offline_db` output instead (a test's newer DB);
+    calling it again without one publishes the testbed's DB again."""
     lay = bed.layout
     operator_process.ensure_offline_grype_db(lay)
-    build_dir = lay.state_dir / "grype-db-build"
-    summary = vulndb.load_summary(build_dir)
+    summary = vulndb.load_summary(build_dir or lay.state_dir / "grype-db-build")
     root = lay.state_dir / "grype-db-mirror"
     listing_dir = root / "v6"
     listing_dir.mkdir(parents=True, exist_ok=True)
     archive = listing_dir / vulndb.ARCHIVE_NAME
-    shutil.copyfile(summary.archive, archive)
+    # Replaced, never rewritten in place: grype may be downloading the one listed before.
+    shutil.copyfile(summary.archive, listing_dir / f".{archive.name}.new")
+    (listing_dir / f".{archive.name}.new").replace(archive)
     checksum = hashlib.sha256(archive.read_bytes()).hexdigest()
     schema = summary.schema_version
     listing = {
@@ -147,7 +151,8 @@ def ensure_grype_mirror(bed: testbed_module.Testbed) -> str:
         "path": archive.name,
         "checksum": f"sha256:{checksum}",
     }
-    (listing_dir / "latest.json").write_text(json.dumps(listing, indent=1) + "\n")
+    (listing_dir / ".latest.json.new").write_text(json.dumps(listing, indent=1) + "\n")
+    (listing_dir / ".latest.json.new").replace(listing_dir / "latest.json")
     url = f"http://{lay.host_address}:{MIRROR_PORT}/v6/latest.json"
     if bed.sup.find("grype-db-mirror") is None:
         argv = [sys.executable, "-m", "http.server", "--bind", lay.host_address]

@@ -276,17 +276,22 @@ def claim(sup: procs.Supervisor, lay: layout.Layout, wanted: dict[str, str], *, 
 
 
 def start(
-    bed: testbed.Testbed, described: env.TestbedEnv, *, identity: str = "serviceaccount"
+    bed: testbed.Testbed,
+    described: env.TestbedEnv,
+    *,
+    identity: str = "serviceaccount",
+    overrides: dict[str, str] | None = None,
 ) -> procs.Managed:
     """Start the operator from this checkout, or reuse the running one if it is exactly that
     (see `fingerprint`), and wait until its metrics endpoint answers.
 
     `identity` "serviceaccount" (the default) runs it with a TokenRequest token of its own
     ServiceAccount and the RBAC shipped in `manifests/`, as in a cluster; "admin" runs it with
-    the testbed's admin kubeconfig.
+    the testbed's admin kubeconfig. `overrides` replace settings of `operator_env` (a test that
+    needs other ones; the fingerprint then differs, so the next plain `start` restarts it).
     """
     lay = bed.layout
-    environment = operator_env(lay, described, identity=identity)
+    environment = {**operator_env(lay, described, identity=identity), **(overrides or {})}
     argv = [sys.executable, "-m", "edgeferry"]
     wanted = fingerprint(argv, environment, identity=identity)
     install_crds(described)

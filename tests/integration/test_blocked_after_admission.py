@@ -1,17 +1,26 @@
-"""A new advisory after admission halts the fleet: real grype, a real imported DB, two policies.
+"""A new advisory after admission halts the fleet: real grype, a real DB update, two policies.
 
 An image that ships urllib3 1.26.4's installed metadata is admitted against the testbed's DB
-(`tests/fixtures/advisories`, nothing on urllib3) and rolled out to `cloud` and `edge-2` by two
-ModelDeployments: `keep` (`onBlocked: Keep`) and `back` (`onBlocked: RollBack`, which ran a
-clean image before). Then a DB built from the same records plus the real GHSA-q2q7-5pp4-w6pg
-(urllib3 `>= 1.25.4, < 1.26.5`, High; `tests/fixtures/advisories-after-admission`) is imported
-into the operator's grype cache, as an air-gapped site would. The operator's DB watch notices,
-the image's cached SBOM is re-matched, the image is `Admitted=False` naming the advisory, and
-both deployments go `Blocked`: `keep`'s targets keep the digest (Warning event, alert
-expression true in the testbed's Prometheus), `back`'s return to the clean digest.
+(`tests/fixtures/advisories`, nothing on urllib3) and rolled out to `cloud` and `edge-2` by three
+ModelDeployments: `keep` (`onBlocked: Keep`), `back` (`onBlocked: RollBack`, which ran a clean
+image before) and `stale` (`onBlocked: RollBack`, which ran another urllib3 1.26.4 image before).
+The operator runs as air-gapped sites run it: grype updates its DB from a mirror on the host
+address (`GRYPE_DB_UPDATE_URL`, the testbed's grype DB mirror; the DB watch runs `grype db
+update` every 60 s). Then the mirror starts serving a DB built from the same records plus the
+real GHSA-q2q7-5pp4-w6pg (urllib3 `>= 1.25.4, < 1.26.5`, High;
+`tests/fixtures/advisories-after-admission`). The operator's own update fetches it, the DB watch
+notices, every image's cached SBOM is re-matched, the image is `Admitted=False` naming the
+advisory, and the deployments go `Blocked`: `keep`'s targets keep the digest (Warning event,
+alert expression true in the testbed's Prometheus), `back`'s return to the clean digest once the
+clean image is re-matched, `stale`'s keep it because the release they ran before is blocked too
+(`NoCleanReleaseToRollBackTo`). Last, the testbed's own DB is imported into the operator's cache
+(what an air-gapped site without a mirror does): the watch notices that too, and the image is
+admitted again.
 
-The time from the import to both deployments `Blocked` is printed, never asserted. The testbed's
-DB is restored afterwards, whatever happened.
+The time from the mirror's new listing to each deployment `Blocked` is printed, never asserted
+(it is bounded by the 60 s update interval plus the 15 s watch). The testbed's DB is restored
+in the operator's cache and the mirror afterwards, and the operator restarted with the suite's
+settings, whatever happened.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 import pytest
 
 from edgeferry.adapters import grype_env, scanner, vulndb
-from edgeferry_testbed import handles, operator_process, testbed
+from edgeferry_testbed import handles, incluster, operator_process, testbed
 from tests.integration import _resources as res
 from tests.integration.conftest import Fleet
 from tests.integration.test_prometheus_alerts import (  # noqa: F401 (fixtures)
@@ -40,6 +49,8 @@ NEW_ADVISORY = operator_process.ADVISORIES.parent / "advisories-after-admission"
 ADVISORY_ID = "GHSA-q2q7-5pp4-w6pg"
 AMD64 = {"matchLabels": {"arch": "amd64"}}
 TARGETS = ("cloud", "edge-2")
+UPDATE_SECONDS = 60
+"""The operator's `EDGEFERRY_SCAN_DB_UPDATE_SECONDS` here (the setting's minimum)."""
 
 
 def urllib3_image(name: str, *, fleet: Fleet) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -79,12 +90,32 @@ def operator_db() -> Iterator[scanner.ScannerConfig]:
         )
 
 
-def import_db_with_new_advisory(config: scanner.ScannerConfig, work: Path) -> None:
-    """What an air-gapped site does: build a DB with the new records and import it."""
+@pytest.fixture
+def updating_operator(testbed_handle: handles.Testbed) -> Iterator[str]:
+    """The operator, restarted to update its DB from the testbed's grype DB mirror; the mirror's
+    URL. Afterwards the mirror serves the testbed's DB again and the operator runs as before."""
+    bed = testbed.Testbed()
+    url = incluster.ensure_grype_mirror(bed)
+    overrides = {
+        "GRYPE_DB_AUTO_UPDATE": "true",
+        "GRYPE_DB_UPDATE_URL": url,
+        "EDGEFERRY_SCAN_DB_UPDATE_SECONDS": str(UPDATE_SECONDS),
+    }
+    operator_process.start(bed, testbed_handle.env, overrides=overrides)
+    try:
+        yield url
+    finally:
+        incluster.ensure_grype_mirror(bed)
+        operator_process.start(bed, testbed_handle.env)
+
+
+def build_db_with_new_advisory(work: Path) -> Path:
+    """The testbed's records plus the new advisory, built (not imported): the mirror serves it."""
     records = work / "records"
     shutil.copytree(operator_process.ADVISORIES, records)
     shutil.copytree(NEW_ADVISORY, records, dirs_exist_ok=True)
-    vulndb.install_offline_db(records, work / "build", config=config)
+    vulndb.build_offline_db(records, work / "build")
+    return work / "build"
 
 
 def pods_run(fleet: Fleet, name: str, reference: str) -> bool:
@@ -93,56 +124,75 @@ def pods_run(fleet: Fleet, name: str, reference: str) -> bool:
     )
 
 
-def test_a_new_advisory_blocks_the_admitted_image_and_each_deployment_follows_on_blocked(
+def wait_running(fleet: Fleet, name: str, reference: str) -> None:
+    res.wait_deployment_phase(
+        fleet.hub,
+        fleet.namespace,
+        name,
+        phase="Ready",
+        check=lambda _: pods_run(fleet, name, reference),
+    )
+
+
+def test_a_new_advisory_from_the_db_mirror_blocks_the_image_and_each_deployment_follows_on_blocked(
     fleet: Fleet,
     operator_db: scanner.ScannerConfig,
+    updating_operator: str,
     testbed_handle: handles.Testbed,
     tmp_path: Path,
 ) -> None:
     hub, ns = fleet.hub, fleet.namespace
+    began = time.monotonic()
     base = fleet.bed.env.base_images["busybox"]
     res.create_model_image(
         hub, ns, res.server_image("clean", base=base, registry=fleet.bed.registry, variant=ns)
     )
     res.create_model_image(hub, ns, urllib3_image("affected", fleet=fleet))
+    res.create_model_image(hub, ns, urllib3_image("affected-old", fleet=fleet))
     clean = res.image_reference(res.wait_model_image(hub, ns, "clean", phase="Ready"))
     affected = res.image_reference(res.wait_model_image(hub, ns, "affected", phase="Ready"))
+    old = res.image_reference(res.wait_model_image(hub, ns, "affected-old", phase="Ready"))
 
+    print(f"\nthree images admitted and pushed in {time.monotonic() - began:.0f}s")
     back = res.model_deployment("back", image="clean", selector=AMD64, replicas=1)
-    back["spec"]["onBlocked"] = "RollBack"
-    res.apply(hub, ns, back)
-    res.wait_deployment_phase(
-        hub, ns, "back", phase="Ready", check=lambda _: pods_run(fleet, "back", clean)
-    )
-    back["spec"]["imageRef"]["name"] = "affected"
-    res.apply(
-        hub, ns, back, res.model_deployment("keep", image="affected", selector=AMD64, replicas=1)
-    )
-    res.wait_deployment_phase(
-        hub, ns, "back", phase="Ready", check=lambda _: pods_run(fleet, "back", affected)
-    )
-    res.wait_deployment_phase(
-        hub, ns, "keep", phase="Ready", check=lambda _: pods_run(fleet, "keep", affected)
-    )
+    stale = res.model_deployment("stale", image="affected-old", selector=AMD64, replicas=1)
+    for doc in (back, stale):
+        doc["spec"]["onBlocked"] = "RollBack"
+    res.apply(hub, ns, back, stale)
+    for name, ran in (("back", clean), ("stale", old)):
+        wait_running(fleet, name, ran)
+    for doc in (back, stale):
+        doc["spec"]["imageRef"]["name"] = "affected"
+    keep = res.model_deployment("keep", image="affected", selector=AMD64, replicas=1)
+    res.apply(hub, ns, back, stale, keep)
+    for name in ("back", "stale", "keep"):
+        wait_running(fleet, name, affected)
 
+    print(f"three deployments rolled out, {time.monotonic() - began:.0f}s in")
+    built = build_db_with_new_advisory(tmp_path)
     started = time.monotonic()
-    import_db_with_new_advisory(operator_db, tmp_path)
-    imported = time.monotonic() - started
+    incluster.ensure_grype_mirror(testbed.Testbed(), build_dir=built)
     blocked_after: dict[str, float] = {}
 
-    def both_blocked() -> bool:
-        for name in ("back", "keep"):
+    def all_blocked() -> bool:
+        for name in ("back", "keep", "stale"):
             obj = res.get_object(hub, ns, "modeldeployments", name) or {}
             if name not in blocked_after and obj.get("status", {}).get("phase") == "Blocked":
                 blocked_after[name] = time.monotonic() - started
-        return len(blocked_after) == 2
+        return len(blocked_after) == 3
 
-    res.wait_until("both ModelDeployments to be Blocked", both_blocked, timeout=150, interval=0.5)
-    print(
-        f"\nnew advisory: DB build+import {imported:.1f}s; Blocked "
-        + ", ".join(f"{n} {s:.1f}s" for n, s in sorted(blocked_after.items()))
-        + " after the import started"
+    res.wait_until(
+        "the ModelDeployments to be Blocked", all_blocked, timeout=UPDATE_SECONDS + 90, interval=0.5
     )
+    print(
+        "new advisory from the mirror: Blocked "
+        + ", ".join(f"{n} {s:.1f}s" for n, s in sorted(blocked_after.items()))
+        + f" after the mirror listed it (operator updates every {UPDATE_SECONDS}s)"
+    )
+    installed = scanner.db_status(config=operator_db).built
+    assert installed is not None, "the operator's grype has no DB"
+    offset = abs((installed - vulndb.load_summary(built).built).total_seconds())
+    assert offset < 1, f"the operator's DB (built {installed}) is not the mirror's"
 
     image = res.get_object(hub, ns, "modelimages", "affected") or {}
     admitted = res.condition(image, "Admitted")
@@ -195,3 +245,41 @@ def test_a_new_advisory_blocks_the_admitted_image_and_each_deployment_follows_on
     status = res.get_object(hub, ns, "modeldeployments", "back") or {}
     assert res.target_line(status, TARGETS[0])["digest"] == clean
     assert any(r == "RolledBackBlockedDigest" for _, r, _ in res.events(hub, ns, "back"))
+
+    # RollBack to a release the new DB blocks too: not done, and said why.
+    refused = res.wait_until(
+        "stale's NoCleanReleaseToRollBackTo events",
+        lambda: (
+            [m for _, r, m in res.events(hub, ns, "stale") if r == "NoCleanReleaseToRollBackTo"]
+            if len(
+                [r for _, r, _ in res.events(hub, ns, "stale") if r == "NoCleanReleaseToRollBackTo"]
+            )
+            >= len(TARGETS)
+            else None
+        ),
+        timeout=30,
+    )
+    assert all("affected-old" in m and "blocked too" in m for m in refused), refused
+    for target in TARGETS:
+        assert running_digest(fleet, target, "stale") == affected
+    assert pods_run(fleet, "stale", affected)
+    status = res.get_object(hub, ns, "modeldeployments", "stale") or {}
+    assert "not rolled back" in res.target_line(status, TARGETS[0])["message"]
+    assert not any(r == "RolledBackBlockedDigest" for _, r, _ in res.events(hub, ns, "stale"))
+
+    # An imported DB (the testbed's, without the advisory) is noticed too: admitted again.
+    started = time.monotonic()
+    vulndb.install_offline_db(
+        operator_process.ADVISORIES, tmp_path / "testbed-build", config=operator_db
+    )
+    res.wait_until(
+        "affected to be admitted again",
+        lambda: (
+            res.condition(res.get_object(hub, ns, "modelimages", "affected") or {}, "Admitted").get(
+                "status"
+            )
+            == "True"
+        ),
+        timeout=60,
+    )
+    print(f"testbed DB imported: affected admitted again {time.monotonic() - started:.1f}s later")

@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from edgeferry.decisions import analysis, waves
+from edgeferry.decisions import analysis, rollout_status, waves
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
 from tests.unit import test_waves as tw
@@ -53,7 +53,7 @@ def measured(*values: float | None, metric: str = "error-rate", start: float = 3
 def decide(a: md.Analysis, ms: list[Any], *, available_for: float = 40) -> analysis.Decision:
     return analysis.decide(
         a,
-        ms,
+        analysis.add((), ms, a),
         target="t1",
         namespace="models",
         name="iris",
@@ -133,7 +133,7 @@ def test_every_metric_must_pass() -> None:
 
 
 def test_measurements_of_another_release_are_ignored() -> None:
-    other = [m for m in measured(0.5)]
+    other = analysis.add((), measured(0.5), spec())
     kept = analysis.of_release(other, digest=OLD, template_hash=None)
     assert kept == ()
 
@@ -191,7 +191,7 @@ def _plan(
         now=NOW,
         recorded=recorded,
         name="iris",
-        measured=ms,
+        measured=analysis.add((), ms, spec()),
     )
 
 
@@ -240,3 +240,98 @@ def test_a_target_ready_before_is_not_analysed_again() -> None:
     state = tw.running("t1", NEW, ready=30, started=60, previous=OLD)
     p = _plan(state, [])
     assert (p.targets[0].phase, p.queries) == ("Ready", ())
+
+
+# --- what survives a restart (status.analysis) ---------------------------------------------------
+def _restarted(plan: rt.Plan) -> tuple[md.AnalysisTally, ...]:
+    """What a restarted operator reads back: the tallies as written to and read from status."""
+    status = rollout_status.build(plan, generation=1, now=NOW).to_status()
+    return md.parse_status(status).analysis
+
+
+def test_a_tally_has_one_entry_per_metric_whatever_the_number_of_measurements() -> None:
+    (tally,) = analysis.add((), measured(0.0, 0.5, None, 0.01, start=40), spec())
+    assert (tally.passed, tally.failed, tally.inconclusive) == (2, 1, 1)
+    assert (tally.last_value, tally.failed_value, tally.failed_query) == (0.01, 0.5, "q")
+    assert tally.last_at == NOW - dt.timedelta(seconds=10)
+
+
+def test_an_analysis_under_way_is_written_to_status_and_goes_on_after_a_restart() -> None:
+    before = _plan(_available(), measured(0.0, 0.0, start=13))
+    assert "analysis 2/3" in (before.targets[0].message or "")
+    kept = _restarted(before)
+    assert [(t.target, t.passed) for t in kept] == [("t1", 2)]
+    again = waves.next_actions(
+        [_available()],
+        image=tw.image(),
+        rollout=md.RolloutStrategy(analysis=spec(), min_ready_seconds=10),
+        generation=1,
+        now=NOW,
+        recorded=md.ModelDeploymentStatus(
+            digest=NEW,
+            targets=(
+                md.TargetStatus(
+                    name="t1",
+                    phase="Progressing",
+                    digest=NEW,
+                    available_since=NOW - dt.timedelta(seconds=40),
+                ),
+            ),
+            current_wave=1,
+        ),
+        name="iris",
+        measured=analysis.add(kept, measured(0.0, start=0), spec()),
+    )
+    assert again.targets[0].phase == "Ready", "the third measurement completes the analysis"
+
+
+def test_the_next_measurement_after_a_restart_is_due_one_interval_after_the_last() -> None:
+    kept = _restarted(_plan(_available(), measured(0.0, start=4)))
+    d = analysis.decide(
+        spec(),
+        kept,
+        target="t1",
+        namespace="models",
+        name="iris",
+        digest=NEW,
+        template_hash=None,
+        wave=1,
+        available_since=NOW - dt.timedelta(seconds=40),
+        now=NOW,
+    )
+    assert d.outcome == "Measuring" and d.queries == () and d.recheck == pytest.approx(6)
+
+
+def test_a_failure_survives_a_restart_so_the_target_never_becomes_ready() -> None:
+    state = tw.running("t1", NEW, ready=None, started=60, previous=None)
+    failed = _plan(state, measured(0.0, 0.5))
+    assert failed.targets[0].phase == "Failed"
+    kept = _restarted(failed)
+    assert [(t.failed, t.failed_value) for t in kept] == [(1, 0.5)]
+    later = analysis.add(kept, measured(0.0, 0.0, start=0), spec())
+    p = waves.next_actions(
+        [state],
+        image=tw.image(),
+        rollout=md.RolloutStrategy(analysis=spec(), min_ready_seconds=10),
+        generation=1,
+        now=NOW,
+        name="iris",
+        measured=later,
+    )
+    assert p.targets[0].phase == "Failed"
+
+
+def test_tallies_of_ready_or_rolled_back_targets_are_dropped() -> None:
+    assert _plan(_available(), measured(0.0, 0.0, 0.0)).analysis == ()
+    assert _plan(_available(), measured(0.0, 0.5)).analysis == ()
+
+
+def test_status_keeps_at_most_the_limit_failures_first() -> None:
+    many = [
+        md.AnalysisTally(target=f"t{i:03}", metric="m", digest=NEW, last_at=NOW, passed=1)
+        for i in range(150)
+    ]
+    failing = md.AnalysisTally(target="t999", metric="m", digest=NEW, last_at=NOW, failed=1)
+    kept = analysis.kept([*many, failing], measuring={t.target for t in [*many, failing]})
+    assert len(kept) == md.MAX_ANALYSIS_TALLIES
+    assert kept[0].target == "t999"

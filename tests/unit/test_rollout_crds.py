@@ -208,6 +208,23 @@ def full_modeldeployment_status() -> dict[str, Any]:
         message="wave 1/2",
         events=(),
         recheck_after_seconds=None,
+        analysis=(
+            md.AnalysisTally(
+                target="a",
+                metric="error-rate",
+                digest="r@sha256:" + "1" * 64,
+                template_hash="0123456789ab",
+                passed=1,
+                failed=1,
+                inconclusive=1,
+                last_at=NOW,
+                last_value=0.5,
+                failed_value=0.5,
+                failed_query="q",
+                inconclusive_error="no sample (or NaN)",
+                inconclusive_query="q",
+            ),
+        ),
     )
     status = rollout_status.build(plan, generation=1, now=NOW, limit=1).to_status()
     assert status["targetsNotListed"] == 1

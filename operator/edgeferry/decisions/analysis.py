@@ -15,9 +15,17 @@ a user meets is tested without Prometheus:
 - The analysis passes once every metric has `count` values (inconclusive measurements do not
   count) without failing.
 
-Measurements live in the operator's memory, not at the target: after a restart the analysis
-of a target not yet Ready starts again (slower, never wrongly Ready); once a target was Ready
-its record says so and the analysis is never repeated for that release.
+What the measurements came to is kept in status (`status.analysis`), one tally per metric
+and target (`add`): counts of values within and outside the condition and of measurements
+without one, the last time and value, the last failing value and error with their queries. That
+is all `decide` needs, so a restarted operator goes on where the analysis was (a failure is
+never forgotten, the next measurement is due one interval after the last), and the status
+keeps a fixed size however large `count` is. Whether a value passes is judged when it is
+measured, with the successCondition of that moment. Tallies are kept only while they matter
+(`kept`: the release being rolled out, targets not Ready or rolled back) and at most
+`md.MAX_ANALYSIS_TALLIES`, failures first; a target whose tally was cut starts its analysis
+again (slower, never wrongly Ready). Once a target was Ready its record says so and the
+analysis is never repeated for that release.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Literal
 
 from edgeferry.models import modeldeployment as md
@@ -86,10 +94,63 @@ def render(query: str, *, target: str, namespace: str, name: str, digest: str, w
 
 
 def of_release(
-    measured: Iterable[Measurement], *, digest: str, template_hash: str | None
-) -> tuple[Measurement, ...]:
-    """The measurements that belong to this release (older ones are of another rollout)."""
-    return tuple(m for m in measured if m.digest == digest and m.template_hash == template_hash)
+    tallies: Iterable[md.AnalysisTally], *, digest: str, template_hash: str | None
+) -> tuple[md.AnalysisTally, ...]:
+    """The tallies that belong to this release (older ones are of another rollout)."""
+    return tuple(t for t in tallies if t.digest == digest and t.template_hash == template_hash)
+
+
+def add(
+    tallies: Iterable[md.AnalysisTally],
+    measured: Iterable[Measurement],
+    analysis: md.Analysis | None,
+) -> tuple[md.AnalysisTally, ...]:
+    """`tallies` with `measured` counted in, each against its metric's successCondition (a
+    measurement of a metric the analysis no longer has is dropped)."""
+    conditions = {m.name: m.success_condition for m in analysis.metrics} if analysis else {}
+    by_key = {(t.target, t.metric, t.digest, t.template_hash): t for t in tallies}
+    for m in measured:
+        condition = conditions.get(m.metric)
+        if condition is None:
+            continue
+        key = (m.target, m.metric, m.digest, m.template_hash)
+        t = by_key.get(key) or md.AnalysisTally(
+            target=m.target,
+            metric=m.metric,
+            digest=m.digest,
+            template_hash=m.template_hash,
+            last_at=m.at,
+        )
+        update: dict[str, object] = {"last_at": m.at, "last_value": m.value}
+        if m.value is None:
+            update |= {
+                "inconclusive": t.inconclusive + 1,
+                "inconclusive_error": (m.error or "no value")[:1024],
+                "inconclusive_query": m.promql[:4096],
+            }
+        elif condition.holds(m.value):
+            update["passed"] = t.passed + 1
+        else:
+            update |= {
+                "failed": t.failed + 1,
+                "failed_value": m.value,
+                "failed_query": m.promql[:4096],
+            }
+        by_key[key] = t.model_copy(update=update)
+    return tuple(by_key.values())
+
+
+def kept(
+    tallies: Iterable[md.AnalysisTally],
+    *,
+    measuring: Collection[str],
+    limit: int = md.MAX_ANALYSIS_TALLIES,
+) -> tuple[md.AnalysisTally, ...]:
+    """The tallies worth keeping in status: those of targets still `measuring` (analysed and
+    not settled Ready or rolled back), failures first, at most `limit`."""
+    mine = [t for t in tallies if t.target in measuring]
+    mine.sort(key=lambda t: (t.failed == 0 and t.inconclusive == 0, t.target, t.metric))
+    return tuple(mine[: max(0, limit)])
 
 
 def _value(value: float) -> str:
@@ -98,7 +159,7 @@ def _value(value: float) -> str:
 
 def decide(
     analysis: md.Analysis,
-    measured: Sequence[Measurement],
+    tallies: Sequence[md.AnalysisTally],
     *,
     target: str,
     namespace: str,
@@ -109,59 +170,54 @@ def decide(
     available_since: datetime.datetime,
     now: datetime.datetime,
 ) -> Decision:
-    """Pass, fail or keep measuring, from this release's measurements at one target."""
+    """Pass, fail or keep measuring, from this release's tallies at one target."""
     interval = analysis.interval_seconds
-    rounds = []
+    rounds: list[tuple[md.AnalysisMetric, md.AnalysisTally | None]] = []
     for metric in analysis.metrics:
-        mine = [m for m in measured if m.metric == metric.name]
-        failed = [
-            m for m in mine if m.value is not None and not metric.success_condition.holds(m.value)
-        ]
-        if len(failed) > analysis.failure_limit:
-            last = failed[-1]
-            assert last.value is not None
+        t = next((x for x in tallies if x.metric == metric.name), None)
+        taken = (t.passed + t.failed + t.inconclusive) if t else 0
+        if t is not None and t.failed > analysis.failure_limit:
+            shown = _value(t.failed_value) if t.failed_value is not None else "?"
             return Decision(
                 "Failed",
                 message=(
-                    f"analysis failed: {metric.name} = {_value(last.value)}, needs "
-                    f"{metric.success_condition.describe()} ({len(failed)} of {len(mine)} "
+                    f"analysis failed: {metric.name} = {shown}, needs "
+                    f"{metric.success_condition.describe()} ({t.failed} of {taken} "
                     f"measurements outside, failureLimit {analysis.failure_limit})"
                 ),
-                error=f"query {last.promql!r} gave {_value(last.value)}",
+                error=f"query {t.failed_query!r} gave {shown}",
             )
-        missing = [m for m in mine if m.value is None]
-        if len(missing) > analysis.inconclusive_limit:
-            last = missing[-1]
+        if t is not None and t.inconclusive > analysis.inconclusive_limit:
             return Decision(
                 "Failed",
                 message=(
-                    f"analysis failed: {metric.name} had no value in {len(missing)} of "
-                    f"{len(mine)} measurements (inconclusiveLimit {analysis.inconclusive_limit}), "
+                    f"analysis failed: {metric.name} had no value in {t.inconclusive} of "
+                    f"{taken} measurements (inconclusiveLimit {analysis.inconclusive_limit}), "
                     f"needs {metric.success_condition.describe()}"
                 ),
-                error=f"query {last.promql!r}: {last.error or 'no value'}",
+                error=f"query {t.inconclusive_query!r}: {t.inconclusive_error or 'no value'}",
             )
-        rounds.append((metric, mine))
+        rounds.append((metric, t))
 
-    def conclusive(mine: Sequence[Measurement]) -> int:
-        return sum(m.value is not None for m in mine)
+    def conclusive(t: md.AnalysisTally | None) -> int:
+        return (t.passed + t.failed) if t else 0
 
-    left = [(metric, mine) for metric, mine in rounds if conclusive(mine) < analysis.count]
+    left = [(metric, t) for metric, t in rounds if conclusive(t) < analysis.count]
     if not left:
         names = ", ".join(metric.name for metric in analysis.metrics)
         return Decision(
             "Passed", message=f"analysis passed ({names}: {analysis.count} measurements)"
         )
 
-    taken = min(conclusive(mine) for _, mine in left)
-    times = [m.at for _, mine in rounds for m in mine]
+    taken = min(conclusive(t) for _, t in left)
+    times = [t.last_at for _, t in rounds if t is not None]
     due_at = (max(times) if times else available_since) + datetime.timedelta(seconds=interval)
     wait = (due_at - now).total_seconds()
     shown = ", ".join(
-        f"{metric.name} {_value(mine[-1].value)}"
-        if mine and mine[-1].value is not None
+        f"{metric.name} {_value(t.last_value)}"
+        if t is not None and t.last_value is not None
         else f"{metric.name} -"
-        for metric, mine in rounds
+        for metric, t in rounds
     )
     progress = f"analysis {taken}/{analysis.count}: {shown}"
     if wait > 0:

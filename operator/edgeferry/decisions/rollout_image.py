@@ -34,6 +34,7 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
     except pydantic.ValidationError:
         status = mi.ModelImageStatus()
     admitted = status.condition(reasons.ADMITTED)
+    scan_db = status.scan.db_checksum if status.scan is not None else None
     reference = status.image.reference if status.image is not None else None
     # Every built platform (an OCI index when several), with its unpacked size for the
     # targets' size budgets; images from before `status.image.platforms` have one platform.
@@ -65,6 +66,7 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
             platforms=platforms,
             sizes=sizes,
             credentials_secret=secret if isinstance(secret, str) and secret else None,
+            scan_db=scan_db,
         )
     if admitted is not None and admitted.status == "False":
         reason, message = admitted.reason or reasons.IMAGE_NOT_ADMITTED, admitted.message
@@ -77,6 +79,7 @@ def from_body(name: str, body: Mapping[str, Any] | None) -> rt.Image:
                 reason=reason,
                 message=message,
                 blocked_digest=reference,
+                scan_db=scan_db,
             )
     elif admitted is not None and admitted.status == "True":
         reason = reasons.IMAGE_NOT_PUSHED

@@ -68,7 +68,8 @@ MAX_SUMMARY = 1024
 """Characters of the deployment's own message kept in status."""
 
 
-def _cut(text: str | None, limit: int = MAX_MESSAGE) -> str | None:
+def cut(text: str | None, limit: int = MAX_MESSAGE) -> str | None:
+    """`text` as a status line keeps it (at most `limit` characters)."""
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
@@ -92,8 +93,8 @@ def target_lines(
             wave=o.wave,
             available_since=o.available_since,
             last_transition_time=o.last_transition_time,
-            message=_cut(o.message),
-            last_error=_cut(o.error),
+            message=cut(o.message),
+            last_error=cut(o.error),
         )
         for o in shown
     )
@@ -133,7 +134,8 @@ def build(
         ),
         targets=lines,
         targets_not_listed=left_out,
-        message=_cut(plan.message, MAX_SUMMARY),
+        analysis=plan.analysis,
+        message=cut(plan.message, MAX_SUMMARY),
         conditions=tuple(merged),
     )
 

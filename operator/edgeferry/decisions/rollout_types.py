@@ -42,6 +42,10 @@ class Image:
     blocked_digest: str | None = None
     """The pushed digest the gate now blocks (it was admitted and pushed, then a rescan found
     blocking vulnerabilities): targets running it follow `spec.onBlocked`."""
+    scan_db: str | None = None
+    """Which vulnerability DB the gate's last verdict used (its build time and checksum, from
+    `status.scan`); a rollback goes only to a release admitted under the DB that blocked this
+    one (`on_blocked.rollback_check`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +151,8 @@ class Plan:
     """Analysis queries to measure now; the handler measures them and plans again."""
     running_blocked: tuple[str, ...] = ()
     """Targets that still run the digest the gate now blocks (`Image.blocked_digest`)."""
+    analysis: tuple[md.AnalysisTally, ...] = ()
+    """The analysis tallies to keep in status (`analysis.kept`), so a restart goes on."""
 
 
 def template_hash(template: str | None) -> str | None:

@@ -74,6 +74,9 @@ class Verdict:
     became_ready: bool = False
     queries: tuple[analysis.Query, ...] = ()
     """Analysis queries to measure now for this target."""
+    no_clean_release: bool = False
+    """While the image is blocked (`onBlocked: RollBack`): the release it ran before is not
+    admitted under the current DB, so it keeps the blocked one (`on_blocked.rollback_check`)."""
 
     @property
     def name(self) -> str:
@@ -101,13 +104,13 @@ def assess(
     target: Release,
     line: md.TargetStatus | None,
     last_known: md.TargetStatus | None,
-    measured: tuple[analysis.Measurement, ...] = (),
+    measured: tuple[md.AnalysisTally, ...] = (),
 ) -> Verdict:
     """One target on its own, before the waves gate it.
 
     `line` is its status line from the previous reconcile of the same release (None after a
     release change), `last_known` the line whatever the release (the last digest seen there);
-    `measured` the analysis measurements of this release at this target so far.
+    `measured` the analysis tallies of this release at this target so far.
     """
     desired, rollout, now = target.digest, target.rollout, target.now
     record = t.record

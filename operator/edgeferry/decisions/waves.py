@@ -92,8 +92,9 @@ def next_actions(
     recorded: md.ModelDeploymentStatus | None = None,
     template: str | None = None,
     name: str = "",
-    measured: Sequence[analysis.Measurement] = (),
+    measured: Sequence[md.AnalysisTally] = (),
     on_blocked: md.OnBlocked = "Keep",
+    images: Sequence[rt.Image] = (),
 ) -> rt.Plan:
     """Decide this reconcile's writes, target phases and deployment phase.
 
@@ -102,8 +103,9 @@ def next_actions(
     events on change only), and per listed target its phase, `availableSince` and last known
     digest. `template` is the spec's pod template as `workload.template_document` renders it;
     together with the admitted digest it is the release being rolled out. `name` is the
-    ModelDeployment's; `measured` the analysis measurements the handler took so far (those of
-    other releases are ignored). Queries due now are in `Plan.queries`.
+    ModelDeployment's; `measured` the analysis tallies of the measurements so far (those of
+    other releases are ignored). Queries due now are in `Plan.queries`. `images` are the
+    namespace's ModelImages, for `onBlocked: RollBack` (`on_blocked.rollback_check`).
     """
     ordered = sorted(targets, key=lambda t: t.name)
     previous = recorded or md.ModelDeploymentStatus()
@@ -117,6 +119,7 @@ def next_actions(
             now=now,
             lines=lines,
             previous=previous,
+            images=images,
         )
 
     desired = image.digest
@@ -199,6 +202,9 @@ def next_actions(
         events=tuple(events),
         recheck_after_seconds=min(rechecks) if rechecks and not rollout.paused else None,
         queries=tuple(q for v in verdicts for q in v.queries),
+        analysis=analysis.kept(
+            mine, measuring={v.name for v in verdicts if v.phase not in ("Ready", "RolledBack")}
+        ),
     )
 
 

@@ -291,7 +291,7 @@ async def reconcile_continuously(
         recorded = md.parse_status(body.get("status"))
     except pydantic.ValidationError:
         recorded = md.ModelDeploymentStatus()
-    memory = rollout_round.Memory(recorded=recorded)
+    memory = rollout_round.Memory(recorded=recorded, measured=recorded.analysis)
     loop = _loops.setdefault(
         key,
         _Loop(

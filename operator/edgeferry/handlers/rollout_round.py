@@ -74,9 +74,9 @@ class Memory:
     """When a target that its EdgeTarget still calls reachable first failed to answer us."""
     released: set[str] = dataclasses.field(default_factory=set)
     """Unselected targets known to hold nothing of ours."""
-    measured: tuple[analysis.Measurement, ...] = ()
-    """Analysis measurements of the release being rolled out (lost on restart: the analysis
-    of a target not yet Ready then starts again)."""
+    measured: tuple[md.AnalysisTally, ...] = ()
+    """Analysis tallies of the release being rolled out, as last written to status (a
+    restarted daemon starts from `status.analysis`)."""
     mirror_failing_since: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
     """When the copy to a target's registry mirror first failed (it counts as unreachable)."""
     readings: dict[str, tuple[target_watch.Where, workload_health.Observation]] = dataclasses.field(
@@ -549,6 +549,12 @@ class Reconciler:
         image = self.images.get((self.namespace, spec.image_ref.name))
         found = next(iter(image), None) if image is not None else None
         image_view = found or rollout_image.from_body(spec.image_ref.name, None)
+        namespace_images = [
+            view
+            for key in list(self.images)
+            if key[0] == self.namespace
+            for view in self.images.get(key) or ()
+        ]
 
         live = [t for t in self.targets if not t.deleting]
         selected = [t for t in live if spec.targets.selector.matches(t.labels)]
@@ -574,19 +580,15 @@ class Reconciler:
                 name=self.name,
                 measured=self.memory.measured,
                 on_blocked=spec.on_blocked,
+                images=namespace_images,
             )
 
         plan = planned()
         if plan.queries:  # measure what is due, then decide with the new values
-            self.memory.measured += await self.measure(plan.queries)
+            values = await self.measure(plan.queries)
+            self.memory.measured = analysis.add(self.memory.measured, values, spec.rollout.analysis)
             plan = planned()
-        self.memory.measured = (
-            analysis.of_release(
-                self.memory.measured, digest=plan.digest, template_hash=plan.template_hash
-            )
-            if plan.digest
-            else ()
-        )
+        self.memory.measured = plan.analysis
         copy_failed = await self.copy_to_mirrors(plan, seen, image_view)
         if copy_failed:
             plan = planned()

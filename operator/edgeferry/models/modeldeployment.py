@@ -391,6 +391,40 @@ class TargetStatus(wire.Model):
     last_error: str | None = None
 
 
+MAX_ANALYSIS_TALLIES = 100
+"""Entries of `status.analysis` at most (the CRD's `maxItems`): one per metric and target being
+analysed, so the status stays small whatever `count` says."""
+
+
+class AnalysisTally(wire.Model):
+    """What the measurements of one metric at one target's release came to so far: enough to
+    go on with the analysis after an operator restart (`decisions.analysis.add`), a fixed size
+    however many measurements were taken."""
+
+    target: str = pydantic.Field(max_length=253)
+    metric: str = pydantic.Field(max_length=63)
+    digest: str = pydantic.Field(max_length=512)
+    template_hash: str | None = pydantic.Field(default=None, max_length=64)
+    passed: int = pydantic.Field(default=0, ge=0)
+    """Values within the metric's successCondition."""
+    failed: int = pydantic.Field(default=0, ge=0)
+    """Values outside it."""
+    inconclusive: int = pydantic.Field(default=0, ge=0)
+    """Measurements without a value."""
+    last_at: Timestamp
+    """When the last measurement was taken."""
+    last_value: float | None = None
+    """The last measurement's value (None: it had none)."""
+    failed_value: float | None = None
+    """The last value outside the condition."""
+    failed_query: str | None = pydantic.Field(default=None, max_length=4096)
+    """The query as sent that gave `failed_value`."""
+    inconclusive_error: str | None = pydantic.Field(default=None, max_length=1024)
+    """Why the last inconclusive measurement had no value."""
+    inconclusive_query: str | None = pydantic.Field(default=None, max_length=4096)
+    """The query as sent that gave no value."""
+
+
 class PhaseCounts(wire.Model):
     """How many selected targets are in each phase; always complete, whatever the list shows."""
 
@@ -423,6 +457,8 @@ class ModelDeploymentStatus(wire.Model):
     counts: PhaseCounts = pydantic.Field(default_factory=PhaseCounts)
     targets: tuple[TargetStatus, ...] = ()
     targets_not_listed: int = 0
+    analysis: tuple[AnalysisTally, ...] = ()
+    """The metric analysis under way (`decisions.analysis.kept`), so a restart goes on with it."""
     message: str | None = None
     conditions: tuple[dict[str, Any], ...] = ()
 

@@ -244,6 +244,10 @@ no earlier release to return to)."""
 ROLLED_BACK_BLOCKED: Final = "RolledBackBlockedDigest"
 """Event: a target running a digest the gate blocked after admission went back to the release
 it ran before (`onBlocked: RollBack`)."""
+NO_CLEAN_RELEASE: Final = "NoCleanReleaseToRollBackTo"
+"""Event: `onBlocked: RollBack` found the release a target ran before not admitted under the
+current vulnerability DB (blocked too, or no ModelImage has it any more), so the target keeps
+the blocked digest."""
 ROLLOUT_COMPLETE: Final = "RolloutComplete"
 """Every selected target runs the release (or is accounted for)."""
 ROLLOUT_PAUSED: Final = "RolloutPaused"
