@@ -2,13 +2,14 @@
 
 Starts (or reuses) the testbed, installs the operator with the Helm chart on the hub
 (`incluster`: the operator Pod on the hub's real node, the chart's ServiceAccount and RBAC, a
-Docker-in-Docker build daemon beside it), applies the sample ModelImages (one admitted, one
-blocked), the EdgeTargets for the hub's pools and both edge clusters (with their kubeconfig
-Secrets), a pull-mode site `shop-1` whose agent it runs in edge-1 from `manifests/edge/agent/`
-(`agent_site`), and a ModelDeployment of the admitted image, which lands on the real nodes of
-the hub and of edge-site-2 (on kwok nodes elsewhere); waits until everything has settled, sends
-one prediction through edge-2's API server, prints what `kubectl get` shows and where to send
-predictions, and returns.
+Docker-in-Docker build daemon beside it), pushes the iris model to the registry as an OCI
+artifact with `python -m edgeferry model push`, applies the sample ModelImages (one admitted,
+its model from that artifact by digest and sha256; one blocked), the EdgeTargets for the hub's
+pools and both edge clusters (with their kubeconfig Secrets), a pull-mode site `shop-1` whose
+agent it runs in edge-1 from `manifests/edge/agent/` (`agent_site`), and a ModelDeployment of the
+admitted image, which lands on the real nodes of the hub and of edge-site-2 (on kwok nodes
+elsewhere); waits until everything has settled, sends one prediction through edge-2's API
+server, prints what `kubectl get` shows and where to send predictions, and returns.
 `make testbed-down` stops it all.
 """
 
@@ -175,6 +176,12 @@ def main() -> int:
             k8s_client.CoreV1Api(api).create_namespace({"metadata": {"name": WORKLOADS}})
     finally:
         api.close()
+    artifact = samples.iris_artifact(bed.layout, described)
+    print(
+        "demo: pushed the iris model as an OCI artifact (python -m edgeferry model push): "
+        f"{artifact.repository}@{artifact.digest}",
+        flush=True,
+    )
     # The operator's Pod and its build daemon reach the registry at the host address.
     values = {
         k: incluster.for_pods(v, described)

@@ -1,8 +1,13 @@
 """The sample ModelImages, made concrete for this testbed (the demo and the tests share them).
 
 The YAML under `manifests/samples/` carries `@@NAME@@` placeholders for what only exists once a
-testbed runs: the pinned base images, the registry address and the models' sha256. The iris
-model is trained inside the sklearn base image (so the pickle matches its scikit-learn); the
+testbed runs: the pinned base images, the registry address, the models' sha256 and the iris
+model's OCI artifact digest. The iris model is trained inside the sklearn base image (so the
+pickle matches its scikit-learn) and reaches the iris sample as users ship a model too large for
+a ConfigMap: pushed to the registry as an OCI artifact by the package's CLI (`python -m
+edgeferry model push`), whose printed digest is rendered into the sample. A digest cannot be
+written into static YAML before the artifact exists, hence a placeholder; the push is
+deterministic (same file, same manifest), so every render of one testbed gives one digest. The
 vulnerable sample vendors a real old `requests` wheel fetched from PyPI once and cached.
 """
 
@@ -15,16 +20,18 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes.client import exceptions as k8s_exceptions
 
-from edgeferry_testbed import env, images, layout
+from edgeferry_testbed import env, images, layout, procs
 
 SAMPLES = layout.REPO_ROOT / "manifests" / "samples"
+IRIS_ARTIFACT_PATH = "models/iris-model"
+"""Where in the registry the iris model's OCI artifact goes."""
 REQUESTS_WHEEL = "requests-2.19.1-py2.py3-none-any.whl"
 LEGACY_WEIGHTS = json.dumps({"weights": [0.4, -1.2, 0.7], "bias": 0.1}).encode()
 
@@ -42,6 +49,43 @@ def iris_model(lay: layout.Layout, described: env.TestbedEnv) -> bytes:
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(data)
     return data
+
+
+class Artifact(NamedTuple):
+    """The iris model as an OCI artifact: where it is and what the CLI printed."""
+
+    repository: str
+    digest: str
+    output: str
+
+
+_PUSHED: dict[tuple[str, str], Artifact] = {}
+
+
+def iris_artifact(lay: layout.Layout, described: env.TestbedEnv) -> Artifact:
+    """Push the iris model to the testbed registry with `python -m edgeferry model push` (once
+    per process and registry: a second push sends nothing and gives the same digest)."""
+    data = iris_model(lay, described)
+    key = (described.registry, hashlib.sha256(data).hexdigest())
+    if key not in _PUSHED:
+        path = lay.state_dir / "samples" / "model.pkl"
+        path.write_bytes(data)
+        repository = f"{described.registry}/{IRIS_ARTIFACT_PATH}"
+        command = [sys.executable, "-m", "edgeferry", "model", "push", str(path), repository]
+        done = subprocess.run(
+            [*command, "--tag", "v1", "--format", "sklearn"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise procs.TestbedError(f"model push {repository}: {done.stderr.strip()}")
+        digest = next(
+            line.split()[1] for line in done.stdout.splitlines() if line.startswith("digest: ")
+        )
+        _PUSHED[key] = Artifact(repository, digest, done.stdout)
+    return _PUSHED[key]
 
 
 def requests_wheel(lay: layout.Layout) -> bytes:
@@ -75,6 +119,7 @@ def placeholders(lay: layout.Layout, described: env.TestbedEnv) -> dict[str, str
         "PYTHON_SKLEARN_BASE": described.base_images["pythonSklearn"],
         "PYTHON_SKLEARN_MULTIARCH_BASE": described.base_images["pythonSklearnMultiarch"],
         "IRIS_MODEL_SHA256": hashlib.sha256(iris_model(lay, described)).hexdigest(),
+        "IRIS_MODEL_DIGEST": iris_artifact(lay, described).digest,
         "LEGACY_MODEL_SHA256": hashlib.sha256(LEGACY_WEIGHTS).hexdigest(),
     }
 
@@ -108,13 +153,13 @@ def _apply_config_map(
 def install_inputs(
     api: k8s_client.ApiClient, namespace: str, lay: layout.Layout, described: env.TestbedEnv
 ) -> None:
-    """The namespace and the ConfigMaps the sample ModelImages read."""
+    """The namespace and the ConfigMaps the sample ModelImages read (the iris model is an OCI
+    artifact: `iris_artifact`, pushed by `placeholders`)."""
     core = k8s_client.CoreV1Api(api)
     try:
         core.create_namespace({"metadata": {"name": namespace}})
     except k8s_exceptions.ApiException as exc:
         if exc.status != 409:
             raise
-    _apply_config_map(core, namespace, "iris-model", {"model.pkl": iris_model(lay, described)})
     _apply_config_map(core, namespace, "legacy-model", {"weights.json": LEGACY_WEIGHTS})
     _apply_config_map(core, namespace, "legacy-deps", {REQUESTS_WHEEL: requests_wheel(lay)})

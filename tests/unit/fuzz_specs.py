@@ -59,9 +59,11 @@ PLACEHOLDERS = {
     "@@BUSYBOX_BASE@@": "127.0.0.1:5000/base/busybox@sha256:" + "1" * 64,
     "@@PYTHON_SKLEARN_MULTIARCH_BASE@@": "127.0.0.1:5000/base/python-sklearn@sha256:" + "2" * 64,
     "@@IRIS_MODEL_SHA256@@": "3" * 64,
+    "@@IRIS_MODEL_DIGEST@@": "sha256:" + "5" * 64,
     "@@LEGACY_MODEL_SHA256@@": "4" * 64,
 }
-"""What the demo substitutes into the samples (a registry, pinned bases, model digests)."""
+"""What the demo substitutes into the samples (a registry, pinned bases, model and artifact
+digests)."""
 
 
 def samples(kind: str) -> list[dict[str, Any]]:
