@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     push.add_argument("file", type=Path, help="the model file")
     push.add_argument("repository", help="host[:port]/path, e.g. 127.0.0.1:5000/models/iris")
     push.add_argument("--tag", default="latest", help="tag to push (default: latest)")
-    push.add_argument("--format", default="custom", choices=["sklearn", "custom"])
+    push.add_argument("--format", default="custom", choices=["sklearn", "onnx", "custom"])
     push.add_argument(
         "--plain-http", action="store_true", help="plain HTTP (loopback registries always are)"
     )

@@ -25,8 +25,10 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeAlias
 
@@ -307,6 +309,151 @@ def ensure_python_sklearn_multiarch_base(
         tag=f"{suite}-multiarch-{SKLEARN_VARIANT}",
         inputs=_digest_of("python-sklearn-multiarch", _RECIPE_VERSION, amd64, arm64),
     )
+    return _push_index(api, recipe, {"linux/amd64": amd64, "linux/arm64": arm64})
+
+
+ONNXRUNTIME_VERSION = "1.27.0"
+"""The newest onnxruntime whose arm64 wheel runs under Debian 12's qemu-user 7.2, which the smoke
+test of the arm64 image needs: 1.28.0, 1.29.0, 1.30.0, 1.31.1 and 1.32.0 die with SIGSEGV while
+their extension module loads (and the container does not exit); 1.27.0 imports, loads and
+predicts there. Not tried on arm64 hardware."""
+ONNXRUNTIME_WHEELS: Mapping[str, tuple[str, str]] = {
+    "linux/amd64": (
+        f"onnxruntime-{ONNXRUNTIME_VERSION}-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        "e4f7b0e90d2d212e2c2deaa6c8291616183ab815d3ec558ea12d3ac8b26d36f4",
+    ),
+    "linux/arm64": (
+        f"onnxruntime-{ONNXRUNTIME_VERSION}-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
+        "2eb083321af8a236a84c7c140a7f4cecbfa2a987a18c07c78db471c20cd390ef",
+    ),
+}
+"""The onnxruntime wheel of each platform (CPython 3.11, Debian 12's python3) and its sha256:
+PyPI's file, checked after download, so a changed upload cannot slip into the base."""
+_WHEEL_PLATFORMS = {
+    "linux/amd64": ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64"),
+    "linux/arm64": ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64"),
+}
+_SITE_PACKAGES = "/usr/local/lib/python3.11/dist-packages/"
+"""Where Debian's python3 looks for packages not installed by apt (on sys.path, empty in the
+sklearn base)."""
+
+
+def pip_download(
+    requirements: Sequence[str], platform: str, *, into: pathlib.Path = CACHE_DIR / "wheels"
+) -> None:
+    """Download the wheels of `requirements` (exact pins, no dependencies) for CPython 3.11 on
+    `platform` into `into`: pip on this host, no emulation, binary wheels only."""
+    tags = [f"--platform={tag}" for tag in _WHEEL_PLATFORMS[platform]]
+    into.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    command += [*tags, "--python-version=3.11", "--implementation=cp", "--abi=cp311"]
+    rootfs.run([*command, "-d", str(into), *requirements], what=f"pip download for {platform}")
+
+
+def wheels_tar(wheels: Iterable[pathlib.Path]) -> bytes:
+    """The wheels unpacked into one tree, as a tar owned by root (what `pip install --target`
+    would lay out, without running pip in the image)."""
+    with tempfile.TemporaryDirectory(prefix="wheels-") as tmp:
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(tmp)
+        return rootfs.tar_directory(pathlib.Path(tmp))
+
+
+def _onnxruntime_wheel(platform: str) -> pathlib.Path:
+    name, sha256 = ONNXRUNTIME_WHEELS[platform]
+    path = CACHE_DIR / "wheels" / name
+    if not path.exists():
+        pip_download([f"onnxruntime=={ONNXRUNTIME_VERSION}"], platform)
+    if not path.exists():
+        raise ImageRecipeError(f"pip did not download {name} for {platform}")
+    if _file_sha256(path) != sha256:
+        path.unlink()
+        raise ImageRecipeError(f"{name} does not have the pinned sha256 {sha256}; removed it")
+    return path
+
+
+def ensure_python_onnxruntime_base(
+    docker_client: ClientLike,
+    registry_host: str,
+    *,
+    platform: str = "linux/amd64",
+    suite: str = "bookworm",
+) -> str:
+    """``<registry>/base/python-onnxruntime:<version>-<arch>`` pinned: the sklearn base of that
+    platform plus one layer, PyPI's onnxruntime wheel unpacked into ``/usr/local/lib/python3.11
+    /dist-packages`` (it uses the base's numpy; its other dependencies, flatbuffers, packaging
+    and protobuf, serve only its tools, not an InferenceSession, so they are left out).
+
+    No emulation and no compiler: pip downloads the wheel here (`--platform`), and the image is
+    ``FROM`` the base + ``ADD`` of the tree, which the classic builder does without running a
+    binary of the target platform. Seconds, not the minutes a second debootstrap would cost
+    (the arm64 one emulated); the trade-off is size, since scikit-learn and SciPy come along
+    (about 260 MB shared with the sklearn images, which nodes that run those already have).
+    """
+    if platform not in ONNXRUNTIME_WHEELS:
+        raise ValueError(f"no onnxruntime wheel pinned for {platform}")
+    api = _api(docker_client)
+    if platform == "linux/amd64":
+        base = ensure_python_sklearn_base(docker_client, registry_host, suite=suite)
+    else:
+        base = ensure_python_sklearn_arm64_base(docker_client, registry_host, suite=suite)
+    arch = platform.split("/", 1)[1]
+    recipe = _Recipe(
+        key=f"python-onnxruntime-{arch}",
+        repository=f"{registry_host}/base/python-onnxruntime",
+        tag=f"{ONNXRUNTIME_VERSION}-{arch}",
+        inputs=_digest_of(
+            "python-onnxruntime", _RECIPE_VERSION, platform, base, ONNXRUNTIME_WHEELS[platform][1]
+        ),
+    )
+
+    def build() -> str:
+        with _step(f"onnxruntime {ONNXRUNTIME_VERSION} wheel for {platform}"):
+            tree = wheels_tar([_onnxruntime_wheel(platform)])
+        _ensure_local(api, base)
+        with _step(f"build FROM the sklearn base + onnxruntime for {platform}"):
+            result = docker_build.build_image(
+                api,
+                f"FROM {base}\nADD onnxruntime.tar {_SITE_PACKAGES}\n",
+                files={"onnxruntime.tar": tree},
+                tag=f"{recipe.repository}:{recipe.tag}",
+                labels={RECIPE_LABEL: recipe.inputs},
+                platform=platform,
+                timeout_s=600,
+            )
+        if platform == _host_platform():
+            with _step("import check: onnxruntime loads"):
+                _check_import(api, result.image_id, "onnxruntime")
+        print(f"[images] python-onnxruntime {arch} image size: {result.size_bytes / 1e6:.0f} MB")
+        return result.image_id
+
+    return _make(api, recipe, build)
+
+
+def ensure_python_onnxruntime_multiarch_base(
+    docker_client: ClientLike, registry_host: str, *, suite: str = "bookworm"
+) -> str:
+    """``<registry>/base/python-onnxruntime:<version>-multiarch`` pinned: the OCI index of the
+    amd64 and arm64 onnxruntime bases, for ModelImages built for both platforms."""
+    children = {
+        platform: ensure_python_onnxruntime_base(
+            docker_client, registry_host, platform=platform, suite=suite
+        )
+        for platform in ONNXRUNTIME_WHEELS
+    }
+    recipe = _Recipe(
+        key="python-onnxruntime-multiarch",
+        repository=f"{registry_host}/base/python-onnxruntime",
+        tag=f"{ONNXRUNTIME_VERSION}-multiarch",
+        inputs=_digest_of("python-onnxruntime-multiarch", _RECIPE_VERSION, *children.values()),
+    )
+    return _push_index(_api(docker_client), recipe, children)
+
+
+def _push_index(api: docker.APIClient, recipe: _Recipe, children: Mapping[str, str]) -> str:
+    """The pinned reference of an OCI index of `children` (platform -> pinned image), reused
+    from the registry when the marker says it still serves it."""
     with _exclusive(recipe.key):
         marker = _read_marker(recipe.key)
         if marker is not None and _served(recipe, marker):
@@ -314,14 +461,16 @@ def ensure_python_sklearn_multiarch_base(
         with _step(f"push the index {recipe.repository}:{recipe.tag}"):
             pushed = index_push.push_index(
                 api,
-                [
-                    index_push.PlatformBuild("linux/amd64", _local_id(api, amd64)),
-                    index_push.PlatformBuild("linux/arm64", _local_id(api, arm64)),
-                ],
+                [index_push.PlatformBuild(p, _local_id(api, ref)) for p, ref in children.items()],
                 recipe.repository,
                 [recipe.tag],
             )
         return _remember(recipe, f"{recipe.repository}@{pushed.digest}", image_id="")
+
+
+def _check_import(api: docker.APIClient, image_id: str, module: str) -> None:
+    """``import <module>`` in the image (host platform only), as uid 10001."""
+    run_python(api, image_id, f"import {module}", timeout_s=120)
 
 
 def ensure_arm64_only_image(
@@ -452,27 +601,47 @@ def make_sklearn_model(
     Trained in the image that will serve it, so the pickle matches that image's sklearn.
     `script` trains another model the same way: it writes the base64 pickle to stdout.
     """
+    return base64.b64decode(run_python(docker_client, base_ref, script, timeout_s=timeout_s))
+
+
+def run_python(
+    docker_client: ClientLike,
+    image: str,
+    script: str,
+    *,
+    files: bytes | None = None,
+    environment: Mapping[str, str] | None = None,
+    timeout_s: int = 300,
+) -> bytes:
+    """Run ``python3 -c script`` in `image` as uid 10001 without network; its stdout.
+
+    `files`, a tar, is unpacked into ``/tmp`` first (its entries should be one folder, so /tmp
+    itself keeps its mode). Raises ImageRecipeError with the log tail when the script fails.
+    """
     api = _api(docker_client)
-    _ensure_local(api, base_ref)
+    _ensure_local(api, image)
     container = api.create_container(
-        base_ref,
+        image,
         command=["python3", "-c", script],
         user=str(rootfs.APP_UID),
         network_disabled=True,
-        labels={"edgeferry.io/testbed": "train-model"},
+        environment=dict(environment or {}),
+        labels={"edgeferry.io/testbed": "run-python"},
     )
     container_id = str(container["Id"])
     try:
+        if files is not None:
+            api.put_archive(container_id, "/tmp", files)
         api.start(container_id)
         status = api.wait(container_id, timeout=timeout_s)
         if status.get("StatusCode") != 0:
             log = api.logs(container_id, stdout=True, stderr=True, tail=20).decode(errors="replace")
-            raise ImageRecipeError(f"training failed ({status}): {log}")
-        encoded = api.logs(container_id, stdout=True, stderr=False)
+            raise ImageRecipeError(f"script failed in {image} ({status}): {log}")
+        output: bytes = api.logs(container_id, stdout=True, stderr=False)
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_container(container_id, force=True)
-    return base64.b64decode(encoded)
+    return output
 
 
 def host_debian_mirror(*, sources_dir: pathlib.Path = pathlib.Path("/etc/apt")) -> str:

@@ -3,7 +3,7 @@
 The YAML under `manifests/samples/` carries `@@NAME@@` placeholders for what only exists once a
 testbed runs: the pinned base images, the registry address, the models' sha256 and the iris
 model's OCI artifact digest. The iris model is trained inside the sklearn base image (so the
-pickle matches its scikit-learn) and reaches the iris sample as users ship a model too large for
+pickle matches its scikit-learn), converted to ONNX there by skl2onnx for the onnx-http tests, and reaches the iris sample as users ship a model too large for
 a ConfigMap: pushed to the registry as an OCI artifact by the package's CLI (`python -m
 edgeferry model push`), whose printed digest is rendered into the sample. A digest cannot be
 written into static YAML before the artifact exists, hence a placeholder; the push is
@@ -14,11 +14,14 @@ vulnerable sample vendors a real old `requests` wheel fetched from PyPI once and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,6 +89,125 @@ def iris_artifact(lay: layout.Layout, described: env.TestbedEnv) -> Artifact:
         )
         _PUSHED[key] = Artifact(repository, digest, done.stdout)
     return _PUSHED[key]
+
+
+CONVERTER_WHEELS = (
+    "skl2onnx==1.20.0",
+    "onnx==1.23.2",
+    "protobuf==7.36.2",
+    "ml_dtypes==0.5.4",
+    "typing_extensions==4.16.0",
+)
+"""skl2onnx and what it needs beyond the onnxruntime base (its numpy 1.24 and scikit-learn 1.2
+come from Debian; ml_dtypes 0.5 is the last that runs on numpy 1.x): test-only, never in an
+image. Downloaded once for CPython 3.11 on amd64 and put into the converting container."""
+SMOKE_INSTANCES = ((5.1, 3.5, 1.4, 0.2), (6.7, 3.0, 5.2, 2.3))
+"""The iris sample's smoke-test instances (`modelimage-iris.yaml`)."""
+
+_CONVERT_SCRIPT = """
+import base64, json, pickle, sys
+import numpy, onnxruntime
+from skl2onnx import to_onnx
+from sklearn.datasets import load_iris
+with open("/tmp/convert/model.pkl", "rb") as handle:
+    model = pickle.load(handle)
+features, _ = load_iris(return_X_y=True)
+graph = to_onnx(model, features[:1].astype(numpy.float32), options={"zipmap": False},
+                target_opset=17).SerializeToString()
+session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+feed = session.get_inputs()[0].name
+def onnx_labels(rows):
+    return session.run(None, {feed: numpy.asarray(rows, dtype=numpy.float32)})[0].tolist()
+smoke = %(smoke)s
+json.dump({
+    "model": base64.b64encode(graph).decode(),
+    "rows": len(features),
+    "sklearn": model.predict(features).tolist(),
+    "onnx": onnx_labels(features),
+    "smokeSklearn": model.predict(smoke).tolist(),
+    "smokeOnnx": onnx_labels(smoke),
+}, sys.stdout)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxConversion:
+    """The iris model as ONNX, and what sklearn and onnxruntime predicted from it in the
+    converting container (every iris row, and the smoke-test instances)."""
+
+    model: bytes
+    sklearn: list[int]
+    onnx: list[int]
+    smoke_sklearn: list[int]
+    smoke_onnx: list[int]
+
+
+def iris_onnx_model(lay: layout.Layout, described: env.TestbedEnv) -> OnnxConversion:
+    """The iris pickle converted by skl2onnx inside the onnxruntime base (which has the
+    scikit-learn that trained it), with both libraries' predictions; cached."""
+    cached = lay.state_dir / "samples" / "iris-onnx.json"
+    pickle_bytes = iris_model(lay, described)
+    key = hashlib.sha256(pickle_bytes + "\0".join(CONVERTER_WHEELS).encode()).hexdigest()
+    if cached.exists():
+        stored = json.loads(cached.read_text())
+        if stored.get("key") == key:
+            return _conversion(stored)
+    wheels = lay.cache_dir / "wheels" / "skl2onnx"
+    expected = {w.split("==")[0].replace("_", "-").lower() for w in CONVERTER_WHEELS}
+    present = {p.name.split("-")[0].replace("_", "-").lower() for p in wheels.glob("*.whl")}
+    if not expected <= present:
+        images.pip_download(CONVERTER_WHEELS, "linux/amd64", into=wheels)
+    site = images.wheels_tar(sorted(wheels.glob("*.whl")))
+    script = _CONVERT_SCRIPT % {"smoke": json.dumps([list(r) for r in SMOKE_INSTANCES])}
+    client = docker.DockerClient(base_url=described.docker_host, timeout=600)
+    try:
+        output = images.run_python(
+            client,
+            described.base_images["pythonOnnxruntime"],
+            script,
+            files=_convert_folder(site, pickle_bytes),
+            environment={"PYTHONPATH": "/tmp/convert/site"},
+        )
+    finally:
+        client.close()
+    stored = {"key": key, **json.loads(output)}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(stored))
+    return _conversion(stored)
+
+
+def _conversion(stored: dict[str, Any]) -> OnnxConversion:
+    return OnnxConversion(
+        model=base64.b64decode(stored["model"]),
+        sklearn=stored["sklearn"],
+        onnx=stored["onnx"],
+        smoke_sklearn=stored["smokeSklearn"],
+        smoke_onnx=stored["smokeOnnx"],
+    )
+
+
+def _convert_folder(site: bytes, pickle_bytes: bytes) -> bytes:
+    """A tar of `convert/` (the converter's packages under `site/`, the pickle) for /tmp."""
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=buffer, mode="w") as out,
+        tarfile.open(fileobj=io.BytesIO(site)) as tree,
+    ):
+        for folder in ("convert", "convert/site"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            out.addfile(info)
+        for member in tree.getmembers():
+            name = member.name.removeprefix("./")
+            if not name or name == ".":
+                continue
+            member.name = f"convert/site/{name}"
+            member.mode |= 0o444 if member.isfile() else 0o555
+            out.addfile(member, tree.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo("convert/model.pkl")
+        info.size, info.mode = len(pickle_bytes), 0o644
+        out.addfile(info, io.BytesIO(pickle_bytes))
+    return buffer.getvalue()
 
 
 def requests_wheel(lay: layout.Layout) -> bytes:

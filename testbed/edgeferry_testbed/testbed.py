@@ -293,6 +293,12 @@ class Testbed:
                 "pythonSklearnMultiarch": images.ensure_python_sklearn_multiarch_base(
                     client, self.layout.registry
                 ),
+                "pythonOnnxruntime": images.ensure_python_onnxruntime_base(
+                    client, self.layout.registry
+                ),
+                "pythonOnnxruntimeMultiarch": images.ensure_python_onnxruntime_multiarch_base(
+                    client, self.layout.registry
+                ),
                 "dind": images.ensure_dind_image(client, self.layout.registry),
             }
         finally:

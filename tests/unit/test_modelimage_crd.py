@@ -209,6 +209,24 @@ def test_enums_name_every_severity_and_threshold() -> None:
     assert _node(ROOT, "status.phase")["enum"] == list(typing.get_args(modelimage.Phase))
 
 
+def test_enums_name_every_template_and_model_format() -> None:
+    templates = _node(ROOT, "spec.build.runtime.template")["enum"]
+    assert templates == list(typing.get_args(modelimage.TemplateName))
+    assert templates == list(modelimage.TEMPLATE_FORMATS)
+    formats = _node(ROOT, "spec.model.format")["enum"]
+    assert set(modelimage.TEMPLATE_FORMATS.values()) < set(formats)
+
+
+def test_a_cel_rule_ties_each_template_to_its_model_format() -> None:
+    rules = [r["rule"] for r in _node(ROOT, "spec")["x-kubernetes-validations"]]
+    for template, model_format in modelimage.TEMPLATE_FORMATS.items():
+        assert any(
+            f"self.build.runtime.template != '{template}'" in rule
+            and f"self.model.format == '{model_format}'" in rule
+            for rule in rules
+        ), (template, rules)
+
+
 def test_printer_columns_read_fields_the_status_has() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
     assert list(columns)[:5] == ["Phase", "Digest", "Critical", "High", "Age"]

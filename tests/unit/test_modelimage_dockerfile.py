@@ -149,3 +149,47 @@ def test_inline_dockerfile_has_no_template_files() -> None:
 
 def test_model_sits_in_the_context_under_its_configmap_key() -> None:
     assert dockerfile.model_context_path(runtime_spec()) == "model/iris.pkl"
+
+
+ONNX_BASE = "127.0.0.1:5000/base/python-onnxruntime@sha256:" + "c" * 64
+
+
+def onnx_spec() -> modelimage.ModelImageSpec:
+    return modelimage.parse_spec(
+        {
+            "model": {
+                "format": "onnx",
+                "source": {"configMap": {"name": "iris-onnx", "key": "iris.onnx"}},
+                "sha256": "a" * 64,
+            },
+            "build": {"runtime": {"template": "onnx-http", "baseImage": ONNX_BASE}},
+            "smokeTest": {"predict": {"body": "{}"}},
+            "push": {"repository": "127.0.0.1:5000/models/iris-onnx", "tags": ["v1"]},
+        }
+    )
+
+
+ONNX_GENERATED = dockerfile.resolve(onnx_spec(), name="iris-onnx")
+
+
+def test_onnx_template_puts_the_model_first_at_its_own_path() -> None:
+    assert instructions(ONNX_GENERATED)[:2] == [
+        f"FROM {ONNX_BASE}",
+        "COPY model/iris.onnx /models/model.onnx",
+    ]
+
+
+def test_onnx_template_tells_the_server_the_format_and_path() -> None:
+    assert "EDGEFERRY_MODEL_FORMAT=onnx" in ONNX_GENERATED
+    assert "EDGEFERRY_MODEL_PATH=/models/model.onnx" in ONNX_GENERATED
+    assert "EDGEFERRY_MODEL_FORMAT=sklearn" in GENERATED
+
+
+def test_onnx_template_runs_the_same_server_as_non_root_and_passes_hadolint() -> None:
+    assert dockerfile.template_files(onnx_spec()) == dockerfile.template_files(runtime_spec())
+    assert [line for line in instructions(ONNX_GENERATED) if line.startswith("USER ")] == [
+        "USER 10001:10001"
+    ]
+    assert labels(ONNX_GENERATED)["edgeferry.io/template"] == "onnx-http"
+    assert labels(ONNX_GENERATED)["edgeferry.io/model-format"] == "onnx"
+    assert hadolint.lint(ONNX_GENERATED) == ()

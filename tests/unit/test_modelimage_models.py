@@ -92,11 +92,33 @@ def test_operator_label_prefix_is_refused() -> None:
         modelimage.parse_spec(spec_dict(build=build))
 
 
-def test_runtime_template_needs_an_sklearn_model() -> None:
+@pytest.mark.parametrize(
+    ("template", "model_format", "wanted"),
+    [
+        ("sklearn-http", "custom", "sklearn"),
+        ("sklearn-http", "onnx", "sklearn"),
+        ("onnx-http", "sklearn", "onnx"),
+        ("onnx-http", "custom", "onnx"),
+    ],
+)
+def test_runtime_template_needs_the_model_format_it_serves(
+    template: str, model_format: str, wanted: str
+) -> None:
     raw = spec_dict()
-    raw["model"]["format"] = "custom"
-    with pytest.raises(pydantic.ValidationError, match="sklearn"):
+    raw["model"]["format"] = model_format
+    raw["build"]["runtime"]["template"] = template
+    with pytest.raises(
+        pydantic.ValidationError, match=f"runtime template {template} serves model.format {wanted}"
+    ):
         modelimage.parse_spec(raw)
+
+
+def test_onnx_template_takes_an_onnx_model() -> None:
+    raw = spec_dict()
+    raw["model"]["format"] = "onnx"
+    raw["build"]["runtime"]["template"] = "onnx-http"
+    runtime = modelimage.parse_spec(raw).build.runtime
+    assert runtime is not None and runtime.template == "onnx-http"
 
 
 @pytest.mark.parametrize(

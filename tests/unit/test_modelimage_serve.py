@@ -23,7 +23,7 @@ SERVE_PY = (
     / "operator"
     / "edgeferry"
     / "templates"
-    / "sklearn-http"
+    / "model-http"
     / "serve.py"
 )
 

@@ -5,8 +5,9 @@ user who picks a runtime template gets a good image without knowing them:
 
 - `FROM base@sha256:...`: the base is pinned by digest (the CRD refuses anything else), so the
   same inputs build the same image and a moved tag cannot change it behind the inputs digest.
-- No `RUN` at all: the base already has python3 and scikit-learn, so there is no package manager
-  run, hence no package caches or apt lists to clean up, and nothing that needs the network.
+- No `RUN` at all: the base already has python3 and scikit-learn (sklearn-http) or onnxruntime
+  (onnx-http), so there is no package manager run, hence no package caches or apt lists to
+  clean up, and nothing that needs the network.
 - The model first, in a layer of its own right after `FROM`: models are large (100 MB to
   GBs) and the server script small, so the large layer must survive every server change. With
   nothing but the base before it, a new server script, port or label leaves the builder's
@@ -35,8 +36,8 @@ from edgeferry.models import modelimage
 MODEL_CONTEXT_DIR = "model"
 """Directory of the build context that holds the model file (its ConfigMap key or fileName)."""
 
-MODEL_IMAGE_PATH = "/models/model.pkl"
-"""Where generated images keep the model."""
+MODEL_IMAGE_PATHS = {"sklearn-http": "/models/model.pkl", "onnx-http": "/models/model.onnx"}
+"""Where each template's images keep the model."""
 
 SERVER_IMAGE_PATH = "/app/serve.py"
 """Where generated images keep the server script."""
@@ -44,9 +45,13 @@ SERVER_IMAGE_PATH = "/app/serve.py"
 APP_USER = "10001:10001"
 """Numeric uid:gid the server runs as (numeric, so Kubernetes' runAsNonRoot can verify it)."""
 
-_TEMPLATE_FILES = {"sklearn-http": ("serve.py",)}
+_SERVER_FOLDER = "model-http"
+"""Both templates run the same server (`templates/model-http/serve.py`), which picks its model
+loader from `EDGEFERRY_MODEL_FORMAT`: one HTTP, health and metrics contract for every format."""
+_SERVER_FILES = ("serve.py",)
 _DESCRIPTIONS = {
     "sklearn-http": "scikit-learn model served over HTTP: GET /healthz, POST /predict",
+    "onnx-http": "ONNX model served by onnxruntime over HTTP: GET /healthz, POST /predict",
 }
 
 
@@ -67,8 +72,8 @@ def template_files(spec: modelimage.ModelImageSpec) -> dict[str, bytes]:
     runtime = spec.build.runtime
     if runtime is None:
         return {}
-    folder = importlib.resources.files("edgeferry").joinpath("templates", runtime.template)
-    return {name: folder.joinpath(name).read_bytes() for name in _TEMPLATE_FILES[runtime.template]}
+    folder = importlib.resources.files("edgeferry").joinpath("templates", _SERVER_FOLDER)
+    return {name: folder.joinpath(name).read_bytes() for name in _SERVER_FILES}
 
 
 def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
@@ -78,6 +83,7 @@ def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
         raise ValueError("render() needs spec.build.runtime; inline Dockerfiles are used as is")
     base_name, _, base_digest = runtime.base_image.partition("@")
     port = spec.smoke_test.port
+    model_path = MODEL_IMAGE_PATHS[runtime.template]
     python = json.dumps(runtime.python_path)
     server = json.dumps(SERVER_IMAGE_PATH)
     lines = [
@@ -89,7 +95,7 @@ def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
         "# The model first, in a layer of its own: a change to anything below (server, port,",
         "# labels) keeps this large layer as it is, so a rebuild pushes only the small ones.",
         "# It stays owned by root, so the server cannot modify it.",
-        f"COPY {model_context_path(spec)} {MODEL_IMAGE_PATH}",
+        f"COPY {model_context_path(spec)} {model_path}",
         "",
         _label(
             {
@@ -104,7 +110,8 @@ def render(spec: modelimage.ModelImageSpec, *, name: str) -> str:
         "",
         "ENV PYTHONDONTWRITEBYTECODE=1 \\",
         "    PYTHONUNBUFFERED=1 \\",
-        f"    EDGEFERRY_MODEL_PATH={MODEL_IMAGE_PATH} \\",
+        f"    EDGEFERRY_MODEL_FORMAT={modelimage.TEMPLATE_FORMATS[runtime.template]} \\",
+        f"    EDGEFERRY_MODEL_PATH={model_path} \\",
         f"    EDGEFERRY_PORT={port}",
         "",
         f"COPY serve.py {SERVER_IMAGE_PATH}",

@@ -182,15 +182,20 @@ class ModelSource(wire.Model):
 class ModelArtifact(wire.Model):
     """The model file the image serves, and the digest it must have."""
 
-    format: Literal["sklearn", "custom"]
+    format: Literal["sklearn", "onnx", "custom"]
     source: ModelSource
     sha256: Annotated[str, pydantic.StringConstraints(pattern=SHA256_HEX)]
+
+
+TemplateName = Literal["sklearn-http", "onnx-http"]
+TEMPLATE_FORMATS: dict[str, str] = {"sklearn-http": "sklearn", "onnx-http": "onnx"}
+"""The `model.format` each runtime template serves (the CRD's CEL rule says the same)."""
 
 
 class RuntimeTemplate(wire.Model):
     """Generate the Dockerfile from one of the operator's runtime templates."""
 
-    template: Literal["sklearn-http"]
+    template: TemplateName
     base_image: Annotated[str, pydantic.StringConstraints(pattern=PINNED_IMAGE)]
     python_path: Annotated[str, pydantic.StringConstraints(pattern=r"^/")] = "/usr/bin/python3"
 
@@ -346,8 +351,10 @@ class ModelImageSpec(wire.Model):
 
     @pydantic.model_validator(mode="after")
     def _runtime_fits_model(self) -> ModelImageSpec:
-        if self.build.runtime is not None and self.model.format != "sklearn":
-            raise ValueError("runtime template sklearn-http serves model.format sklearn only")
+        runtime = self.build.runtime
+        if runtime is not None and self.model.format != TEMPLATE_FORMATS[runtime.template]:
+            wanted = TEMPLATE_FORMATS[runtime.template]
+            raise ValueError(f"runtime template {runtime.template} serves model.format {wanted}")
         return self
 
 

@@ -1,13 +1,17 @@
-"""Serve a pickled scikit-learn estimator over HTTP: the standard library and prometheus_client.
+"""Serve a model over HTTP, the standard library and prometheus_client: a pickled scikit-learn
+estimator (the `sklearn-http` runtime template) or an ONNX graph in onnxruntime (`onnx-http`).
 
-This file is copied into images generated from edgeferry's `sklearn-http` runtime template and
-runs there as `python3 /app/serve.py` (Debian's python3 with python3-sklearn and
-python3-prometheus-client; no pip, so no third-party web framework). It binds 0.0.0.0 inside
-the container and answers:
+This file is copied into images generated from either template and runs there as
+`python3 /app/serve.py`: on Debian's python3 with python3-sklearn and python3-prometheus-client
+for sklearn-http, plus PyPI's onnxruntime wheel for onnx-http (no pip at run time, so no
+third-party web framework). `EDGEFERRY_MODEL_FORMAT` (`sklearn` or `onnx`) says which loader to
+use. It binds 0.0.0.0 inside the container and answers:
 
 - `GET /healthz`: 200 `{"status": "ok"}` once the model is loaded, 503 while it is loading;
-- `POST /predict` with `{"instances": [[...], ...]}`: 200 `{"predictions": [...]}` from
-  `model.predict`, 400 for a request the model cannot use, 413 for bodies over 1 MiB;
+- `POST /predict` with `{"instances": [[...], ...]}`: 200 `{"predictions": [...]}` (sklearn:
+  `model.predict(instances)`; onnx: the instances as the graph's one input tensor, in its element
+  type, and the graph's first output), 400 for a request the model cannot use, 413 for bodies
+  over 1 MiB;
 - `GET /metrics`: Prometheus metrics, so a rollout's analysis can judge a release by its
   traffic: `edgeferry_model_requests_total{endpoint,code}`,
   `edgeferry_model_request_errors_total{endpoint,code}` (every answer of 400 or more) and
@@ -18,6 +22,7 @@ The model loads in the background so the port answers at once and the health end
 refused connection, says what is going on; a model that cannot be loaded ends the process with
 exit code 1, so the container stops and its log says why. `pickle` runs code from the file it
 loads: the operator only builds a model whose SHA-256 matches the one pinned in the ModelImage.
+An ONNX file is data, not code; onnxruntime checks the graph when it creates the session.
 
 Logs go to stdout, one line per event. SIGTERM stops the server (as PID 1 in a container Python
 would otherwise ignore it and `docker stop` would wait for its timeout). `--check` asks the
@@ -84,8 +89,67 @@ class State:
         self.loaded.set()
 
 
-def load_model(path: str) -> Any:
-    """Unpickle the estimator and check it can predict."""
+ONNX_TENSOR_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+"""The input element types an `onnx-http` model may have, as numpy dtypes of the request."""
+DEFAULT_MODEL_PATHS = {"sklearn": "/models/model.pkl", "onnx": "/models/model.onnx"}
+
+
+class OnnxModel:
+    """An ONNX graph in an onnxruntime session, with the `predict` the handler calls: the
+    instances become the graph's one input tensor (in its element type), the answer is the
+    first output (for a scikit-learn classifier converted by skl2onnx: the labels)."""
+
+    def __init__(self, path: str) -> None:
+        import numpy  # here, not at the top: only onnx-http images have onnxruntime
+        import onnxruntime
+
+        self._asarray = numpy.asarray
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise TypeError(f"{path} has {len(inputs)} inputs ({names}); onnx-http feeds one")
+        self.input = inputs[0]
+        if self.input.type not in ONNX_TENSOR_TYPES:
+            known = ", ".join(ONNX_TENSOR_TYPES)
+            raise TypeError(f"input {self.input.name} is {self.input.type}, not one of {known}")
+        self.dtype = ONNX_TENSOR_TYPES[self.input.type]
+        self.shape: list[Any] = list(self.input.shape or [])
+        self.output = self.session.get_outputs()[0].name
+
+    def predict(self, instances: list[Any]) -> Any:
+        """The first output for `instances`; ValueError when they do not fit the input."""
+        try:
+            array = self._asarray(instances, dtype=self.dtype)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"instances are not a {self.dtype} tensor: {error}") from error
+        fixed = [d if isinstance(d, int) else None for d in self.shape]
+        if array.ndim != len(fixed) or any(
+            want is not None and want != got for want, got in zip(fixed, array.shape, strict=True)
+        ):
+            wanted = "[" + ", ".join("N" if d is None else str(d) for d in fixed) + "]"
+            raise ValueError(
+                f"input {self.input.name} has shape {wanted}, the instances {list(array.shape)}"
+            )
+        return self.session.run([self.output], {self.input.name: array})[0]
+
+
+def load_model(path: str, model_format: str = "sklearn") -> Any:
+    """The model at `path` with a `predict(instances)`: unpickled (sklearn) or an onnxruntime
+    session (onnx)."""
+    if model_format == "onnx":
+        return OnnxModel(path)
+    if model_format != "sklearn":
+        raise ValueError(f"EDGEFERRY_MODEL_FORMAT {model_format!r} is not sklearn or onnx")
     with open(path, "rb") as handle:
         model = pickle.load(handle)  # trusted: its SHA-256 was verified
     if not callable(getattr(model, "predict", None)):
@@ -116,7 +180,7 @@ def _plain(value: Any) -> Any:
 class Handler(http.server.BaseHTTPRequestHandler):
     """GET /healthz and POST /predict; everything else is 404."""
 
-    server_version = "edgeferry-sklearn-http"
+    server_version = "edgeferry-model-http"
     state: State
     started = 0.0
 
@@ -210,7 +274,10 @@ def main(argv: list[str]) -> int:
         stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     host = os.environ.get("EDGEFERRY_HOST", "0.0.0.0")  # all interfaces of the container
-    model_path = os.environ.get("EDGEFERRY_MODEL_PATH", "/models/model.pkl")
+    model_format = os.environ.get("EDGEFERRY_MODEL_FORMAT", "sklearn")
+    model_path = os.environ.get(
+        "EDGEFERRY_MODEL_PATH", DEFAULT_MODEL_PATHS.get(model_format, "/models/model")
+    )
     state = State()
     server = make_server(host, port, state)
     LOG.info("listening on %s:%d, loading %s", host, port, model_path)
@@ -218,7 +285,7 @@ def main(argv: list[str]) -> int:
     def load() -> None:
         try:
             started = time.perf_counter()
-            state.set_model(load_model(model_path))
+            state.set_model(load_model(model_path, model_format))
             elapsed_ms = (time.perf_counter() - started) * 1000
             LOG.info("model %s loaded in %.0f ms", type(state.model).__name__, elapsed_ms)
         except Exception as error:
