@@ -1,14 +1,15 @@
 """The sample ModelImages, made concrete for this testbed (the demo and the tests share them).
 
 The YAML under `manifests/samples/` carries `@@NAME@@` placeholders for what only exists once a
-testbed runs: the pinned base images, the registry address, the models' sha256 and the iris
-model's OCI artifact digest. The iris model is trained inside the sklearn base image (so the
-pickle matches its scikit-learn), converted to ONNX there by skl2onnx for the onnx-http tests, and reaches the iris sample as users ship a model too large for
-a ConfigMap: pushed to the registry as an OCI artifact by the package's CLI (`python -m
-edgeferry model push`), whose printed digest is rendered into the sample. A digest cannot be
-written into static YAML before the artifact exists, hence a placeholder; the push is
-deterministic (same file, same manifest), so every render of one testbed gives one digest. The
-vulnerable sample vendors a real old `requests` wheel fetched from PyPI once and cached.
+testbed runs: the pinned base images, the registry address, the models' sha256 and the iris model's
+OCI artifact digest. The iris model is trained inside the sklearn base image (so the pickle matches
+its scikit-learn), converted to ONNX there by skl2onnx for the onnx-http tests, and reaches the
+iris sample as users ship a model too large for a ConfigMap: pushed to the registry as an OCI
+artifact by the package's CLI (`python -m edgeferry model push`), whose printed digest is rendered
+into the sample. A digest cannot be written into static YAML before the artifact exists, hence a
+placeholder; the push is deterministic (same file, same manifest), so every render of one testbed
+gives one digest. The vulnerable sample vendors a real old `requests` wheel fetched from PyPI once
+and cached.
 """
 
 from __future__ import annotations
