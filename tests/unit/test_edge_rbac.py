@@ -58,6 +58,7 @@ def test_only_workloads_are_written_and_namespaces_only_created() -> None:
             written.setdefault(resource, set()).update(WRITES & set(rule["verbs"]))
     assert {r: v for r, v in written.items() if v} == {
         "deployments": {"create", "patch", "delete"},
+        "daemonsets": {"create", "patch", "delete"},
         "services": {"create", "patch", "delete"},
         "namespaces": {"create"},
     }

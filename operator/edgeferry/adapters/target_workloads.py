@@ -2,8 +2,9 @@
 
 These are the only requests the operator sends to targets, kept in one module so the RBAC a site
 must grant is easy to read off: get/list nodes and `/version`; get the `kube-system` namespace
-(its UID names the cluster); get/list pods; get/list/patch/delete Deployments and Services;
-patch (create) Namespaces. (`target_watch` also watches Deployments and Pods.)
+(its UID names the cluster); get/list pods; get/list/patch/delete Deployments and Services,
+and DaemonSets for the pre-pull of `rollout.prePull`; patch (create) Namespaces.
+(`target_watch` also watches Deployments and Pods.)
 
 - **Apply** is server-side apply with edgeferry's field manager and `force`: every field we
   render is ours, a hand edit to one of them (replicas, image) is put back on the next apply, and
@@ -197,6 +198,10 @@ class Reading:
     """None: no Deployment of our name there."""
     pods: tuple[dict[str, Any], ...] = ()
     """Pods matching our selector; not read when the Deployment is missing or not ours."""
+    prepull: dict[str, Any] | None = None
+    """Our pre-pull DaemonSet, when asked for and there is one."""
+    prepull_pods: tuple[dict[str, Any], ...] = ()
+    """Its Pods (by its labels; `decisions.prepull` keeps those it owns)."""
 
 
 def observe(
@@ -206,8 +211,108 @@ def observe(
     md_namespace: str,
     md_name: str,
     timeout: float,
+    prepull: bool = False,
 ) -> Reading:
-    """Read our Deployment (and its Pods) for ModelDeployment `md_namespace/md_name`."""
+    """Read our Deployment (and its Pods) for ModelDeployment `md_namespace/md_name`; with
+    `prepull` (the rollout pre-pulls) also our pre-pull DaemonSet and its Pods."""
+    reading = _observe_deployment(
+        api, namespace=namespace, md_namespace=md_namespace, md_name=md_name, timeout=timeout
+    )
+    if not prepull or reading.deployment is None:
+        return reading
+    daemonset = _request_or_none(
+        k8s_client.AppsV1Api(api).read_namespaced_daemon_set,
+        target_objects.prepull_name(md_name),
+        namespace,
+        timeout=timeout,
+    )
+    if daemonset is None or not target_objects.is_ours(
+        _labels(daemonset), namespace=md_namespace, name=md_name
+    ):
+        return reading
+    pods = _request(
+        k8s_client.CoreV1Api(api).list_namespaced_pod,
+        namespace,
+        label_selector=_selector(
+            {target_objects.PREPULL_LABEL: target_objects.workload_name(md_name)}
+            | {target_objects.DEPLOYMENT_LABEL: target_objects.owner_label(md_namespace, md_name)}
+        ),
+        timeout=timeout,
+    ).get("items", [])
+    return dataclasses.replace(reading, prepull=daemonset, prepull_pods=tuple(pods))
+
+
+def apply_prepull(
+    api: k8s_client.ApiClient,
+    daemonset: Mapping[str, Any],
+    *,
+    md_namespace: str,
+    md_name: str,
+    timeout: float,
+    field_manager: str = target_objects.FIELD_MANAGER,
+) -> None:
+    """Server-side apply a pre-pull DaemonSet (`decisions.prepull.render`); one of that name
+    that edgeferry did not create is never taken over (ForeignObjectError)."""
+    apps = k8s_client.AppsV1Api(api)
+    meta = daemonset["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    found = _request_or_none(apps.read_namespaced_daemon_set, name, namespace, timeout=timeout)
+    if found is not None and not target_objects.is_ours(
+        _labels(found), namespace=md_namespace, name=md_name
+    ):
+        raise ForeignObjectError(
+            f"a DaemonSet {namespace}/{name} that edgeferry did not create exists at the "
+            "target; edgeferry never takes over other objects: rename or delete it, or turn "
+            "rollout.prePull off"
+        )
+    _request(
+        apps.patch_namespaced_daemon_set,
+        name,
+        namespace,
+        daemonset,
+        field_manager=field_manager,
+        force=True,
+        _content_type=APPLY_PATCH,
+        timeout=timeout,
+    )
+
+
+def delete_prepull(
+    api: k8s_client.ApiClient,
+    *,
+    namespace: str,
+    md_namespace: str,
+    md_name: str,
+    timeout: float,
+) -> bool:
+    """Delete our pre-pull DaemonSet (its Pods go with it); False when there was none."""
+    apps = k8s_client.AppsV1Api(api)
+    name = target_objects.prepull_name(md_name)
+    found = _request_or_none(apps.read_namespaced_daemon_set, name, namespace, timeout=timeout)
+    if found is None or not target_objects.is_ours(
+        _labels(found), namespace=md_namespace, name=md_name
+    ):
+        return False
+    body = {
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": found["metadata"]["uid"]},
+    }
+    return (
+        _request_or_none(
+            apps.delete_namespaced_daemon_set, name, namespace, body=body, timeout=timeout
+        )
+        is not None
+    )
+
+
+def _observe_deployment(
+    api: k8s_client.ApiClient,
+    *,
+    namespace: str,
+    md_namespace: str,
+    md_name: str,
+    timeout: float,
+) -> Reading:
     deployment = _request_or_none(
         k8s_client.AppsV1Api(api).read_namespaced_deployment,
         target_objects.workload_name(md_name),
@@ -236,7 +341,8 @@ def remove(
     md_name: str,
     timeout: float,
 ) -> list[str]:
-    """Delete the Deployments and Services ModelDeployment `md_namespace/md_name` created.
+    """Delete the Deployments, Services and pre-pull DaemonSets ModelDeployment
+    `md_namespace/md_name` created.
 
     Found by our labels and checked again with `target_objects.is_ours` before each delete.
     Returns `Kind/name` of what was deleted; a missing namespace means nothing to do.
@@ -247,6 +353,7 @@ def remove(
     kinds = (
         ("Deployment", apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
         ("Service", core.list_namespaced_service, core.delete_namespaced_service),
+        ("DaemonSet", apps.list_namespaced_daemon_set, apps.delete_namespaced_daemon_set),
     )
     removed: list[str] = []
     for kind, lister, deleter in kinds:
@@ -276,7 +383,8 @@ def _namespace_going(core: k8s_client.CoreV1Api, namespace: str, *, timeout: flo
 def list_managed(
     api: k8s_client.ApiClient, *, namespace: str, timeout: float
 ) -> list[target_objects.Found]:
-    """Every Deployment and Service edgeferry manages in `namespace` at the target.
+    """Every Deployment, Service and pre-pull DaemonSet edgeferry manages in `namespace` at
+    the target.
 
     A namespace that is gone or terminating holds nothing to remove, also when its deletion
     already took our access with it (a 403 from a RoleBinding deleted with the namespace).
@@ -288,6 +396,7 @@ def list_managed(
     for kind, lister in (
         ("Deployment", apps.list_namespaced_deployment),
         ("Service", core.list_namespaced_service),
+        ("DaemonSet", apps.list_namespaced_daemon_set),
     ):
         try:
             items = _request(lister, namespace, label_selector=selector, timeout=timeout).get(
@@ -323,6 +432,7 @@ def delete_found(
     deleters = {
         "Deployment": k8s_client.AppsV1Api(api).delete_namespaced_deployment,
         "Service": k8s_client.CoreV1Api(api).delete_namespaced_service,
+        "DaemonSet": k8s_client.AppsV1Api(api).delete_namespaced_daemon_set,
     }
     removed: list[str] = []
     for item in found:

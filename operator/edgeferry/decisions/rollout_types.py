@@ -12,7 +12,7 @@ import datetime
 import hashlib
 from typing import Literal
 
-from edgeferry.decisions import analysis
+from edgeferry.decisions import analysis, prepull
 from edgeferry.models import conditions, release
 from edgeferry.models import modeldeployment as md
 
@@ -83,6 +83,8 @@ class TargetState:
     stuck: bool = False
     """A container waits for CrashLoopBackOff, ImagePullBackOff and the like: the target fails
     once `target_verdict.STUCK_GRACE_SECONDS` have passed since the write."""
+    prepull: prepull.Observed | None = None
+    """Our pre-pull DaemonSet there, when `rollout.prePull` is on and there is one."""
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -93,6 +95,22 @@ class Write:
     target: str
     reason: WriteReason
     record: release.TargetRecord
+
+
+PrePullAction = Literal["apply", "delete", "mark-failed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrePull:
+    """What to do with a target's pre-pull DaemonSet in this round (`decisions.prepull`):
+    `apply` it for `record`'s digest; `delete` it (after the round's write there, when there is
+    one); `mark-failed` it with `error`."""
+
+    target: str
+    action: PrePullAction
+    record: release.TargetRecord
+    """The release the pre-pull is for (rendered like the Deployment it precedes)."""
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +171,8 @@ class Plan:
     """Targets that still run the digest the gate now blocks (`Image.blocked_digest`)."""
     analysis: tuple[md.AnalysisTally, ...] = ()
     """The analysis tallies to keep in status (`analysis.kept`), so a restart goes on."""
+    prepulls: tuple[PrePull, ...] = ()
+    """Pre-pull DaemonSets to apply or delete (`rollout.prePull`)."""
 
 
 def template_hash(template: str | None) -> str | None:

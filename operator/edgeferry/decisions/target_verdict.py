@@ -34,10 +34,10 @@ import dataclasses
 import datetime
 import math
 
-from edgeferry.decisions import analysis, compat
+from edgeferry.decisions import analysis, compat, prepull
 from edgeferry.decisions import rollout_types as rt
 from edgeferry.models import modeldeployment as md
-from edgeferry.models import release, timestamps
+from edgeferry.models import reasons, release, timestamps
 
 STUCK_GRACE_SECONDS = 60
 """How long after a write a container may wait for CrashLoopBackOff, ErrImagePull and the
@@ -77,6 +77,10 @@ class Verdict:
     no_clean_release: bool = False
     """While the image is blocked (`onBlocked: RollBack`): the release it ran before is not
     admitted under the current DB, so it keeps the blocked one (`on_blocked.rollback_check`)."""
+    prepull: rt.PrePull | None = None
+    """What to do with its pre-pull DaemonSet (`rollout.prePull`)."""
+    events: tuple[rt.Event, ...] = ()
+    """Events of its pre-pull (started, done, failed)."""
 
     @property
     def name(self) -> str:
@@ -153,6 +157,23 @@ def assess(
         )
 
     if record is None or not record.runs(desired, target.template):
+        if needs_prepull(t, rollout=rollout, digest=desired) and t.prepull is not None:
+            step = prepull.next_step(
+                t.prepull,
+                digest=desired,
+                generation=target.generation,
+                deadline_seconds=rollout.pre_pull.deadline_seconds,
+                now=now,
+            )
+            if step.action == "fail" and t.prepull.failed is not None:  # remembered there
+                return dataclasses.replace(
+                    base,
+                    phase="Failed",
+                    failed=True,
+                    settled=True,
+                    message=step.message,
+                    error=step.error,
+                )
         return dataclasses.replace(
             base,
             pending=rt.Write(t.name, "rollout", rollout_record(t, target=target, verdict=verdict)),
@@ -365,12 +386,87 @@ def rollout_record(
     )
 
 
+AGENT_NOTE = "; prePull is not done at Agent targets: their agent switches directly"
+
+
+def needs_prepull(t: rt.TargetState, *, rollout: md.RolloutStrategy, digest: str) -> bool:
+    """Whether a switch of this target to `digest` is pre-pulled first: `rollout.prePull` is on,
+    it is a push target, and our Deployment there runs another digest (a first write has no
+    running Pods to keep serving; a template edit pulls nothing new)."""
+    return (
+        rollout.pre_pull.enabled
+        and t.cluster_type != "Agent"
+        and t.record is not None
+        and t.record.digest != digest
+    )
+
+
+def _prepull_gate(
+    v: Verdict, pending: rt.Write, *, target: Release
+) -> tuple[prepull.Action, Verdict] | None:
+    """The pending write held back for its pre-pull (None: write it now, the pre-pull is done
+    or not needed). A finished pre-pull's DaemonSet is deleted after the write (`prepull`)."""
+    record, rollout = pending.record, target.rollout
+    if not needs_prepull(v.state, rollout=rollout, digest=record.digest):
+        return None
+    step = prepull.next_step(
+        v.state.prepull,
+        digest=record.digest,
+        generation=target.generation,
+        deadline_seconds=rollout.pre_pull.deadline_seconds,
+        now=target.now,
+    )
+    name, short = v.name, timestamps.short_reference(record.digest)
+    if step.action == "switch":
+        event = rt.Event("Normal", reasons.PRE_PULLED, f"{name}: {step.message}; switching")
+        done = dataclasses.replace(
+            v, prepull=rt.PrePull(name, "delete", record), events=(event,), message=step.message
+        )
+        return step.action, done
+    if step.action == "fail":
+        mark = rt.PrePull(name, "mark-failed", record, error=step.error)
+        warning = rt.Event(
+            "Warning", reasons.PRE_PULL_FAILED, f"{name}: {step.message} ({step.error})"
+        )
+        failed = dataclasses.replace(
+            v,
+            phase="Failed",
+            failed=True,
+            settled=True,
+            message=step.message,
+            error=step.error,
+            prepull=mark,
+            events=(warning,),
+        )
+        return step.action, failed
+    action: rt.PrePullAction = "delete" if step.action == "restart" else "apply"
+    events: tuple[rt.Event, ...] = ()
+    if step.action == "start":
+        message = f"{name}: pulling {short} onto its nodes before the switch (wave {v.wave})"
+        events = (rt.Event("Normal", reasons.PRE_PULLING, message),)
+    held = dataclasses.replace(
+        v,
+        phase="Progressing",
+        message=step.message,
+        recheck=step.recheck,
+        prepull=rt.PrePull(name, action, record),
+        events=events,
+    )
+    return step.action, held
+
+
 def open_wave(
-    v: Verdict, *, current: int, halted_wave: int, rollout: md.RolloutStrategy
+    v: Verdict,
+    *,
+    current: int,
+    halted_wave: int,
+    rollout: md.RolloutStrategy,
+    target: Release | None = None,
 ) -> Verdict:
     """The wave gate: write a pending release if its wave is open, else say what it waits for;
     any other reachable target gets what it runs re-applied (drift correction). Paused: no
-    write at all."""
+    write at all. With `rollout.prePull` (and `target`, the release's rules), the write of an
+    open wave waits until the new digest is on the target's nodes (`prepull`)."""
     pending = v.pending
     if pending is not None:
         if rollout.paused or halted_wave or v.wave is None or v.wave > current:
@@ -383,18 +479,29 @@ def open_wave(
             )
             v = dataclasses.replace(v, message=message)
         else:
-            record = pending.record
-            return dataclasses.replace(
-                v,
-                write=pending,
-                record=record,
-                digest=record.digest,
-                previous_digest=record.previous_digest,
-                phase="Progressing",
-                up_to_date=True,
-                message=f"{timestamps.short_reference(record.digest)} written in wave {v.wave}",
-                recheck=float(rollout.progress_deadline_seconds),
-            )
+            gated = _prepull_gate(v, pending, target=target) if target is not None else None
+            if gated is None:
+                agent = rollout.pre_pull.enabled and v.state.cluster_type == "Agent"
+                return _written(v, pending, rollout=rollout, note=AGENT_NOTE if agent else "")
+            action, v = gated
+            if action == "switch":  # on every node now: write, then remove the DaemonSet
+                return _written(v, pending, rollout=rollout, note=f" after pre-pull ({v.message})")
     if rollout.paused or v.write is not None or not v.state.reachable or v.record is None:
         return v
     return dataclasses.replace(v, write=rt.Write(v.name, "maintain", v.record))
+
+
+def _written(v: Verdict, pending: rt.Write, *, rollout: md.RolloutStrategy, note: str) -> Verdict:
+    """The verdict once `pending` is written in its open wave; `note` ends its message."""
+    record = pending.record
+    return dataclasses.replace(
+        v,
+        write=pending,
+        record=record,
+        digest=record.digest,
+        previous_digest=record.previous_digest,
+        phase="Progressing",
+        up_to_date=True,
+        message=f"{timestamps.short_reference(record.digest)} written in wave {v.wave}{note}",
+        recheck=float(rollout.progress_deadline_seconds),
+    )

@@ -46,6 +46,9 @@ Rules, and the trade-offs chosen:
   `offlineGraceSeconds`, and they catch up when they are back (unless the rollout halted).
 - `paused` holds everything where it is: no new wave, no catch-up, no rollback, no drift
   correction. Failures are still reported, and acted upon after resuming.
+- With `rollout.prePull`, an open wave's switch of a push target to a new digest waits until
+  the digest is on the target's nodes; a pre-pull that fails makes the target `Failed` with
+  nothing switched (`prepull`).
 - When the admitted digest changes, the rollout starts again from wave one; targets that
   already run the new digest stay and count.
 - What moves is a *release*: the digest together with the pod template (everything but
@@ -166,7 +169,9 @@ def next_actions(
     )
     current = wave_plan.current_wave(planned, settled=lambda n: assessed[n].settled, halted=halted)
     verdicts = [
-        target_verdict.open_wave(v, current=current, halted_wave=halted, rollout=rollout)
+        target_verdict.open_wave(
+            v, current=current, halted_wave=halted, rollout=rollout, target=target
+        )
         for v in assessed.values()
     ]
 
@@ -176,6 +181,7 @@ def next_actions(
             previous_wave=previous.current_wave, current=current, total=len(planned), digest=desired
         )
     events += rollout_events.writes(verdicts, planned=planned, digest=desired)
+    events += [event for v in verdicts for event in v.events]
     outcomes = tuple(rollout_status.outcome(v, now=now, lines=lines) for v in verdicts)
     events += rollout_events.transitions(outcomes, lines)
     phase, conds, message = rollout_status.deployment_state(
@@ -205,6 +211,7 @@ def next_actions(
         analysis=analysis.kept(
             mine, measuring={v.name for v in verdicts if v.phase not in ("Ready", "RolledBack")}
         ),
+        prepulls=tuple(v.prepull for v in verdicts if v.prepull is not None),
     )
 
 

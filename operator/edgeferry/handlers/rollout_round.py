@@ -3,7 +3,8 @@
 Kept apart from the Kopf wiring (`modeldeployment`) so the steps of a round read top to
 bottom: `observe` each selected target (never raising: an unreachable one is a fact for the
 plan), `waves.next_actions` (again after `measure`, when it asked for analysis queries), the
-writes and releases the plan asks for, `waves.with_errors` for what went wrong while writing,
+writes and releases the plan asks for, then the pre-pull DaemonSets it asks for
+(`decisions.prepull`), `waves.with_errors` for what went wrong while writing,
 then one status patch, the plan's events and the metrics. Every
 decision is in `decisions/`; this module only carries them out, bounded in time per target.
 """
@@ -30,6 +31,7 @@ from edgeferry.decisions import (
     agent_release,
     analysis,
     mirror_copy,
+    prepull,
     rollout_events,
     rollout_image,
     rollout_status,
@@ -210,8 +212,9 @@ class Reconciler:
         )
 
     # --- observe ---------------------------------------------------------------------------------
-    async def observe(self, view: runtime.TargetView) -> _Seen:
-        """The TargetState of one selected target (never raises)."""
+    async def observe(self, view: runtime.TargetView, *, prepulls: bool = False) -> _Seen:
+        """The TargetState of one selected target (never raises); `prepulls`: the rollout
+        pre-pulls, so our pre-pull DaemonSet there is read too."""
         spec = view.spec
         base = target_state.from_edgetarget(view.name, spec, view.status)
         skipped = target_state.not_contacted(base, spec, view.status)
@@ -235,7 +238,9 @@ class Reconciler:
                 full_after_seconds=self.config.rollout.watch_resync_seconds,
             )
             and view.name not in self.memory.first_failure
+            and not prepulls  # a pre-pull's DaemonSet and its Pods are not watched: look
         )
+        pulling: prepull.Observed | None = None
         try:
             if reuse and cached is not None:
                 found = cached[1]
@@ -243,8 +248,9 @@ class Reconciler:
             else:
                 self.memory.readings.pop(view.name, None)
                 reading: target_workloads.Reading = await self._ours_at(
-                    view, target_workloads.observe, "observe"
+                    view, functools.partial(target_workloads.observe, prepull=prepulls), "observe"
                 )
+                pulling = prepull.observe(reading.prepull, reading.prepull_pods)
                 found = workload_health.assess(
                     reading.deployment, reading.pods, md_namespace=self.namespace, md_name=self.name
                 )
@@ -263,6 +269,8 @@ class Reconciler:
             name=self.name,
             unreachable_since=view.created if never_probed else None,
         )
+        if pulling is not None:
+            state = dataclasses.replace(state, prepull=pulling)
         return _Seen(view, state, found, problem)
 
     async def _at_hub(self, work: Any, what: str) -> Any:
@@ -388,6 +396,56 @@ class Reconciler:
             if change.reason == "rollback":
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
+    # --- pre-pull --------------------------------------------------------------------------------
+    async def prepull(self, spec: md.ModelDeploymentSpec, seen: _Seen, step: rt.PrePull) -> None:
+        """Apply, mark failed or delete one target's pre-pull DaemonSet; a delete after this
+        round's switch waits when that write failed (the next round writes again)."""
+        target = seen.view.spec
+        assert target is not None
+        if step.action == "delete":
+            if seen.error:
+                return
+            work: Any = functools.partial(
+                target_workloads.delete_prepull,
+                namespace=target.namespace,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                timeout=self.access.timeout,
+            )
+        else:
+            try:
+                rendered = workload.render(
+                    namespace=self.namespace,
+                    name=self.name,
+                    spec=spec,
+                    target=target,
+                    record=step.record,
+                )
+            except ValueError as exc:
+                seen.error = f"cannot render the pre-pull: {exc}"
+                return
+            daemonset = prepull.render(
+                rendered.deployment,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                digest=step.record.digest,
+                generation=self.generation,
+                failed=step.error if step.action == "mark-failed" else None,
+            )
+            work = functools.partial(
+                target_workloads.apply_prepull,
+                daemonset=daemonset,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                timeout=self.access.timeout,
+            )
+        try:
+            await self._at_target(seen.view, work, f"pre-pull ({step.action})")
+        except clusters.TargetAccessError as exc:
+            seen.error = f"{exc.message}; retried on the next reconcile"
+        except target_workloads.ForeignObjectError as exc:
+            seen.error = str(exc)
+
     # --- analysis --------------------------------------------------------------------------------
     async def measure(self, queries: Iterable[analysis.Query]) -> tuple[analysis.Measurement, ...]:
         """Send each due analysis query to Prometheus (bounded like target calls); a query
@@ -447,7 +505,8 @@ class Reconciler:
             if s.view.spec is not None and s.view.spec.registry_mirror
         }
         failed: dict[str, str] = {}
-        observed = [w for w in plan.writes if seen[w.target].observation is not None]
+        pulls = [rt.Write(p.target, "rollout", p.record) for p in plan.prepulls]
+        observed = [w for w in (*plan.writes, *pulls) if seen[w.target].observation is not None]
         for copy in mirror_copy.copies_for(observed, mirrors):
             try:
                 report: mirror_copy.Report = await _COPIER.run(
@@ -563,8 +622,9 @@ class Reconciler:
         self.memory.released -= {t.name for t in selected}
         placed = [(t.name, same_place.of(t.spec, t.status)) for t in selected if t.spec]
         taken = same_place.collisions(placed)
+        prepulls = spec.rollout.pre_pull.enabled
         seen_list = await asyncio.gather(
-            *(self.observe(t) for t in selected if t.name not in taken)
+            *(self.observe(t, prepulls=prepulls) for t in selected if t.name not in taken)
         )
         seen = {s.view.name: s for s in seen_list}
 
@@ -596,6 +656,13 @@ class Reconciler:
         await asyncio.gather(
             *(self.write(spec, seen[w.target], w) for w in writes),
             *(self.release(t, placed) for t in others if t.name not in self.memory.released),
+        )
+        await asyncio.gather(
+            *(
+                self.prepull(spec, seen[p.target], p)
+                for p in plan.prepulls
+                if seen[p.target].observation is not None
+            )
         )
         plan = waves.with_errors(
             plan,

@@ -61,6 +61,7 @@ DEFAULT_MIN_READY_SECONDS = 10
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 120
 DEFAULT_MAX_FAILURES = 0
 DEFAULT_OFFLINE_GRACE_SECONDS = 60
+DEFAULT_PRE_PULL_DEADLINE_SECONDS = 600
 
 
 Timestamp = Annotated[
@@ -322,6 +323,18 @@ class Analysis(wire.Model):
         return self
 
 
+class PrePull(wire.Model):
+    """Pull the new digest onto the target's nodes before its Deployment is switched."""
+
+    enabled: bool = False
+    """Off by default: it costs a DaemonSet per target and wave (and the right to write one
+    there), and on nodes that have the image already it only adds a round trip."""
+    deadline_seconds: int = pydantic.Field(
+        default=DEFAULT_PRE_PULL_DEADLINE_SECONDS, ge=10, le=86400
+    )
+    """How long every node may take to pull; past it the target is Failed, nothing switched."""
+
+
 class RolloutStrategy(wire.Model):
     """How a new digest travels: a canary wave, then waves of at most `maxPerWave` targets,
     each gated on health, soak and (when set) metric analysis."""
@@ -340,6 +353,8 @@ class RolloutStrategy(wire.Model):
     )
     analysis: Analysis | None = None
     """Metric analysis a target must pass, besides health and soak, to count Ready."""
+    pre_pull: PrePull = pydantic.Field(default_factory=PrePull)
+    """Pull the new digest onto a push target's nodes before switching its Deployment."""
 
     @pydantic.field_validator("max_per_wave")
     @classmethod

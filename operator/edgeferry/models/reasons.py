@@ -290,5 +290,13 @@ MIRROR_COPY_FAILED: Final = "MirrorCopyFailed"
 deferred like an unreachable one and nothing is written there."""
 MIRROR_COPIED: Final = "MirrorCopied"
 """Event: the admitted digest was copied to a target's registryMirror before its wave."""
+PRE_PULLING: Final = "PrePulling"
+"""Event: the new digest is being pulled onto a target's nodes (`rollout.prePull`); its
+Deployment is switched once every node has it."""
+PRE_PULLED: Final = "PrePulled"
+"""Event: every node of a target had the new digest, and its Deployment was switched."""
+PRE_PULL_FAILED: Final = "PrePullFailed"
+"""Event: the pre-pull at a target failed (pull errors, or its deadline passed); the target is
+Failed and its Deployment was not switched."""
 NAMESPACE_MISSING: Final = "NamespaceMissing"
 """The target namespace does not exist and edgeferry may not create it."""

@@ -79,6 +79,19 @@ def owner_label(namespace: str, name: str) -> str:
     return f"{value[: _MAX_NAME - 11]}-{_short_hash(value)}"
 
 
+PREPULL_LABEL = PREFIX + "prepull"
+"""Label on a pre-pull DaemonSet and its Pods (the workload name): never the Deployment's
+selector, so the Deployment's Pods are never mixed up with them."""
+
+
+def prepull_name(name: str) -> str:
+    """Name of the pre-pull DaemonSet of ModelDeployment `name` (at most 63 characters)."""
+    base = workload_name(name)
+    if len(base) > _MAX_NAME - 8:
+        base = f"{base[: _MAX_NAME - 19].rstrip('-')}-{_short_hash(name)}"
+    return f"{base}-prepull"
+
+
 def selector_labels(namespace: str, name: str) -> dict[str, str]:
     """The Deployment's immutable selector and the Service's selector."""
     return {NAME_LABEL: workload_name(name), DEPLOYMENT_LABEL: owner_label(namespace, name)}
