@@ -311,6 +311,7 @@ def test_service_account_deploys_only_into_granted_workload_namespaces(
     for verb in ("create", "patch", "delete", "get"):
         assert can_i(hub, verb, "deployments.apps", "-n", workloads), verb
         assert can_i(hub, verb, "services", "-n", workloads), verb
+        assert can_i(hub, verb, "daemonsets.apps", "-n", workloads), verb  # rollout.prePull
         assert not can_i(hub, verb, "deployments.apps", "-n", other), verb
     assert can_i(hub, "list", "pods", "-n", workloads)
     assert not can_i(hub, "create", "pods", "-n", workloads)

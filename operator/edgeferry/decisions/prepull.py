@@ -68,6 +68,10 @@ STUCK_GRACE_SECONDS = 60
 """How long pull errors may persist before the pre-pull fails (the kubelet retries a pull that a
 registry blip broke); the same grace `target_verdict` gives a Deployment's stuck Pods."""
 _MAX_ERROR_TEXT = 300
+NOTHING_SWITCHED = (
+    "; nothing was switched: publish a fixed image, or fix the cause and edit the "
+    "ModelDeployment spec to retry"
+)
 
 Action = Literal["start", "wait", "switch", "restart", "fail"]
 
@@ -235,12 +239,7 @@ def next_step(
     if seen.digest != digest or (seen.failed is not None and seen.generation != generation):
         return Step("restart", f"pre-pulling {short} onto the target's nodes", recheck=1.0)
     if seen.failed is not None:
-        return Step(
-            "fail",
-            f"pre-pull of {short} failed, nothing was switched; publish a fixed image, or fix "
-            "the cause and edit the ModelDeployment spec to retry",
-            error=seen.failed,
-        )
+        return Step("fail", f"pre-pull of {short} failed{NOTHING_SWITCHED}", error=seen.failed)
     started = seen.started_at or now
     elapsed = max(0.0, (now - started).total_seconds())
     if seen.desired is not None and seen.pulled >= seen.desired:
@@ -253,13 +252,12 @@ def next_step(
     left = deadline_seconds - elapsed
     if left <= 0:
         why = f"not pulled on every node within {deadline_seconds}s ({have})"
-        return Step("fail", f"pre-pull of {short} failed: {why}", error=errors or why)
-    if seen.errors and elapsed >= STUCK_GRACE_SECONDS:
         return Step(
-            "fail",
-            f"pre-pull of {short} failed: pull errors for {elapsed:.0f}s ({have})",
-            error=errors,
+            "fail", f"pre-pull of {short} failed: {why}{NOTHING_SWITCHED}", error=errors or why
         )
+    if seen.errors and elapsed >= STUCK_GRACE_SECONDS:
+        why = f"pull errors for {elapsed:.0f}s ({have})"
+        return Step("fail", f"pre-pull of {short} failed: {why}{NOTHING_SWITCHED}", error=errors)
     recheck = min(left, 2.0)
     message = f"pre-pulling {short}: {have}; deadline in {math.ceil(left)}s"
     return Step("wait", message + (f"; pull errors: {errors}" if errors else ""), recheck=recheck)

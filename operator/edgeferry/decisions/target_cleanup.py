@@ -1,8 +1,9 @@
 """Which objects at a target go when the EdgeTarget that points there is deleted.
 
 An EdgeTarget lives in one namespace of the hub, and only that namespace's ModelDeployments may
-write through it. So its deletion removes, at the target's namespace, the Deployments and
-Services that edgeferry created for ModelDeployments of that namespace, and nothing else: not a
+write through it. So its deletion removes, at the target's namespace, the Deployments, Services
+and pre-pull DaemonSets that edgeferry created for ModelDeployments of that namespace, and
+nothing else: not a
 neighbour namespace's models (another hub namespace may point an EdgeTarget at the same place),
 and never an object without our `managed-by` label.
 
