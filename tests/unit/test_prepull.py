@@ -306,3 +306,26 @@ def test_deadline_out_of_range_is_refused(deadline: int) -> None:
 
 def test_rollout_types_carry_it() -> None:
     assert rollout_types.TargetState(name="a").prepull is None
+
+
+def test_a_daemonset_left_after_the_switch_is_deleted() -> None:
+    done = dataclasses.replace(running("a", NEW), prepull=seen(pulled=2))
+    p = plan([done], **ON)
+    assert [x.action for x in p.prepulls] == ["delete"]
+
+
+def test_a_halted_rollout_deletes_the_pre_pulls_that_wait_for_their_switch() -> None:
+    failed = seen(failed="n: ErrImagePull: manifest unknown")
+    waiting = seen(pulled=0)
+    p = plan(
+        [switching("a", failed), switching("b", waiting)],
+        prePull=ON["prePull"],
+        canary=1,
+        maxPerWave="100%",
+    )
+    assert [(x.target, x.action) for x in p.prepulls] == [("b", "delete")]
+
+
+def test_a_paused_rollout_keeps_its_pre_pulls() -> None:
+    p = plan([switching("a", seen(pulled=1))], paused=True, **ON)
+    assert p.prepulls == ()

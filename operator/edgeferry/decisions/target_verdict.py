@@ -486,9 +486,24 @@ def open_wave(
             action, v = gated
             if action == "switch":  # on every node now: write, then remove the DaemonSet
                 return _written(v, pending, rollout=rollout, note=f" after pre-pull ({v.message})")
+    v = _leftover_prepull(v, halted=bool(halted_wave), paused=rollout.paused)
     if rollout.paused or v.write is not None or not v.state.reachable or v.record is None:
         return v
     return dataclasses.replace(v, write=rt.Write(v.name, "maintain", v.record))
+
+
+def _leftover_prepull(v: Verdict, *, halted: bool, paused: bool) -> Verdict:
+    """A pre-pull DaemonSet nothing waits for any more is deleted: its switch was written (and
+    the delete then failed), the target became Incompatible or was rolled back, or the rollout
+    halted before its switch. Kept: the one that remembers this target's failure, and any while
+    paused (paused holds everything where it is)."""
+    seen, pending = v.state.prepull, v.pending
+    record = pending.record if pending is not None else v.record
+    if v.prepull is not None or seen is None or paused or record is None:
+        return v
+    if (pending is not None and not halted) or (seen.failed is not None and v.failed):
+        return v
+    return dataclasses.replace(v, prepull=rt.PrePull(v.name, "delete", record))
 
 
 def _written(v: Verdict, pending: rt.Write, *, rollout: md.RolloutStrategy, note: str) -> Verdict:
