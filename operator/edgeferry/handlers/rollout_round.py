@@ -397,7 +397,7 @@ class Reconciler:
                 metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
     # --- pre-pull --------------------------------------------------------------------------------
-    async def prepull(self, spec: md.ModelDeploymentSpec, seen: _Seen, step: rt.PrePull) -> None:
+    async def pre_pull(self, spec: md.ModelDeploymentSpec, seen: _Seen, step: rt.PrePull) -> None:
         """Apply, mark failed or delete one target's pre-pull DaemonSet; a delete after this
         round's switch waits when that write failed (the next round writes again)."""
         target = seen.view.spec
@@ -659,7 +659,7 @@ class Reconciler:
         )
         await asyncio.gather(
             *(
-                self.prepull(spec, seen[p.target], p)
+                self.pre_pull(spec, seen[p.target], p)
                 for p in plan.prepulls
                 if seen[p.target].observation is not None
             )
