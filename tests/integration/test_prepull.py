@@ -167,7 +167,9 @@ def test_a_pre_pulled_switch_finds_the_image_on_the_node_and_a_failed_pull_switc
         lambda: _daemonset(edge, namespace) is None,
         timeout=30,
     )
-    assert "after pre-pull" in (res.target_line(ready, "real-edge").get("message") or "")
+    assert res.target_line(ready, "real-edge")["phase"] == "Ready"
+    done = [m for _, r, m in res.events(hub, namespace, "iris") if r == "PrePulled"]
+    assert done and "pulled on 1 node(s)" in done[0], done
 
     # `three` cannot be pulled: the target fails, the Deployment keeps running `two`.
     before = res.deployment_at(edge, namespace, "iris")

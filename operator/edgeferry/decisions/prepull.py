@@ -10,9 +10,11 @@ Deployment only once every one of those nodes has the image. Then the switch onl
 containers. What is decided here, without I/O:
 
 - **The DaemonSet** (`render`): one container, the model image by digest, running `sleep` as
-  user 65534 with no privileges, tiny requests and a 1 s grace. The model server is never
-  started. An image without `sleep` is fine: the container then fails to start, but only after
-  the image was pulled, and a node counts as done as soon as the kubelet reports the image
+  user 65534 with no privileges, tiny requests, a memory limit but no CPU limit (with a 10m
+  CPU limit the kubelet took 3.9 s besides the pull to start it on the testbed's real node,
+  against 1.6 s for the model's own Pod), and a 1 s grace. The model server is never started.
+  An image without `sleep` is fine: the container then fails to start, but only after the
+  image was pulled, and a node counts as done as soon as the kubelet reports the image
   (`imageID`) or the container ran at all. Not Pods one by one: the DaemonSet controller finds
   the nodes, including one added while pulling, and one object is one thing to clean up.
   There is no concurrency knob: each node pulls once, on its own.
@@ -146,7 +148,7 @@ def render(
                 "command": list(COMMAND),
                 "resources": {
                     "requests": {"cpu": "1m", "memory": "8Mi"},
-                    "limits": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"memory": "32Mi"},
                 },
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
