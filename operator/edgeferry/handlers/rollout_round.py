@@ -505,7 +505,9 @@ class Reconciler:
             if s.view.spec is not None and s.view.spec.registry_mirror
         }
         failed: dict[str, str] = {}
-        pulls = [rt.Write(p.target, "rollout", p.record) for p in plan.prepulls]
+        pulls = [
+            rt.Write(p.target, "rollout", p.record) for p in plan.prepulls if p.action == "apply"
+        ]
         observed = [w for w in (*plan.writes, *pulls) if seen[w.target].observation is not None]
         for copy in mirror_copy.copies_for(observed, mirrors):
             try:
