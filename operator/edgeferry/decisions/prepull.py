@@ -11,8 +11,8 @@ containers. What is decided here, without I/O:
 
 - **The DaemonSet** (`render`): one container, the model image by digest, running `sleep` as
   user 65534 with no privileges, tiny requests, a memory limit but no CPU limit (with a 10m
-  CPU limit the kubelet took 3.9 s besides the pull to start it on the testbed's real node,
-  against 1.6 s for the model's own Pod), and a 1 s grace. The model server is never started.
+  CPU limit the kubelet took 3.9 s besides the pull to start it on the testbed's real node;
+  without, 0.4-0.6 s), and a 1 s grace. The model server is never started.
   An image without `sleep` is fine: the container then fails to start, but only after the
   image was pulled, and a node counts as done as soon as the kubelet reports the image
   (`imageID`) or the container ran at all. Not Pods one by one: the DaemonSet controller finds
