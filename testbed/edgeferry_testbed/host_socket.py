@@ -13,9 +13,11 @@ the testbed's supervisor (`down` stops it by pid, after everything that uses it)
   `build.hostSocket.socketGroup`), data root, exec root (so its own managed containerd), pidfile,
   cgroup parent and containerd namespaces, and an empty config file (no /etc/docker/daemon.json);
 - `--insecure-registry` for the Pods' registry, as a build node's daemon.json would list it;
-- `--bridge=none --iptables=false`: no docker0, no iptables rules beside the main dockerd's and
-  kube-proxy's. Its containers have no network but their own loopback, which the smoke test
-  needs no more than that (its probe joins the tested container's network namespace).
+- `--bridge=ef-hostsock --iptables=false`: a bridge of its own (made here, never `docker0`:
+  dockerd started with `--bridge=none` deletes the host's `docker0`, which broke every build of
+  the main daemon after it), no iptables rules beside the main dockerd's and kube-proxy's, so its
+  containers reach nothing beyond that bridge, which the smoke test needs no more than that (its
+  probe joins the tested container's network namespace).
 
 The data root stays across `down`, like the real nodes' containerd roots, so a second run pulls
 the base images warm; delete `.testbed/host-socket-docker` for a cold one.
@@ -27,6 +29,7 @@ import dataclasses
 import grp
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from edgeferry_testbed import env, layout, procs, services
@@ -34,6 +37,9 @@ from edgeferry_testbed import testbed as testbed_module
 
 NAME = "dockerd-host-socket"
 """Its supervisor name: `down` stops `dockerd-*` last, after the kubelets and the operator."""
+BRIDGE = "ef-hostsock"
+"""Its containers' bridge, with `BRIDGE_ADDRESS`; removed by `stop`."""
+BRIDGE_ADDRESS = "10.219.0.1/24"
 GROUP = "docker"
 """The group dockerd gives its socket (and the GID the chart's socketGroup must name)."""
 
@@ -70,7 +76,7 @@ def argv(lay: layout.Layout, described: env.TestbedEnv, dockerd: str) -> list[st
         "--cgroup-parent=/edgeferry-host-socket",
         "--containerd-namespace=edgeferry-host-socket",
         "--containerd-plugins-namespace=edgeferry-host-socket-plugins",
-        "--bridge=none",
+        f"--bridge={BRIDGE}",
         "--iptables=false",
         "--ip-masq=false",
         f"--insecure-registry={described.pod_registry}",
@@ -102,6 +108,7 @@ def ensure(bed: testbed_module.Testbed, described: env.TestbedEnv) -> HostSocket
                 f"{inner} is too long for a unix socket: set a shorter EDGEFERRY_TESTBED_DIR"
             )
         path.unlink(missing_ok=True)
+        _bridge_up()
         bed.sup.start(NAME, argv(lay, described, dockerd))
     procs.wait_until(
         lambda: services.docker_answers(f"unix://{path}"),
@@ -113,5 +120,21 @@ def ensure(bed: testbed_module.Testbed, described: env.TestbedEnv) -> HostSocket
 
 
 def stop(bed: testbed_module.Testbed) -> bool:
-    """Stop the daemon (its containers with it); True if it ran."""
-    return bed.sup.stop(NAME, grace=20.0)
+    """Stop the daemon (its containers with it) and remove its bridge; True if it ran."""
+    ran = bed.sup.stop(NAME, grace=20.0)
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    return ran
+
+
+def _bridge_up() -> None:
+    """The daemon's own bridge (dockerd uses an existing one named by `--bridge`)."""
+    shown = subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False)
+    if shown.returncode != 0:
+        for command in (
+            ["ip", "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise procs.TestbedError(f"{' '.join(command)}: {done.stderr.strip()}")
+    subprocess.run(["ip", "link", "set", BRIDGE, "up"], capture_output=True, check=False)

@@ -318,7 +318,11 @@ def host_socket_release(
     uninstalled by `installed` anyway."""
     bed = testbed_module.Testbed()
     started = time.monotonic()
+    had_docker0 = Path("/sys/class/net/docker0").exists()
     daemon = host_socket.ensure(bed, testbed_handle.env)
+    # A second dockerd must leave the main one's bridge alone (`--bridge=none` deletes docker0,
+    # and every later build of the main daemon then fails).
+    assert Path("/sys/class/net/docker0").exists() == had_docker0
     try:
         incluster.install(bed, testbed_handle.env, host_socket=daemon)
         print(f"incluster: upgrade to hostSocket took {time.monotonic() - started:.0f} s")
