@@ -168,6 +168,14 @@ def test_metrics_exist_before_the_first_request(server: Server) -> None:
     found = _metrics(server)
     assert found['edgeferry_model_requests_total{code="200",endpoint="/predict"}'] == 0
     assert found['edgeferry_model_request_duration_seconds_count{endpoint="/predict"}'] == 0
+    # Error series too, so an error ratio's numerator covers the same scrapes as its divisor.
+    for code in ("400", "413", "503"):
+        assert found[f'edgeferry_model_requests_total{{code="{code}",endpoint="/predict"}}'] == 0
+        assert (
+            found[f'edgeferry_model_request_errors_total{{code="{code}",endpoint="/predict"}}'] == 0
+        )
+    assert found['edgeferry_model_request_errors_total{code="503",endpoint="/healthz"}'] == 0
+    assert not [k for k in found if "errors_total" in k and 'code="200"' in k]
 
 
 def test_unknown_paths_are_not_counted(server: Server) -> None:

@@ -47,6 +47,11 @@ from typing import Any
 import prometheus_client
 
 MAX_BODY = 1024 * 1024
+ANSWERS = {"/predict": ("200", "400", "413", "503"), "/healthz": ("200", "503")}
+"""The status codes each counted endpoint answers. Their series start at 0: a series that
+appears only with its first error makes `rate()` miss the errors before its first scrape and
+cover less time than the requests series it is divided by, so a fresh Pod's error ratio reads
+low exactly when an analysis first measures it."""
 LOG = logging.getLogger("serve")
 
 
@@ -79,8 +84,11 @@ class State:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
-        for endpoint in ("/predict", "/healthz"):  # present before the first request
-            self.requests.labels(endpoint, "200")
+        for endpoint, codes in ANSWERS.items():  # every series present before its first count
+            for code in codes:
+                self.requests.labels(endpoint, code)
+                if int(code) >= 400:
+                    self.errors.labels(endpoint, code)
             self.duration.labels(endpoint)
 
     def set_model(self, model: Any) -> None:
