@@ -189,6 +189,7 @@ async def probe_periodically(
     try:
         while not stopped:
             started = time.monotonic()
+            generation = body.meta.get("generation")
             try:
                 interval = await probe_once(
                     body=body,
@@ -204,7 +205,9 @@ async def probe_periodically(
                 interval = float(et.DEFAULT_PROBE_INTERVAL_SECONDS)
             finally:
                 metrics.RECONCILE_DURATION.labels("EdgeTarget").observe(time.monotonic() - started)
-            await runtime.sleep_or_wake(interval, stopped=stopped, body=body)
+            await runtime.sleep_or_wake(
+                interval, stopped=stopped, body=body, seen_generation=generation
+            )
     finally:
         if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in (
             stopped.reason

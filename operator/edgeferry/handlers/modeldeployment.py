@@ -46,6 +46,7 @@ import datetime
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -88,6 +89,14 @@ class _Loop:
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     changed: set[str] = dataclasses.field(default_factory=set)
     """Targets whose watch reported a change since the last round (set in the loop's thread)."""
+    woken: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    """EdgeTargets whose indexer woke the daemon since it last waited for the index."""
+
+    def woken_by(self, target: tuple[str, str] | None) -> None:
+        """Wake, remembering the EdgeTarget whose change did it (runs in `runs_in`)."""
+        if target is not None:
+            self.woken.add(target)
+        self.wake.set()
 
 
 _loops: dict[tuple[str, str], _Loop] = {}
@@ -102,27 +111,51 @@ _INDEX_SETTLE_SECONDS = 2.0
 """How long a woken daemon waits at most for Kopf to store what the indexer that woke it saw."""
 
 
-def _wake(namespace: str, *, image: str | None = None) -> None:
-    """Wake the namespace's daemons (those of `image` only, when given); thread-safe."""
+def _wake(
+    namespace: str, *, image: str | None = None, target: tuple[str, str] | None = None
+) -> None:
+    """Wake the namespace's daemons (those of `image` only, when given), saying which
+    EdgeTarget's change woke them, if one did; thread-safe."""
     for (ns, _), loop in list(_loops.items()):
         if ns == namespace and (image is None or loop.image == image):
-            loop.runs_in.call_soon_threadsafe(loop.wake.set)
+            loop.runs_in.call_soon_threadsafe(loop.woken_by, target)
+
+
+def _targets_stored(
+    views: Iterable[runtime.TargetView], wanted: Mapping[str, tuple[object, ...]]
+) -> bool:
+    """Whether `views` (an index's entry for a namespace) hold each wanted EdgeTarget, by
+    name, with the fingerprint its indexer last saw."""
+    stored = {view.name: view.fingerprint() for view in views}
+    return all(stored.get(name) == fingerprint for name, fingerprint in wanted.items())
 
 
 async def _index_caught_up(
-    images: kopf.Index[tuple[str, str], rt.Image], key: tuple[str, str]
+    images: kopf.Index[tuple[str, str], rt.Image],
+    key: tuple[str, str],
+    edgetargets: kopf.Index[str, runtime.TargetView],
+    targets: Iterable[tuple[str, str]] = (),
 ) -> None:
-    """Wait (briefly) until the ModelImage index holds what its indexer last saw.
+    """Wait (briefly) until the indexes hold what the indexers that woke us last saw: the
+    ModelImage `key`, and the EdgeTargets `targets`.
 
     Kopf stores an indexer's result only after the indexer returns, and the indexer is what
-    wakes us: reconciling at once could read the image as it was (still admitted), and the
-    change would then wait for the next resync.
+    wakes us: reconciling at once could read the image as it was (still admitted), or a
+    target with its old labels (still selected), and the change would then wait for the next
+    resync.
     """
+    wanted: dict[str, dict[str, tuple[object, ...]]] = {}
+    for namespace, name in targets:
+        if (fingerprint := _seen_targets.get((namespace, name))) is not None:
+            wanted.setdefault(namespace, {})[name] = fingerprint
     deadline = time.monotonic() + _INDEX_SETTLE_SECONDS
     while time.monotonic() < deadline:
         store = images.get(key)
         current = next(iter(store), None) if store is not None else None
-        if current == _seen_images.get(key):
+        if current == _seen_images.get(key) and all(
+            _targets_stored(edgetargets.get(namespace, []), names)
+            for namespace, names in wanted.items()
+        ):
             return
         await asyncio.sleep(0.05)
 
@@ -141,7 +174,7 @@ def edgetargets_by_namespace(
     view = runtime.target_view(body)
     if _seen_targets.get(key) != (fingerprint := view.fingerprint()):
         _seen_targets[key] = fingerprint
-        _wake(key[0])
+        _wake(key[0], target=key)
     return {key[0]: view}
 
 
@@ -301,7 +334,7 @@ async def reconcile_continuously(
     )
     try:
         while not stopped:
-            loop.wake.clear()
+            generation = body.meta.get("generation")
             changed, loop.changed = frozenset(loop.changed), set()
             loop.image = str(body.get("spec", {}).get("imageRef", {}).get("name", ""))
             started = time.monotonic()
@@ -338,9 +371,15 @@ async def reconcile_continuously(
                 delay = RETRY_SECONDS
             finally:
                 metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
-            await runtime.sleep_or_wake(delay, stopped=stopped, body=body, wake=loop.wake)
+            await runtime.sleep_or_wake(
+                delay, stopped=stopped, body=body, wake=loop.wake, seen_generation=generation
+            )
             if loop.wake.is_set():
-                await _index_caught_up(images, (key[0], loop.image))
+                # Cleared before the wait, not at the next round: a wake during the wait or
+                # the round is kept, and ends the next sleep at once.
+                loop.wake.clear()
+                woken, loop.woken = frozenset(loop.woken), set()
+                await _index_caught_up(images, (key[0], loop.image), edgetargets, woken)
             if loop.changed and not stopped:  # events come in bursts: one round for a burst
                 await asyncio.sleep(max(0.0, started + _TARGET_ROUND_SECONDS - time.monotonic()))
     finally:

@@ -42,23 +42,30 @@ async def sleep_or_wake(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     wake: asyncio.Event | None = None,
+    seen_generation: object = None,
 ) -> None:
     """Sleep `seconds`, ending early when the daemon stops, `wake` is set or the spec changes.
 
     The spec change is seen on the daemon's live body (Kopf keeps it current from its watch),
     checked every `_POLL_SECONDS`: cheaper and quieter than an event handler per watch event.
+    `seen_generation` is the generation the daemon's last round worked from: an edit made
+    during that round ends the sleep at once (taken at the start of the sleep instead, that
+    edit would wait out the whole sleep).
     """
-    generation = body.meta.get("generation")
+    generation = body.meta.get("generation") if seen_generation is None else seen_generation
     deadline = time.monotonic() + max(0.0, seconds)
     waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait())]
     if wake is not None:
         waits.append(asyncio.ensure_future(wake.wait()))
     try:
-        while (left := deadline - time.monotonic()) > 0:
+        while body.meta.get("generation") == generation:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             done, _ = await asyncio.wait(
                 waits, timeout=min(left, _POLL_SECONDS), return_when=asyncio.FIRST_COMPLETED
             )
-            if done or body.meta.get("generation") != generation:
+            if done:
                 return
     finally:
         for waiter in waits:
