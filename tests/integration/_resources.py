@@ -126,6 +126,36 @@ def events(cluster: handles.Cluster, namespace: str, name: str) -> list[tuple[st
     return [(e.type, e.reason, e.message or "") for e in items]
 
 
+def wait_events(
+    cluster: handles.Cluster,
+    namespace: str,
+    name: str,
+    *reasons: str,
+    where: Callable[[str, str, str], bool] | None = None,
+    timeout: float = 30.0,
+) -> list[tuple[str, str, str]]:
+    """The object's events (as `events` gives them) once each of `reasons` is among them, and
+    one event `where(type, reason, message)` accepts, when given.
+
+    The operator posts its events after the status write a test waits for: read once right
+    after that status, an event can still be on its way.
+    """
+
+    def probe() -> list[tuple[str, str, str]] | None:
+        found = events(cluster, namespace, name)
+        if not set(reasons) <= {reason for _, reason, _ in found}:
+            return None
+        if where is not None and not any(where(*event) for event in found):
+            return None
+        return found
+
+    wanted = ", ".join(reasons) + (" and a matching one" if where is not None else "")
+    result: list[tuple[str, str, str]] = wait_until(
+        f"events {wanted} about {namespace}/{name}", probe, timeout=timeout
+    )
+    return result
+
+
 # --- ModelImages ---------------------------------------------------------------------------------
 def _model_document(text: str) -> str:
     return json.dumps({"model": "edgeferry-test", "variant": text}, sort_keys=True) + "\n"

@@ -351,7 +351,7 @@ def test_a_good_release_passes_and_one_failing_half_its_calls_is_rolled_back(
     value = float(line["message"].split("error-rate = ", 1)[1].split(",", 1)[0])
     assert 0.3 < value < 0.7, line  # half the calls failed, give or take a scrape
     # So does the event.
-    events = _resources.events(hub, namespace, "iris")
+    events = _resources.wait_events(hub, namespace, "iris", "RolledBack")
     rollbacks = [m for _, reason, m in events if reason == "RolledBack"]
     assert rollbacks and "analysis failed: error-rate" in rollbacks[-1], events
     assert "query '" in rollbacks[-1], rollbacks

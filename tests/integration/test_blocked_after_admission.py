@@ -198,7 +198,11 @@ def test_a_new_advisory_from_the_db_mirror_blocks_the_image_and_each_deployment_
     admitted = res.condition(image, "Admitted")
     assert admitted["status"] == "False" and admitted["reason"] == "VulnerabilitiesFound"
     assert all(word in admitted["message"] for word in (ADVISORY_ID, "urllib3", "(high)")), admitted
-    revoked = [m for t, r, m in res.events(hub, ns, "affected") if r == "AdmissionRevoked"]
+    revoked = [
+        m
+        for t, r, m in res.wait_events(hub, ns, "affected", "AdmissionRevoked")
+        if r == "AdmissionRevoked"
+    ]
     assert revoked and ADVISORY_ID in revoked[-1]
     assert image["status"]["scan"]["blocking"][0]["id"] == ADVISORY_ID
 
@@ -220,7 +224,8 @@ def test_a_new_advisory_from_the_db_mirror_blocks_the_image_and_each_deployment_
     for target in TARGETS:
         assert running_digest(fleet, target, "keep") == affected
     assert pods_run(fleet, "keep", affected)
-    warnings = [(t, m) for t, r, m in res.events(hub, ns, "keep") if r == "BlockedDigestRunning"]
+    keep_events = res.wait_events(hub, ns, "keep", "BlockedDigestRunning")
+    warnings = [(t, m) for t, r, m in keep_events if r == "BlockedDigestRunning"]
     assert warnings and warnings[-1][0] == "Warning" and ADVISORY_ID in warnings[-1][1]
     query = (
         f'max by (namespace, name) (edgeferry_rollout_blocked_targets{{namespace="{ns}",'
@@ -244,7 +249,7 @@ def test_a_new_advisory_from_the_db_mirror_blocks_the_image_and_each_deployment_
         assert running_digest(fleet, target, "back") == clean
     status = res.get_object(hub, ns, "modeldeployments", "back") or {}
     assert res.target_line(status, TARGETS[0])["digest"] == clean
-    assert any(r == "RolledBackBlockedDigest" for _, r, _ in res.events(hub, ns, "back"))
+    assert res.wait_events(hub, ns, "back", "RolledBackBlockedDigest")
 
     # RollBack to a release the new DB blocks too: not done, and said why.
     refused = res.wait_until(

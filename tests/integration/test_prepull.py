@@ -153,7 +153,7 @@ def test_a_pre_pulled_switch_finds_the_image_on_the_node_and_a_failed_pull_switc
         check=lambda o: res.target_line(o, "real-edge").get("digest") == refs["two"],
         timeout=120,
     )
-    reasons = [reason for _, reason, _ in res.events(hub, namespace, "iris")]
+    reasons = [r for _, r, _ in res.wait_events(hub, namespace, "iris", "PrePulling", "PrePulled")]
     assert "PrePulling" in reasons and "PrePulled" in reasons, reasons
     assert reasons.index("PrePulling") < reasons.index("PrePulled")
     (pod,) = [p for p in _pods(edge, namespace) if p.metadata.deletion_timestamp is None]
@@ -194,7 +194,8 @@ def test_a_pre_pulled_switch_finds_the_image_on_the_node_and_a_failed_pull_switc
     (image,) = {c["image"] for c in after["spec"]["template"]["spec"]["containers"]}
     assert image == refs["two"]
     assert res.pod_images(edge, namespace, "iris") == {refs["two"]}
-    warnings = [t for t, r, _ in res.events(hub, namespace, "iris") if r == "PrePullFailed"]
+    events = res.wait_events(hub, namespace, "iris", "PrePullFailed")
+    warnings = [t for t, r, _ in events if r == "PrePullFailed"]
     assert warnings == ["Warning"], warnings
     marked = _daemonset(edge, namespace)
     assert marked is not None, "the failure is remembered at the target"

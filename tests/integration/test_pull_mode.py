@@ -219,6 +219,22 @@ def line_phase(fleet: Fleet, target: str, phase: str, **more: str) -> dict[str, 
     return obj if ok else None
 
 
+def available_release(fleet: Fleet, hub_namespace: str) -> dict[str, Any]:
+    """The TargetRelease of `model` once its agent reports it Available (the agent's report
+    follows the Pods it watches; the hub's status may have been written from the one before)."""
+    name = tr.release_name(fleet.namespace, "model")
+
+    def probe() -> dict[str, Any] | None:
+        release = res.get_object(fleet.hub, hub_namespace, "targetreleases", name)
+        phase = ((release or {}).get("status") or {}).get("phase")
+        return release if phase == "Available" else None
+
+    found: dict[str, Any] = res.wait_until(
+        f"TargetRelease {name} to be Available", probe, timeout=60
+    )
+    return found
+
+
 def diagnosis(fleet: Fleet, hub_namespace: str, log: Path) -> str:
     """What to read when a pull-mode assertion fails: events, the release, the agent's log."""
     release = res.get_object(
@@ -318,11 +334,7 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
         # Written by the agent, not by the operator (which applies as `edgeferry`).
         managers = {m["manager"] for m in at_site["metadata"]["managedFields"]}
         assert tr.AGENT_FIELD_MANAGER in managers and "edgeferry" not in managers, managers
-        release = res.get_object(
-            fleet.hub, hub_namespace, "targetreleases", f"{fleet.namespace}.model"
-        )
-        assert release is not None
-        assert release["status"]["phase"] == "Available", release["status"]
+        release = available_release(fleet, hub_namespace)
         assert release["status"]["digest"] == refs["server"]
 
     # The agent is stopped: the site keeps serving, the hub defers it after its grace.

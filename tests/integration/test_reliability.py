@@ -286,8 +286,7 @@ def test_registry_outage_during_a_push_is_retried_until_the_image_is_pushed(
         assert res.condition(obj, "Reconciling").get("status") == "True", obj["status"]
         assert res.condition(obj, "Stalled") == {}, "a transient outage must not stall the image"
         assert res.condition(obj, "Ready")["status"] == "False"
-        reasons = {r for _, r, _ in res.events(fleet.hub, fleet.namespace, "outage")}
-        assert "RegistryUnavailable" in reasons, reasons
+        assert res.wait_events(fleet.hub, fleet.namespace, "outage", "RegistryUnavailable")
         time.sleep(5)  # a few backoff rounds against the dead registry
     finally:
         services.ensure_registry(bed.sup, bed.layout)

@@ -95,8 +95,9 @@ def ready_everywhere(
     return result
 
 
-def event_reasons(fleet: Fleet, name: str) -> set[str]:
-    return {reason for _, reason, _ in res.events(fleet.hub, fleet.namespace, name)}
+def expect_events(fleet: Fleet, name: str, *reasons: str) -> None:
+    """Fail unless events of each of `reasons` about `name` come (they follow the status)."""
+    res.wait_events(fleet.hub, fleet.namespace, name, *reasons)
 
 
 def apply_deployment(fleet: Fleet, doc: Mapping[str, Any]) -> None:
@@ -261,7 +262,7 @@ def test_admitted_image_reaches_every_selected_target_by_digest(
     assert pod_spec["nodeSelector"]["edgeferry.io/pool"] == "cpu"
     assert pod_spec["nodeSelector"]["kubernetes.io/arch"] == "amd64"
     assert hub_deployment["metadata"]["annotations"]["edgeferry.io/digest"] == refs["server"]
-    assert {"WaveStarted", "WaveSucceeded", "RolloutComplete"} <= event_reasons(fleet, "model")
+    expect_events(fleet, "model", "WaveStarted", "WaveSucceeded", "RolloutComplete")
 
     labels = {"namespace": fleet.namespace, "name": "model"}
     bed = testbed_handle
@@ -301,7 +302,7 @@ def test_blocked_image_reaches_no_target_and_targets_keep_their_digest(fleet: Fl
     assert blocked["reason"] == "VulnerabilitiesFound"
     assert "GHSA-x84v-xcm2-53pg" in blocked["message"]
     assert res.condition(fresh, "Ready")["status"] == "False"
-    assert "ImageBlocked" in event_reasons(fleet, "fresh")
+    expect_events(fleet, "fresh", "ImageBlocked")
 
     res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
     patch_deployment(fleet, "model", {"spec": {"imageRef": {"name": "legacy"}}})
@@ -333,7 +334,7 @@ def test_arm64_only_image_is_incompatible_on_amd64_and_runs_on_arm64(fleet: Flee
         assert "linux/arm64" in line["message"] and "amd64" in line["message"], line
         assert running_digest(fleet, target, "model") is None, target
     assert obj["status"]["counts"]["incompatible"] == 2
-    assert "IncompatibleTarget" in event_reasons(fleet, "model")
+    expect_events(fleet, "model", "IncompatibleTarget")
 
     ready_everywhere(fleet, "model", refs["arm"], ["edge-1"])
     edge1 = fleet.cluster_of("edge-1")
@@ -371,7 +372,7 @@ def test_an_image_over_a_targets_size_budget_is_not_attempted_there(fleet: Fleet
     assert "too large" in line["message"] and "imageSizeBudgetBytes" in line["message"], line
     assert running_digest(fleet, "edge-2", "model") is None
     ready_everywhere(fleet, "model", refs["server"], ["cloud"])
-    assert "IncompatibleTarget" in event_reasons(fleet, "model")
+    expect_events(fleet, "model", "IncompatibleTarget")
 
 
 def test_failing_canary_is_rolled_back_and_no_further_wave_starts(
@@ -427,11 +428,8 @@ def test_failing_canary_is_rolled_back_and_no_further_wave_starts(
     assert res.target_line(now, "cloud")["templateHash"] == old_template
     assert now["status"]["templateHash"] != old_template
     ready_everywhere(fleet, "model", refs["good"], ["cloud", "edge-2"])
-    reasons = [
-        (reason, message) for _, reason, message in res.events(fleet.hub, fleet.namespace, "model")
-    ]
-    assert any(r == "RolledBack" for r, _ in reasons)
-    assert any(r == "RolloutHalted" for r, _ in reasons)
+    events = res.wait_events(fleet.hub, fleet.namespace, "model", "RolledBack", "RolloutHalted")
+    reasons = [(reason, message) for _, reason, message in events]
     assert not any(
         r == "WaveStarted" and "wave 2/2" in m and refs["bad"][:40] in m for r, m in reasons
     )
@@ -474,9 +472,11 @@ def test_crashing_canary_fails_before_its_deadline_and_the_fleet_keeps_serving(
     assert f"before its {deadline}s progress deadline" in canary["message"], canary
     assert "failed" in canary["lastError"], canary
     assert res.condition(obj, "Degraded")["reason"] == "RolloutHalted"
-    assert any(
-        r == "RolledBack" and "clearly fail" in m
-        for _, r, m in res.events(fleet.hub, fleet.namespace, "model")
+    res.wait_events(
+        fleet.hub,
+        fleet.namespace,
+        "model",
+        where=lambda _, r, m: r == "RolledBack" and "clearly fail" in m,
     )
 
     # READY counts the new release (none), SERVING every target up on any release (all).
@@ -559,14 +559,14 @@ def test_offline_edge_is_deferred_and_catches_up_when_back(fleet: Fleet) -> None
         target = res.get_object(fleet.hub, fleet.namespace, "edgetargets", "edge-2")
         assert target is not None and target["status"]["reachable"] is False
         assert res.condition(target, "Ready")["reason"] == "Unreachable"
-        assert "TargetDeferred" in event_reasons(fleet, "model")
+        expect_events(fleet, "model", "TargetDeferred")
     finally:
         bed.start_apiserver("edge-2")
 
     obj = res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready", timeout=300)
     assert res.target_line(obj, "edge-2")["phase"] == "Ready"
     ready_everywhere(fleet, "model", refs["server"], ["cloud", "edge-2"])
-    assert {"TargetDown", "TargetUp"} <= event_reasons(fleet, "edge-2")
+    expect_events(fleet, "edge-2", "TargetDown", "TargetUp")
 
 
 def test_manual_edits_are_reverted_and_deletion_cleans_up_targets(fleet: Fleet) -> None:
@@ -614,4 +614,4 @@ def test_manual_edits_are_reverted_and_deletion_cleans_up_targets(fleet: Fleet) 
                 fleet.namespace, label_selector="app.kubernetes.io/managed-by=edgeferry"
             )
         assert services.items == [], target
-    assert "WorkloadsRemoved" in event_reasons(fleet, "model")
+    expect_events(fleet, "model", "WorkloadsRemoved")

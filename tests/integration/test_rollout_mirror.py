@@ -169,7 +169,11 @@ def test_an_index_is_copied_to_the_mirror_with_its_digest_and_rolled_out_from_th
         original = source.children(ref.partition("@")[0], digest)
     assert [c.platform for c in served] == ["linux/amd64", "linux/arm64"]
     assert served == original, "every platform's manifest, byte for byte (same digests)"
-    copied = [m for _, r, m in res.events(hub, sites.namespace, "multi") if r == "MirrorCopied"]
+    copied = [
+        m
+        for _, r, m in res.wait_events(hub, sites.namespace, "multi", "MirrorCopied")
+        if r == "MirrorCopied"
+    ]
     assert copied and sites.mirror in copied[0], copied
 
 
@@ -247,6 +251,7 @@ def test_a_copy_that_fails_defers_the_target_and_leaves_what_runs_there(
 
     line = res.wait_until("site-lost to be Deferred", deferred, timeout=60)
     assert f"mirror {NOWHERE}" in line["lastError"], line
-    failed = [m for _, r, m in res.events(hub, sites.namespace, "lost") if r == "MirrorCopyFailed"]
+    events = res.wait_events(hub, sites.namespace, "lost", "MirrorCopyFailed")
+    failed = [m for _, r, m in events if r == "MirrorCopyFailed"]
     assert failed and NOWHERE in failed[0], failed
     assert _container_image(edge, sites.namespace, "lost") == running, "nothing was written"

@@ -13,7 +13,7 @@ from kubernetes import client as k8s_client
 from edgeferry_testbed import handles, operator_process, testbed
 from tests.integration import _resources as res
 from tests.integration.conftest import Fleet, operator_metric
-from tests.integration.test_rollout import AMD64, apply_deployment, build_images, event_reasons
+from tests.integration.test_rollout import AMD64, apply_deployment, build_images, expect_events
 
 MANAGED = {"app.kubernetes.io/managed-by": "edgeferry"}
 
@@ -44,7 +44,7 @@ def test_probes_report_version_nodes_and_architectures(
             testbed_handle, "edgeferry_target_up", namespace=fleet.namespace, name=name, type=kind
         )
         assert up == 1, name
-        assert "TargetUp" in event_reasons(fleet, name)
+        expect_events(fleet, name, "TargetUp")
 
 
 def test_missing_kubeconfig_secret_stalls_the_target_with_the_fix(fleet: Fleet) -> None:
@@ -63,7 +63,7 @@ def test_missing_kubeconfig_secret_stalls_the_target_with_the_fix(fleet: Fleet) 
     assert ready["status"] == "False"
     assert f"kubectl -n {fleet.namespace} create secret generic nowhere" in ready["message"]
     assert res.condition(obj, "Stalled")["status"] == "True"
-    assert "TargetDown" in event_reasons(fleet, "lost")
+    expect_events(fleet, "lost", "TargetDown")
 
 
 def test_kubeconfig_that_would_run_a_command_is_refused(
@@ -118,7 +118,7 @@ def test_target_leaving_the_selector_loses_its_workload(fleet: Fleet) -> None:
     )
     assert [line["name"] for line in obj["status"]["targets"]] == ["cloud"]
     assert res.deployment_at(fleet.hub, fleet.namespace, "model") is not None
-    assert "TargetReleased" in event_reasons(fleet, "model")
+    expect_events(fleet, "model", "TargetReleased")
     assert refs["server"] == obj["status"]["digest"]
 
 
@@ -148,7 +148,7 @@ def test_deletion_does_not_hang_on_an_unreachable_target(
         timeout=240,
         interval=2,
     )
-    events = res.events(fleet.hub, fleet.namespace, "model")
+    events = res.wait_events(fleet.hub, fleet.namespace, "model", "CleanupIncomplete")
     incomplete = [m for _, reason, m in events if reason == "CleanupIncomplete"]
     assert incomplete and "dead" in incomplete[0], events
     for target in ("cloud", "edge-2"):
@@ -222,9 +222,8 @@ def test_deleting_an_edge_target_removes_only_its_namespaces_workloads_there(
     assert _services_at(edge2, fleet.namespace) == {"neighbour", "hand-made"}
     assert res.deployment_at(fleet.hub, fleet.namespace, "model") is not None
     assert "model" in _services_at(fleet.hub, fleet.namespace)
-    removed = [
-        m for _, r, m in res.events(fleet.hub, fleet.namespace, "edge-2") if r == "WorkloadsRemoved"
-    ]
+    events = res.wait_events(fleet.hub, fleet.namespace, "edge-2", "WorkloadsRemoved")
+    removed = [m for _, r, m in events if r == "WorkloadsRemoved"]
     assert removed and "Deployment/model" in removed[0] and "Service/model" in removed[0], removed
     obj = res.wait_deployment_phase(
         fleet.hub,
@@ -263,7 +262,7 @@ def test_deleting_an_edge_target_whose_site_is_down_is_released_after_the_deadli
         bed.start_apiserver("edge-2")
 
     assert waited >= deadline - 2, f"released after {waited:.0f}s, before the deadline"
-    events = res.events(fleet.hub, fleet.namespace, "edge-2")
+    events = res.wait_events(fleet.hub, fleet.namespace, "edge-2", "CleanupIncomplete")
     incomplete = [m for t, r, m in events if r == "CleanupIncomplete" and t == "Warning"]
     assert incomplete, events
     assert "ModelDeployment(s) model (model)" in incomplete[0]

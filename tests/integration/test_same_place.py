@@ -202,7 +202,6 @@ def test_deleting_a_target_keeps_what_another_target_serves_in_the_same_place(
     res.wait_until("edge-2b and cloud-gpu to be released", released, timeout=60, interval=1)
 
     assert _snapshot(fleet) == before
-    kept = [
-        m for _, r, m in res.events(fleet.hub, fleet.namespace, "edge-2b") if r == "WorkloadsKept"
-    ]
+    events = res.wait_events(fleet.hub, fleet.namespace, "edge-2b", "WorkloadsKept")
+    kept = [m for _, r, m in events if r == "WorkloadsKept"]
     assert kept and "Deployment/model" in kept[0], kept

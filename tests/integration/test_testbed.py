@@ -7,8 +7,10 @@ import io
 import json
 import os
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
@@ -124,11 +126,30 @@ def test_dockerfile_from_local_base_builds_pushes_and_digest_reads_back(
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.headers["Docker-Content-Digest"] == pushed_digest
-        output = client.containers.run(f"{repo}:v1", remove=True)
-        assert output.decode() == unique_name
+        assert run_and_read_output(client, f"{repo}:v1") == unique_name
     finally:
         client.images.remove(f"{repo}:v1", force=True)
         client.close()
+
+
+def run_and_read_output(client: Any, image: str) -> str:
+    """What a short-lived container printed, read from its log once it has exited.
+
+    Attached to a container that exits at once, docker-py can read nothing; the json-file
+    log keeps it, and may take a moment to hold the last line.
+    """
+    container = client.containers.run(image, detach=True)
+    try:
+        container.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        output = b""
+        while not output and time.monotonic() < deadline:
+            output = container.logs(stdout=True, stderr=True)
+            if not output:
+                time.sleep(0.2)
+        return str(output.decode())
+    finally:
+        container.remove(force=True)
 
 
 def test_down_stops_every_process_it_started(tmp_path: Path) -> None:
