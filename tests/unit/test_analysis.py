@@ -230,6 +230,13 @@ def test_a_failed_analysis_rolls_the_target_back_naming_query_value_and_threshol
     assert line.error == "query 'q' gave 0.5"
 
 
+def test_a_target_rolled_back_by_its_analysis_keeps_naming_the_metric() -> None:
+    rollback = _plan(_available(), measured(0.0, 0.5))
+    (later,) = _plan(tw.rolled_back_round(rollback, "t1"), []).targets
+    assert later.phase == "RolledBack"
+    assert "analysis failed: error-rate = 0.5, needs <= 0.05" in (later.message or "")
+
+
 def test_a_failed_analysis_without_an_earlier_release_leaves_the_target_failed() -> None:
     state = tw.running("t1", NEW, ready=None, started=60, previous=None)
     (line,) = _plan(state, measured(0.0, 0.5)).targets

@@ -76,6 +76,7 @@ def test_target_records_read_back_from_hand_edited_annotations() -> None:
         release.STARTED_AT,
         release.READY_AT,
         release.ROLLED_BACK_GENERATION,
+        release.ROLLED_BACK_BECAUSE,
         release.ARCHITECTURES,
         release.TEMPLATE,
     ]

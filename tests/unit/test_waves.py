@@ -351,6 +351,35 @@ def test_crashing_pods_fail_the_canary_long_before_the_deadline() -> None:
     assert line.message is not None and "before its 300s progress deadline" in line.message
 
 
+def rolled_back_round(p: rollout_types.Plan, target: str) -> rollout_types.TargetState:
+    """`target` in the next round: Ready on the release its rollback wrote, with the record as
+    read back from its Deployment's annotations."""
+    record = release.record_from_annotations(release.record_annotations(write_to(p, target).record))
+    assert record is not None
+    return dataclasses.replace(running(target, OLD), record=record)
+
+
+def test_a_target_that_stays_rolled_back_keeps_saying_why() -> None:
+    canary = progressing("a", started=20, failing=True, crashing=True)
+    rollback = plan([canary, fresh("b")], progress_deadline_seconds=300)
+    (first,) = [t for t in rollback.targets if t.name == "a"]
+    why = write_to(rollback, "a").record.rolled_back_because
+    assert why is not None and "before its 300s progress deadline" in why
+    assert first.message is not None and first.message.startswith(why)
+
+    later = plan([rolled_back_round(rollback, "a"), fresh("b")], progress_deadline_seconds=300)
+    (line,) = [t for t in later.targets if t.name == "a"]
+    assert (line.phase, written(later, "rollback")) == ("RolledBack", [])
+    assert line.message is not None and line.message.startswith(why + "; rolled back from ")
+    assert "publish a fixed image" in line.message
+
+
+def test_a_rollback_recorded_without_its_reason_gives_the_line_without_it() -> None:
+    canary = running("a", OLD, rolled_back_from=NEW, rolled_back_generation=1)
+    (line, _) = plan([canary, fresh("b")]).targets
+    assert line.message is not None and line.message.startswith("rolled back from ")
+
+
 def test_a_stuck_container_fails_the_target_after_the_grace_not_before() -> None:
     grace = target_verdict.STUCK_GRACE_SECONDS
     early = plan([progressing("a", started=grace - 10, failing=True, stuck=True)])

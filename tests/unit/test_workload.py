@@ -172,10 +172,23 @@ def test_record_round_trips_through_annotations() -> None:
         ready_at=STARTED + dt.timedelta(seconds=40),
         rolled_back_from="r@sha256:" + "9" * 64,
         rolled_back_generation=3,
+        rolled_back_because="pods clearly fail 12s after the write, before its 600s deadline",
         architectures=("amd64", "arm64"),
         previous_architectures=("arm64",),
     )
     assert release.record_from_annotations(release.record_annotations(full)) == full
+
+
+def test_the_rollback_reason_is_kept_bounded_on_the_deployment() -> None:
+    long = release.TargetRecord(digest=DIGEST, rolled_back_because="x" * 1000)
+    kept = release.record_annotations(long)["edgeferry.io/rolled-back-because"]
+    assert len(kept) == release.REASON_LIMIT and kept.endswith("...")
+    found = release.record_from_annotations(release.record_annotations(long))
+    assert found is not None and found.rolled_back_because == kept
+    edited = release.record_from_annotations(
+        {"edgeferry.io/digest": DIGEST, "edgeferry.io/rolled-back-because": "y" * 1000}
+    )
+    assert edited is not None and edited.rolled_back_because == "y" * 297 + "..."
 
 
 def test_unset_record_fields_are_left_out_so_apply_removes_them() -> None:

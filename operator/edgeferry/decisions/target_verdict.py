@@ -143,11 +143,7 @@ def assess(
             phase="RolledBack",
             failed=True,
             settled=True,
-            message=(
-                f"rolled back from {timestamps.short_reference(desired)} to "
-                f"{timestamps.short_reference(record.digest)}; publish a fixed image, or fix the "
-                "cause and edit the ModelDeployment spec to retry"
-            ),
+            message=_settled_rollback(record, desired=desired),
             error=line.last_error if line is not None else None,
         )
 
@@ -303,6 +299,7 @@ def _failed(
         ready_at=target.now,
         rolled_back_from=desired,
         rolled_back_generation=target.generation,
+        rolled_back_because=release.bounded_reason(why),
         architectures=record.previous_architectures,
         template=record.previous_template,
     )
@@ -315,6 +312,19 @@ def _failed(
         digest=back.digest,
         previous_digest=None,
     )
+
+
+def _settled_rollback(record: release.TargetRecord, *, desired: str) -> str:
+    """The line of a target that stays rolled back. It starts with the `why` of the rollback
+    round, kept in the record, so it says the same reason in every later round, and first: a
+    status line keeps 256 characters, and the advice is also in the `Degraded` condition.
+    A record written before the reason was kept gives the line without it."""
+    back = (
+        f"rolled back from {timestamps.short_reference(desired)} to "
+        f"{timestamps.short_reference(record.digest)}; publish a fixed image, or fix the cause "
+        "and edit the ModelDeployment spec to retry"
+    )
+    return f"{record.rolled_back_because}; {back}" if record.rolled_back_because else back
 
 
 def _deferred(
