@@ -88,6 +88,16 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "failureLimit must be less than count",
     ),
     (
+        "no node allowed to pre-pull",
+        lambda s: s["rollout"].update(prePull={"enabled": True, "maxConcurrentNodes": 0}),
+        "rollout.prePull.maxConcurrentNodes must be between 1 and 1000",
+    ),
+    (
+        "more pre-pulling nodes than the bound",
+        lambda s: s["rollout"].update(prePull={"maxConcurrentNodes": 1001}),
+        "rollout.prePull.maxConcurrentNodes must be between 1 and 1000",
+    ),
+    (
         "an unknown onBlocked policy",
         lambda s: s.update(onBlocked="Rollback"),
         "onBlocked must be Keep",

@@ -6,10 +6,14 @@ busybox server images, built together and unique per run (a cold pull each time)
 written first (nothing to pre-pull), the switch to `two` is pre-pulled, and `three` is admitted
 and pushed, then its manifest is deleted from the registry, so its pre-pull fails with the
 registry's "manifest unknown" while the Deployment keeps running `two`.
+
+The bound (`maxConcurrentNodes`) is shown on kwok nodes the test adds to edge-2 for itself:
+three the target may use, one with a taint it does not tolerate, one cordoned.
 """
 
 from __future__ import annotations
 
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -18,8 +22,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
+from kubernetes import watch as k8s_watch
 
-from edgeferry_testbed import handles, layout, operator_process, procs, pytest_plugin
+from edgeferry_testbed import clusters, handles, layout, operator_process, procs, pytest_plugin
 from tests.integration import _resources as res
 
 pytestmark = pytest.mark.integration
@@ -209,5 +214,189 @@ def test_a_pre_pulled_switch_finds_the_image_on_the_node_and_a_failed_pull_switc
             _daemonset(edge, namespace) is None
             and res.deployment_at(edge, namespace, "iris") is None
         ),
+        timeout=60,
+    )
+
+
+# --- at most maxConcurrentNodes at a time --------------------------------------------------------
+TEST_TAINT = {"key": "edgeferry.io/prepull-test", "value": "true", "effect": "NoSchedule"}
+"""On every node the test adds, so no other workload lands there; the target tolerates it."""
+OTHER_TAINT = {"key": "edgeferry.io/prepull-other", "value": "true", "effect": "NoSchedule"}
+PREPULL_PODS = "edgeferry.io/prepull"
+"""Label selector of every pre-pull Pod (`target_objects.PREPULL_LABEL`)."""
+
+
+@pytest.fixture(scope="module")
+def kwok_site(operator: procs.Managed | None, testbed_handle: handles.Testbed) -> Iterator[str]:
+    """A namespace with EdgeTarget `pool-edge` on five kwok nodes of edge-2 made for it (three
+    usable, one tainted, one cordoned, picked by a label of this namespace's name) and two
+    admitted images."""
+    hub, edge = testbed_handle.hub, testbed_handle.cluster("edge-2")
+    namespace = f"prepull-bound-{uuid.uuid4().hex[:6]}"
+    pool = {"edgeferry.io/prepull-test": namespace}
+    usable = [f"{namespace}-{i}" for i in (1, 2, 3)]
+    made = [*usable, f"{namespace}-tainted", f"{namespace}-cordoned"]
+    pytest_plugin.make_namespace(hub, namespace)
+    operator_process.grant_namespace(testbed_handle.env, namespace)
+    try:
+        with edge.api_client() as api:
+            core = k8s_client.CoreV1Api(api)
+            for name in made:
+                taints = (TEST_TAINT, OTHER_TAINT) if name.endswith("tainted") else (TEST_TAINT,)
+                fake = layout.FakeNode(name, "amd64", pool, taints)
+                doc: dict[str, Any] = dict(clusters.node_manifest(fake))
+                if name.endswith("cordoned"):
+                    doc["spec"] = {**doc["spec"], "unschedulable": True}
+                core.create_node(doc)
+        res.wait_until(
+            "the test's kwok nodes to be Ready",
+            lambda: _ready_nodes(edge) >= set(made),
+            timeout=60,
+        )
+        base = testbed_handle.env.base_images["busybox"]
+        for name in ("one", "two"):
+            images = res.server_image(
+                name, base=base, registry=testbed_handle.registry, variant=namespace
+            )
+            res.create_model_image(hub, namespace, images)
+        pytest_plugin.make_namespace(edge, namespace)
+        target = res.edge_target(
+            "pool-edge",
+            workload_namespace=namespace,
+            labels={"site": "pool"},
+            secret="edge-2-kubeconfig",
+        )
+        tolerate = [{**TEST_TAINT, "operator": "Equal"}]
+        target["spec"]["k3s"] |= {"nodeSelector": pool, "tolerations": tolerate}
+        secret = res.kubeconfig_secret(
+            "edge-2-kubeconfig", Path(edge.target_kubeconfig).read_text()
+        )
+        res.apply(hub, namespace, secret, target)
+        res.wait_targets_ready(hub, namespace, ["pool-edge"])
+        for name in ("one", "two"):
+            res.wait_model_image(hub, namespace, name, phase="Ready")
+        yield namespace
+    finally:
+        hub.kubectl("-n", namespace, "delete", "modeldeployments", "--all", check=False)
+        hub.kubectl("-n", namespace, "delete", "edgetargets", "--all", check=False)
+        edge.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        hub.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        edge.kubectl("delete", "nodes", *made, "--wait=false", "--ignore-not-found", check=False)
+
+
+def _ready_nodes(edge: handles.Cluster) -> set[str]:
+    with edge.api_client() as api:
+        items = k8s_client.CoreV1Api(api).list_node().items
+    return {
+        n.metadata.name
+        for n in items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    }
+
+
+class PodWatch:
+    """Watches the pre-pull Pods of a namespace from a thread: how many exist at once (a Pod
+    counts from its first event until it is deleted, terminating or not) and their nodes."""
+
+    def __init__(self, edge: handles.Cluster, namespace: str) -> None:
+        self.edge, self.namespace = edge, namespace
+        self.present: set[str] = set()
+        self.most = 0
+        self.nodes: dict[str, str] = {}
+        """Pod name -> the node it was bound to."""
+        self.failure: BaseException | None = None
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PodWatch:
+        self._thread.start()
+        assert self.ready.wait(30), "the Pod watch did not start"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _see(self, kind: str, pod: Any) -> None:
+        name = pod.metadata.name
+        if kind == "DELETED":
+            self.present.discard(name)
+        else:
+            self.present.add(name)
+        if pod.spec.node_name:
+            self.nodes[name] = pod.spec.node_name
+        self.most = max(self.most, len(self.present))
+
+    def _run(self) -> None:
+        try:
+            with self.edge.api_client() as api:
+                core = k8s_client.CoreV1Api(api)
+                listed = core.list_namespaced_pod(self.namespace, label_selector=PREPULL_PODS)
+                for pod in listed.items:
+                    self._see("ADDED", pod)
+                version = listed.metadata.resource_version
+                self.ready.set()
+                while not self._stop.is_set():
+                    stream = k8s_watch.Watch().stream(
+                        core.list_namespaced_pod,
+                        self.namespace,
+                        label_selector=PREPULL_PODS,
+                        resource_version=version,
+                        timeout_seconds=5,
+                    )
+                    for event in stream:
+                        if event["type"] == "ERROR":
+                            raise AssertionError(f"the Pod watch broke: {event['raw_object']}")
+                        self._see(event["type"], event["object"])
+                        version = event["object"].metadata.resource_version
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.failure = exc
+            self.ready.set()
+
+
+def test_a_bounded_pre_pull_pulls_one_usable_node_at_a_time_then_switches(
+    testbed_handle: handles.Testbed, kwok_site: str
+) -> None:
+    namespace, hub = kwok_site, testbed_handle.hub
+    edge = testbed_handle.cluster("edge-2")
+    usable = {f"{namespace}-{i}" for i in (1, 2, 3)}
+    two = res.image_reference(res.get_object(hub, namespace, "modelimages", "two") or {})
+    deployment = res.model_deployment(
+        "iris",
+        image="one",
+        selector={"matchLabels": {"site": "pool"}},
+        replicas=1,
+        rollout={"prePull": {"enabled": True, "deadlineSeconds": 300, "maxConcurrentNodes": 1}},
+    )
+    res.apply(hub, namespace, deployment)
+    res.wait_deployment_phase(hub, namespace, "iris", phase="Ready", timeout=120)
+
+    with PodWatch(edge, namespace) as pods:
+        _switch(hub, namespace, "two")
+        ready = res.wait_deployment_phase(
+            hub,
+            namespace,
+            "iris",
+            phase="Ready",
+            check=lambda o: res.target_line(o, "pool-edge").get("digest") == two,
+            timeout=240,
+        )
+        res.wait_until(
+            "the pre-pull DaemonSet and its Pods to be gone after the switch",
+            lambda: _daemonset(edge, namespace) is None and not pods.present,
+            timeout=60,
+        )
+    assert pods.failure is None, pods.failure
+    assert pods.most == 1, f"{pods.most} pre-pull Pods at once"
+    assert sorted(pods.nodes.values()) == sorted(usable), pods.nodes
+    reasons = [r for _, r, _ in res.events(hub, namespace, "iris")]
+    assert reasons.index("PrePulling") < reasons.index("PrePulled"), reasons
+    done = [m for _, r, m in res.events(hub, namespace, "iris") if r == "PrePulled"]
+    assert done and "pulled on 3 node(s)" in done[0], done
+    assert res.target_line(ready, "pool-edge")["phase"] == "Ready"
+    res.wait_until(
+        "only the new digest's Pods at the target",
+        lambda: res.pod_images(edge, namespace, "iris") == {two},
         timeout=60,
     )

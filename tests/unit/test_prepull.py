@@ -25,18 +25,23 @@ def seen(
     digest: str = NEW,
     generation: int = 1,
     started: float = 5,
-    desired: int | None = 2,
+    nodes: int = 2,
     pulled: int = 0,
+    planned: bool = True,
     errors: tuple[str, ...] = (),
     failed: str | None = None,
 ) -> prepull.Observed:
+    """A pre-pull on `nodes` nodes, all admitted, the first `pulled` of them done."""
+    names = tuple(f"node-{i}" for i in range(1, nodes + 1))
     return prepull.Observed(
         digest=digest,
         generation=generation,
         started_at=ago(started),
         failed=failed,
-        desired=desired,
-        pulled=pulled,
+        planned=planned,
+        done=names[:pulled],
+        pulling=names[pulled:] if planned else (),
+        holding=names,
         errors=errors,
     )
 
@@ -74,14 +79,30 @@ def test_every_node_having_the_image_switches() -> None:
     assert "pulled on 2 node(s) in 7s" in result.message
 
 
-def test_a_daemonset_not_yet_counted_by_its_controller_waits() -> None:
-    assert step(seen(desired=None, pulled=0)).action == "wait"
+def test_a_daemonset_without_our_progress_waits_for_its_first_narrowing() -> None:
+    result = step(seen(planned=False))
+    assert result.action == "wait" and "0/? node(s) have it" in result.message
+
+
+def test_nodes_still_waiting_for_a_place_hold_the_switch() -> None:
+    waiting = dataclasses.replace(seen(nodes=1, pulled=1), waiting=("node-2",))
+    assert step(waiting).action == "wait"
+
+
+def test_pull_errors_of_a_pod_admitted_late_get_their_own_grace() -> None:
+    errors = ("node-2: ErrImagePull: registry blip",)
+    late = dataclasses.replace(
+        seen(started=300, errors=errors), errors_since=ago(prepull.STUCK_GRACE_SECONDS - 1)
+    )
+    assert step(late, deadline_seconds=600).action == "wait"
+    stuck = dataclasses.replace(late, errors_since=ago(prepull.STUCK_GRACE_SECONDS))
+    assert step(stuck, deadline_seconds=600).action == "fail"
 
 
 def test_the_deadline_fails_the_pre_pull() -> None:
     result = step(seen(pulled=1, started=121))
     assert result.action == "fail"
-    assert "not pulled on every node within 120s (1/2 node(s) have it)" in result.message
+    assert "not pulled on every node within 120s (1/2 node(s) have it, 1 pulling)" in result.message
 
 
 def test_pull_errors_are_waited_for_during_the_grace_then_fail() -> None:
@@ -103,15 +124,15 @@ def test_a_failure_is_remembered_until_the_spec_changes() -> None:
 
 
 # --- what the DaemonSet says ---------------------------------------------------------------------
-def pod(uid: str, **status: Any) -> dict[str, Any]:
+def pod(uid: str, node: str = "node-1", **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"ownerReferences": [{"uid": uid}]},
-        "spec": {"nodeName": "node-1"},
+        "spec": {"nodeName": node},
         "status": {"containerStatuses": [{"name": "prepull", **status}]},
     }
 
 
-def daemonset(**status: Any) -> dict[str, Any]:
+def daemonset(**annotations: str) -> dict[str, Any]:
     return {
         "metadata": {
             "uid": "u1",
@@ -120,42 +141,73 @@ def daemonset(**status: Any) -> dict[str, Any]:
             "annotations": {
                 prepull.DIGEST_ANNOTATION: NEW,
                 prepull.GENERATION_ANNOTATION: "2",
+                **annotations,
             },
         },
-        "status": {"observedGeneration": 1, **status},
+        "status": {"observedGeneration": 1},
+    }
+
+
+def progress(done: str = "", pulling: str = "", waiting: str = "") -> dict[str, str]:
+    return {
+        prepull.DONE_ANNOTATION: done,
+        prepull.PULLING_ANNOTATION: pulling,
+        prepull.WAITING_ANNOTATION: waiting,
     }
 
 
 def test_a_node_counts_once_the_kubelet_reports_the_image_even_if_the_command_failed() -> None:
     pods = [
-        pod("u1", imageID="reg/iris@sha256:1", state={"waiting": {"reason": "CrashLoopBackOff"}}),
-        pod("u1", state={"running": {}}),
-        pod("u1", state={"waiting": {"reason": "ContainerCreating"}}),
+        pod(
+            "u1",
+            "a",
+            imageID="reg/iris@sha256:1",
+            state={"waiting": {"reason": "CrashLoopBackOff"}},
+        ),
+        pod("u1", "b", state={"running": {}}),
+        pod("u1", "c", state={"waiting": {"reason": "ContainerCreating"}}),
     ]
-    found = prepull.observe(daemonset(desiredNumberScheduled=3), pods)
+    found = prepull.observe(daemonset(**progress(pulling="a,b,c")), pods)
     assert found is not None
-    assert (found.pulled, found.desired, found.errors) == (2, 3, ())
+    assert (found.done, found.pulling, found.errors) == (("a", "b"), ("c",), ())
     assert (found.digest, found.generation, found.started_at) == (NEW, 2, ago(10))
+
+
+def test_done_nodes_are_remembered_after_their_pods_are_gone() -> None:
+    found = prepull.observe(daemonset(**progress(done="a", pulling="b", waiting="c")), [])
+    assert found is not None and found.planned
+    assert (found.done, found.pulling, found.waiting, found.holding) == (
+        ("a",),
+        ("b",),
+        ("c",),
+        (),
+    )
+
+
+def test_a_done_nodes_pod_still_holds_its_place() -> None:
+    pods = [pod("u1", "a", state={"running": {}})]
+    found = prepull.observe(daemonset(**progress(done="a", pulling="")), pods)
+    assert found is not None and found.holding == ("a",) and found.pulling == ()
 
 
 def test_pull_errors_name_the_node_and_the_registry_words() -> None:
     pods = [pod("u1", state={"waiting": {"reason": "ErrImagePull", "message": "not found"}})]
-    found = prepull.observe(daemonset(desiredNumberScheduled=1), pods)
+    pods[0]["metadata"]["creationTimestamp"] = "2025-06-01T11:59:58Z"
+    found = prepull.observe(daemonset(**progress(pulling="node-1")), pods)
     assert found is not None and found.errors == ("node-1: ErrImagePull: not found",)
+    assert found.errors_since == ago(2)
 
 
 def test_pods_of_an_earlier_daemonset_do_not_count() -> None:
     found = prepull.observe(
-        daemonset(desiredNumberScheduled=1), [pod("old", state={"running": {}})]
+        daemonset(**progress(pulling="node-1")), [pod("old", state={"running": {}})]
     )
-    assert found is not None and found.pulled == 0
+    assert found is not None and found.done == () and found.holding == ()
 
 
-def test_a_daemonset_its_controller_has_not_seen_has_no_node_count_yet() -> None:
-    ds = daemonset(desiredNumberScheduled=0)
-    ds["status"]["observedGeneration"] = 0
-    found = prepull.observe(ds, [])
-    assert found is not None and found.desired is None
+def test_a_daemonset_without_progress_annotations_is_not_planned() -> None:
+    found = prepull.observe(daemonset(), [])
+    assert found is not None and not found.planned
 
 
 def test_no_daemonset_is_nothing() -> None:
@@ -296,6 +348,16 @@ def test_agent_targets_are_switched_directly_and_say_so() -> None:
 def test_a_waiting_wave_does_not_pre_pull_yet() -> None:
     p = plan([switching("a"), switching("b")], prePull=ON["prePull"], canary=1)
     assert [x.target for x in p.prepulls] == ["a"]
+
+
+@pytest.mark.parametrize("bound", [0, 1001])
+def test_max_concurrent_nodes_out_of_range_is_refused(bound: int) -> None:
+    with pytest.raises(ValueError):
+        md.RolloutStrategy.model_validate({"prePull": {"maxConcurrentNodes": bound}})
+
+
+def test_ten_nodes_pull_at_a_time_by_default() -> None:
+    assert md.RolloutStrategy().pre_pull.max_concurrent_nodes == 10
 
 
 @pytest.mark.parametrize("deadline", [9, 86401])

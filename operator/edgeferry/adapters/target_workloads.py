@@ -466,14 +466,23 @@ def probe(api: k8s_client.ApiClient, *, placement: et.Placement, timeout: float)
     placement's node selector."""
     core = k8s_client.CoreV1Api(api)
     version = _request(k8s_client.VersionApi(api).get_code, timeout=timeout)
-    nodes = _request(
-        core.list_node, label_selector=_selector(placement.node_selector) or None, timeout=timeout
-    ).get("items", [])
     return NodesRead(
         kubernetes_version=str(version.get("gitVersion", "unknown")),
-        nodes=tuple(nodes),
+        nodes=list_nodes(api, labels=placement.node_selector, timeout=timeout),
         cluster_id=_cluster_id(core, timeout=timeout),
     )
+
+
+def list_nodes(
+    api: k8s_client.ApiClient, *, labels: Mapping[str, str], timeout: float
+) -> tuple[dict[str, Any], ...]:
+    """The target's nodes carrying these labels (the probe's, and a pre-pull's each round)."""
+    found = _request(
+        k8s_client.CoreV1Api(api).list_node,
+        label_selector=_selector(labels) or None,
+        timeout=timeout,
+    )
+    return tuple(found.get("items", []))
 
 
 def _cluster_id(core: k8s_client.CoreV1Api, *, timeout: float) -> str | None:

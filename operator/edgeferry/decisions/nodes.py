@@ -84,3 +84,71 @@ def summarize(
         total_nodes=total,
         architectures=arches,
     )
+
+
+def _matches_requirement(node: Mapping[str, Any], requirement: Mapping[str, Any]) -> bool:
+    """One `matchExpressions` requirement of a node selector term, against the node's labels."""
+    labels = workload_health.labels_of(node)
+    key, operator = requirement.get("key", ""), requirement.get("operator")
+    values = [str(v) for v in requirement.get("values") or []]
+    if operator == "In":
+        return key in labels and labels[key] in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    if operator in ("Gt", "Lt") and values and labels.get(key, "").lstrip("-").isdigit():
+        found, bound = int(labels[key]), int(values[0])
+        return found > bound if operator == "Gt" else found < bound
+    return False
+
+
+def _matches_field(node: Mapping[str, Any], requirement: Mapping[str, Any]) -> bool:
+    """One `matchFields` requirement (Kubernetes supports only `metadata.name`)."""
+    if requirement.get("key") != "metadata.name":
+        return False
+    name = node.get("metadata", {}).get("name")
+    values = requirement.get("values") or []
+    return (name in values) == (requirement.get("operator") == "In")
+
+
+def _required_affinity(node: Mapping[str, Any], affinity: Mapping[str, Any] | None) -> bool:
+    """The required node affinity: its terms are ORed, a term's requirements ANDed."""
+    required = ((affinity or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    return any(
+        (term.get("matchExpressions") or term.get("matchFields"))
+        and all(_matches_requirement(node, r) for r in term.get("matchExpressions") or [])
+        and all(_matches_field(node, r) for r in term.get("matchFields") or [])
+        for term in terms
+    )
+
+
+def usable_by(
+    nodes: Iterable[Mapping[str, Any]],
+    *,
+    node_selector: Mapping[str, str],
+    affinity: Mapping[str, Any] | None,
+    tolerations: Sequence[Mapping[str, Any]],
+) -> tuple[str, ...]:
+    """Names of the nodes a Pod with this placement may be scheduled on now (sorted): ready,
+    not cordoned, every NoSchedule/NoExecute taint tolerated, the selector and the required
+    node affinity matched. Pods of a DaemonSet tolerate cordons and more on their own, so the
+    pre-pull asks this, not its DaemonSet controller, which nodes its Deployment will use."""
+    tols = [et.Toleration.model_validate(t) for t in tolerations]
+    return tuple(
+        sorted(
+            str(n["metadata"]["name"])
+            for n in nodes
+            if _node_ready(n)
+            and schedulable_for(n, tols)
+            and all(workload_health.labels_of(n).get(k) == v for k, v in node_selector.items())
+            and _required_affinity(n, affinity)
+        )
+    )

@@ -47,8 +47,8 @@ Rules, and the trade-offs chosen:
 - `paused` holds everything where it is: no new wave, no catch-up, no rollback, no drift
   correction. Failures are still reported, and acted upon after resuming.
 - With `rollout.prePull`, an open wave's switch of a push target to a new digest waits until
-  the digest is on the target's nodes; a pre-pull that fails makes the target `Failed` with
-  nothing switched (`prepull`).
+  the digest is on the target's nodes (at most `maxConcurrentNodes` pulling at a time); a
+  pre-pull that fails makes the target `Failed` with nothing switched (`prepull`).
 - When the admitted digest changes, the rollout starts again from wave one; targets that
   already run the new digest stay and count.
 - What moves is a *release*: the digest together with the pod template (everything but

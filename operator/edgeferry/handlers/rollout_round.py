@@ -432,19 +432,47 @@ class Reconciler:
                 generation=self.generation,
                 failed=step.error if step.action == "mark-failed" else None,
             )
-            work = functools.partial(
+            apply = functools.partial(
                 target_workloads.apply_prepull,
-                daemonset=daemonset,
                 md_namespace=self.namespace,
                 md_name=self.name,
                 timeout=self.access.timeout,
             )
+            if step.action == "mark-failed":
+                work = functools.partial(apply, daemonset=daemonset)
+            else:
+                work = functools.partial(
+                    self._bounded_prepull,
+                    apply,
+                    daemonset=daemonset,
+                    deployment=rendered.deployment,
+                    seen=seen.state.prepull,
+                    bound=spec.rollout.pre_pull.max_concurrent_nodes,
+                )
         try:
             await self._at_target(seen.view, work, f"pre-pull ({step.action})")
         except clusters.TargetAccessError as exc:
             seen.error = f"{exc.message}; retried on the next reconcile"
         except target_workloads.ForeignObjectError as exc:
             seen.error = str(exc)
+
+    def _bounded_prepull(
+        self,
+        apply: Callable[..., None],
+        api: Any,
+        *,
+        daemonset: Mapping[str, Any],
+        deployment: Mapping[str, Any],
+        seen: prepull.Observed | None,
+        bound: int,
+    ) -> None:
+        """Read the target's nodes, admit the next ones up to `bound`, apply (one target call)."""
+        pod = deployment["spec"]["template"]["spec"]
+        found = target_workloads.list_nodes(
+            api, labels=pod.get("nodeSelector") or {}, timeout=self.access.timeout
+        )
+        eligible = prepull.eligible(found, deployment)
+        apply(api, daemonset=prepull.advance(daemonset, seen, eligible=eligible, bound=bound))
 
     # --- analysis --------------------------------------------------------------------------------
     async def measure(self, queries: Iterable[analysis.Query]) -> tuple[analysis.Measurement, ...]:

@@ -62,6 +62,7 @@ DEFAULT_PROGRESS_DEADLINE_SECONDS = 120
 DEFAULT_MAX_FAILURES = 0
 DEFAULT_OFFLINE_GRACE_SECONDS = 60
 DEFAULT_PRE_PULL_DEADLINE_SECONDS = 600
+DEFAULT_PRE_PULL_MAX_CONCURRENT_NODES = 10
 
 
 Timestamp = Annotated[
@@ -333,6 +334,11 @@ class PrePull(wire.Model):
         default=DEFAULT_PRE_PULL_DEADLINE_SECONDS, ge=10, le=86400
     )
     """How long every node may take to pull; past it the target is Failed, nothing switched."""
+    max_concurrent_nodes: int = pydantic.Field(
+        default=DEFAULT_PRE_PULL_MAX_CONCURRENT_NODES, ge=1, le=1000
+    )
+    """How many of a target's nodes pull at a time: a site behind one thin link (or one registry
+    mirror) should not have every node fetch the model at once."""
 
 
 class RolloutStrategy(wire.Model):
