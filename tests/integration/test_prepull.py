@@ -390,9 +390,10 @@ def test_a_bounded_pre_pull_pulls_one_usable_node_at_a_time_then_switches(
     assert pods.failure is None, pods.failure
     assert pods.most == 1, f"{pods.most} pre-pull Pods at once"
     assert sorted(pods.nodes.values()) == sorted(usable), pods.nodes
-    reasons = [r for _, r, _ in res.events(hub, namespace, "iris")]
+    events = res.wait_events(hub, namespace, "iris", "PrePulling", "PrePulled")
+    reasons = [r for _, r, _ in events]
     assert reasons.index("PrePulling") < reasons.index("PrePulled"), reasons
-    done = [m for _, r, m in res.events(hub, namespace, "iris") if r == "PrePulled"]
+    done = [m for _, r, m in events if r == "PrePulled"]
     assert done and "pulled on 3 node(s)" in done[0], done
     assert res.target_line(ready, "pool-edge")["phase"] == "Ready"
     res.wait_until(
