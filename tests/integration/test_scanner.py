@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import os
 import pathlib
 import platform
 import re
@@ -28,6 +29,8 @@ import docker.errors
 import pytest
 
 from edgeferry.adapters import grype_env, scanner, vulndb
+from edgeferry.models import reasons
+from edgeferry.runners import image_scan
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +225,37 @@ def test_rescan_rematches_the_cached_sbom_without_the_image(
 
     assert [f.id for f in again.findings] == [f.id for f in first.findings]
     assert again.match_seconds < first.catalog_seconds + first.match_seconds
+
+
+def test_a_cut_short_cached_sbom_is_catalogued_again_and_leftovers_go(
+    offline_db: OfflineDB,
+    docker_client: docker.DockerClient,
+    vulnerable_image: str,
+    vulnerable_scan: scanner.ScanResult,
+    tmp_path: pathlib.Path,
+) -> None:
+    """What an operator killed while syft wrote used to leave: half an SBOM at the cached path
+    (every re-match then failed on it) and a leftover partial file."""
+    image_id = docker_client.images.get(vulnerable_image).id
+    sboms = tmp_path / "sboms"
+    sboms.mkdir()
+    cached = sboms / f"{image_id.replace(':', '-')}.json"
+    assert vulnerable_scan.sbom is not None
+    whole = vulnerable_scan.sbom.read_text()
+    cached.write_text(whole[: len(whole) // 2])
+    leftover = sboms / f"{cached.name}.1.abcd{scanner.PARTIAL_SUFFIX}"
+    leftover.write_text(whole[:100])
+    hour_ago = time.time() - 3600
+    os.utime(leftover, (hour_ago, hour_ago))
+
+    result = image_scan.scan_one(
+        image_id, trigger=reasons.SCAN_DATABASE_CHANGED, workdir=tmp_path, config=offline_db.config
+    )
+
+    assert [f.id for f in result.findings] == [f.id for f in vulnerable_scan.findings]
+    assert result.catalog_seconds > 0, "catalogued again, not re-matched"
+    assert scanner.readable_sbom(cached)
+    assert not list(sboms.glob(f"*{scanner.PARTIAL_SUFFIX}")), "no partial file is left"
 
 
 def test_grype_never_opens_a_network_connection(

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import secrets
 import subprocess
 import tempfile
 import time
@@ -85,36 +87,80 @@ class Sbom:
 # --- running the tools --------------------------------------------------------------------------
 
 
+PARTIAL_SUFFIX = ".partial"
+"""The end of the name syft writes an SBOM under before it is renamed into place."""
+
+
 def catalog(source: str, sbom_path: pathlib.Path, *, config: ScannerConfig) -> Sbom:
-    """Run syft on ``source`` (scheme required) and write a syft-json SBOM to ``sbom_path``."""
+    """Run syft on ``source`` (scheme required) and write a syft-json SBOM to ``sbom_path``.
+
+    syft writes a file of its own, renamed onto ``sbom_path`` only once it parses: a process
+    killed mid-write leaves a ``.partial`` file, never a cut-short SBOM at the cached path
+    that every later re-match would fail on.
+    """
     _require_scheme(source)
     syft = _tool("syft", config.syft_binary)
     sbom_path.parent.mkdir(parents=True, exist_ok=True)
     env = grype_env.syft_environment()
     env.update(config.syft_env)
-    started = time.monotonic()
-    done = _run(
-        "syft",
-        [str(syft.path), "scan", source, "-o", f"syft-json={sbom_path}"],
-        env=env,
-        cwd=sbom_path.parent,
-        timeout_s=config.timeout_s,
+    partial = sbom_path.with_name(
+        f"{sbom_path.name}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
     )
-    if done.returncode != 0:
-        raise ScanError(
-            "syft", f"cataloguing {source} failed", exit_code=done.returncode, stderr=done.stderr
-        )
-    seconds = time.monotonic() - started
+    started = time.monotonic()
     try:
-        doc = json.loads(sbom_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ScanError("syft", f"wrote no readable SBOM to {sbom_path}: {error}") from error
+        done = _run(
+            "syft",
+            [str(syft.path), "scan", source, "-o", f"syft-json={partial}"],
+            env=env,
+            cwd=sbom_path.parent,
+            timeout_s=config.timeout_s,
+        )
+        if done.returncode != 0:
+            raise ScanError(
+                "syft",
+                f"cataloguing {source} failed",
+                exit_code=done.returncode,
+                stderr=done.stderr,
+            )
+        seconds = time.monotonic() - started
+        try:
+            doc = json.loads(partial.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ScanError("syft", f"wrote no readable SBOM for {source}: {error}") from error
+        os.replace(partial, sbom_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return Sbom(
         path=sbom_path,
         syft_version=str(grype_report.dig(doc, "descriptor", "version") or ""),
         packages=len(doc.get("artifacts") or []),
         seconds=seconds,
     )
+
+
+def readable_sbom(path: pathlib.Path) -> bool:
+    """Whether ``path`` holds a whole syft-json SBOM (one an older operator, killed while
+    syft wrote straight to the cached path, may have left cut short)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and "artifacts" in doc and "descriptor" in doc
+
+
+def remove_partial_sboms(directory: pathlib.Path, *, older_than_s: float) -> list[pathlib.Path]:
+    """Remove what killed cataloguers left in ``directory`` (``*.partial`` files older than
+    ``older_than_s``: a younger one may still be written); returns what was removed."""
+    removed = []
+    cutoff = time.time() - older_than_s
+    for leftover in directory.glob(f"*{PARTIAL_SUFFIX}"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+                removed.append(leftover)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def match(sbom: pathlib.Path | Sbom, *, config: ScannerConfig, source: str = "") -> ScanResult:

@@ -35,7 +35,8 @@ def scan_one(
     """Scan one platform's image, re-matching its cached SBOM when `image_steps` allows."""
     sbom_path = workdir / "sboms" / f"{image_id.replace(':', '-')}.json"
     sbom_path.parent.mkdir(parents=True, exist_ok=True)
-    if scan_step.reuses_sbom(trigger, cached=sbom_path.exists()):
+    scanner.remove_partial_sboms(sbom_path.parent, older_than_s=2 * config.timeout_s)
+    if scan_step.reuses_sbom(trigger, cached=scanner.readable_sbom(sbom_path)):
         return scanner.match(sbom_path, config=config, source=f"docker:{image_id}")
     return scanner.scan(f"docker:{image_id}", config=config, sbom_path=sbom_path)
 
