@@ -337,12 +337,12 @@ def test_a_first_write_is_not_pre_pulled() -> None:
     assert [w.reason for w in p.writes] == ["rollout"] and p.prepulls == ()
 
 
-def test_agent_targets_are_switched_directly_and_say_so() -> None:
+def test_agent_targets_are_pre_pulled_like_push_targets() -> None:
     agent = dataclasses.replace(switching(), cluster_type="Agent")
     p = plan([agent], **ON)
-    assert [w.reason for w in p.writes] == ["rollout"] and p.prepulls == ()
-    (line,) = p.targets
-    assert target_verdict.AGENT_NOTE in (line.message or "")
+    assert [x.action for x in p.prepulls] == ["apply"]
+    assert not [w for w in p.writes if w.reason == "rollout"]
+    assert phases(p) == {"a": "Progressing"}
 
 
 def test_a_waiting_wave_does_not_pre_pull_yet() -> None:

@@ -5,8 +5,8 @@ requests either may send are in one module (the RBAC each needs is read off here
 
 - the operator creates an Agent target's namespace, its `edgeferry-agent` ServiceAccount and a
   RoleBinding to the shipped `edgeferry-agent` ClusterRole in that namespace only (create is
-  idempotent: a 409 is "already there"); it server-side applies and deletes TargetReleases and
-  reads the agent's Lease;
+  idempotent: a 409 is "already there"); it server-side applies and deletes TargetReleases,
+  sets and clears their `spec.prePull`, and reads the agent's Lease;
 - the agent lists the TargetReleases of its namespace, patches their status and renews its
   Lease (coordination.k8s.io, the heartbeat nodes and klusterlets use).
 
@@ -200,6 +200,52 @@ def write_release(
         _content_type=APPLY_PATCH,
         timeout=timeout,
     )
+
+
+def write_prepull(
+    api: k8s_client.ApiClient,
+    namespace: str,
+    name: str,
+    intent: tr.PrePullIntent,
+    *,
+    timeout: float,
+) -> None:
+    """Set a TargetRelease's `spec.prePull` whole (a JSON patch `add` replaces the value, so
+    nothing of an earlier ask lingers), as its own field manager: the release's apply, which
+    leaves the field out, then never removes it."""
+    _request(
+        _custom(api).patch_namespaced_custom_object,
+        tr.GROUP,
+        tr.VERSION,
+        namespace,
+        tr.PLURAL,
+        name,
+        [{"op": "add", "path": "/spec/prePull", "value": intent.to_status()}],
+        field_manager=tr.PREPULL_FIELD_MANAGER,
+        _content_type=JSON_PATCH,
+        timeout=timeout,
+    )
+
+
+def clear_prepull(api: k8s_client.ApiClient, namespace: str, name: str, *, timeout: float) -> None:
+    """Remove a TargetRelease's `spec.prePull` (a merge patch: no-op when there is none); a
+    release that is gone has nothing to clear."""
+    try:
+        _request(
+            _custom(api).patch_namespaced_custom_object,
+            tr.GROUP,
+            tr.VERSION,
+            namespace,
+            tr.PLURAL,
+            name,
+            {"spec": {"prePull": None}},
+            field_manager=tr.PREPULL_FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            timeout=timeout,
+        )
+    except k8s_exceptions.ApiException as exc:
+        if not _absent(exc):
+            raise
 
 
 def delete_release(api: k8s_client.ApiClient, namespace: str, name: str, *, timeout: float) -> bool:

@@ -250,9 +250,10 @@ def apply_prepull(
     md_name: str,
     timeout: float,
     field_manager: str = target_objects.FIELD_MANAGER,
-) -> None:
-    """Server-side apply a pre-pull DaemonSet (`decisions.prepull.render`); one of that name
-    that edgeferry did not create is never taken over (ForeignObjectError)."""
+) -> dict[str, Any]:
+    """Server-side apply a pre-pull DaemonSet (`decisions.prepull.render`) and return it as
+    applied; one of that name that edgeferry did not create is never taken over
+    (ForeignObjectError)."""
     apps = k8s_client.AppsV1Api(api)
     meta = daemonset["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -265,7 +266,7 @@ def apply_prepull(
             "target; edgeferry never takes over other objects: rename or delete it, or turn "
             "rollout.prePull off"
         )
-    _request(
+    return _request(
         apps.patch_namespaced_daemon_set,
         name,
         namespace,

@@ -8,8 +8,10 @@ in `adapters.target_releases` (hub) and `adapters.target_workloads` (site). A ro
    here: everything at the site keeps running as it is (edge autonomy), also after a restart,
    since the site's Deployments are the agent's only memory and the next round catches up.
 3. For each release: refuse what is not ours to apply, else server-side apply the Deployment
-   and Service at the site, read them back with their Pods, and write the status.
-4. Remove workloads of ours at the site that no release names any more.
+   and Service at the site, read them back with their Pods, advance the pre-pull it asks for
+   (`decisions.prepull`: the next nodes, the narrowed DaemonSet), and write the status.
+4. Remove workloads of ours at the site that no release names any more, and pre-pull
+   DaemonSets whose release no longer asks for one (pulled and switched, or given up).
 5. Renew the Lease (the site's heartbeat).
 """
 
@@ -24,7 +26,7 @@ import pydantic
 from kubernetes import client as k8s_client
 
 from edgeferry.adapters import target_releases, target_workloads
-from edgeferry.decisions import agent_release, nodes, workload_health
+from edgeferry.decisions import agent_release, nodes, prepull, workload_health
 from edgeferry.models import edgetarget as et
 from edgeferry.models import target_objects
 from edgeferry.models import target_release as tr
@@ -102,7 +104,9 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
             error = f"apply at the site failed: {exc}"
     found = workload_health.Observation(exists=False)
     deployment = None
+    pulling: prepull.Observed | None = None
     if owner is not None:
+        intent = spec.pre_pull if spec is not None and refused is None else None
         try:
             reading = target_workloads.observe(
                 agent.site,
@@ -110,6 +114,7 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
                 md_namespace=owner.namespace,
                 md_name=owner.name,
                 timeout=agent.timeout,
+                prepull=intent is not None,
             )
             deployment = reading.deployment
             found = workload_health.assess(
@@ -117,13 +122,62 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
             )
         except Exception as exc:
             error = error or f"cannot read the workload at the site: {exc}"
+        else:
+            if intent is not None and spec is not None:
+                pulling, failed = _pre_pull(agent, spec, owner, intent, reading)
+                error = error or failed
     status = agent_release.report(
-        found, generation=generation, deployment=deployment, now=now, error=error, refused=refused
+        found,
+        generation=generation,
+        deployment=deployment,
+        now=now,
+        error=error,
+        refused=refused,
+        pre_pull=pulling,
     )
     target_releases.patch_release_status(
         agent.hub, agent.hub_namespace, name, status, timeout=agent.timeout
     )
     return name, refused is None and error is None
+
+
+def _pre_pull(
+    agent: Agent,
+    spec: tr.TargetReleaseSpec,
+    owner: tr.DeploymentRef,
+    intent: tr.PrePullIntent,
+    reading: target_workloads.Reading,
+) -> tuple[prepull.Observed | None, str | None]:
+    """Advance the release's pre-pull at the site as the operator does at a push target: admit
+    the next usable nodes up to the bound and apply the narrowed DaemonSet (a failed ask: its
+    failed form, which runs nowhere). Returns what to report and why it could not, if so."""
+    seen = prepull.observe(reading.prepull, reading.prepull_pods)
+    daemonset: dict[str, Any] = intent.daemon_set
+    try:
+        if intent.failed is None:
+            pod = spec.deployment["spec"]["template"]["spec"]
+            eligible = prepull.eligible(
+                target_workloads.list_nodes(
+                    agent.site, labels=pod.get("nodeSelector") or {}, timeout=agent.timeout
+                ),
+                spec.deployment,
+            )
+            daemonset = prepull.advance(
+                daemonset, seen, eligible=eligible, bound=intent.max_concurrent_nodes
+            )
+        applied = target_workloads.apply_prepull(
+            agent.site,
+            daemonset,
+            md_namespace=owner.namespace,
+            md_name=owner.name,
+            timeout=agent.timeout,
+            field_manager=tr.AGENT_FIELD_MANAGER,
+        )
+    except target_workloads.ForeignObjectError as exc:
+        return seen, str(exc)
+    except Exception as exc:
+        return seen, f"pre-pull at the site failed: {exc}"
+    return prepull.observe(applied, reading.prepull_pods), None
 
 
 def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
@@ -144,18 +198,22 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
             _LOG.warning("release %s: %s", item.get("metadata", {}).get("name"), exc)
             continue
         (applied if ok else refused).append(name)
-    refs = []
+    refs, pre_pulling = [], []
     for item in items:
         try:
-            refs.append(tr.parse_spec(item.get("spec") or {}).model_deployment)
+            parsed = tr.parse_spec(item.get("spec") or {})
         except pydantic.ValidationError:
             continue
+        refs.append(parsed.model_deployment)
+        pre_pulling.extend([parsed.model_deployment] if parsed.pre_pull is not None else [])
     removed: list[str] = []
     try:
         found = target_workloads.list_managed(
             agent.site, namespace=agent.namespace, timeout=agent.timeout
         )
-        stale = agent_release.stale_workloads(found, refs, unreadable=len(items) - len(refs))
+        stale = agent_release.stale_workloads(
+            found, refs, unreadable=len(items) - len(refs), pre_pulling=pre_pulling
+        )
         removed = target_workloads.delete_found(
             agent.site, stale, namespace=agent.namespace, timeout=agent.timeout
         )

@@ -17,6 +17,13 @@ apart. Rules, and why:
   labelled as edgeferry's for the release's ModelDeployment, into the agent's one site
   namespace; anything else is refused and said in status, never applied (a hub that was
   tampered with cannot send the site into another namespace or another kind).
+- **Pre-pull is asked, not done, by the hub.** With `rollout.prePull` the hub writes the
+  release's `spec.prePull` (digest, bound, the DaemonSet un-narrowed) and keeps the Deployment
+  at the running digest; the agent picks the nodes it alone can see by the operator's own rules
+  (`decisions.prepull`), applies the narrowed DaemonSet and reports its progress in
+  `status.prePull`; the hub switches once that report says every usable node is done. The
+  deadline counts on the hub's clock from its ask. A report for another digest or generation,
+  or one not yet about the current spec, reads as "asked, not started" (`prepull_observed`).
 - **The agent removes only after the hub said so.** Workloads of ours at the site with no
   TargetRelease on the hub are removed only after a successful list; a hub that cannot be
   reached, also after an agent restart, leaves everything running (edge autonomy).
@@ -29,7 +36,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from edgeferry.decisions import nodes, workload_health
+from edgeferry.decisions import nodes, prepull, workload_health
 from edgeferry.models import reasons, release, target_objects, timestamps
 from edgeferry.models import target_release as tr
 
@@ -108,6 +115,71 @@ def observed(
         error=f"the site's agent could not apply the release: {status.message}"
         if status.phase == "Unapplied"
         else None,
+    )
+
+
+def prepull_intent(
+    daemonset: Mapping[str, Any],
+    *,
+    digest: str,
+    generation: int,
+    bound: int,
+    asked: prepull.Observed | None,
+    now: datetime.datetime,
+    failed: str | None = None,
+) -> tr.PrePullIntent:
+    """The `spec.prePull` the hub writes: the same ask keeps its time (the deadline runs from
+    the first), another digest or generation is asked anew."""
+    same = asked is not None and (asked.digest, asked.generation) == (digest, generation)
+    since = asked.started_at if same and asked is not None else None
+    return tr.PrePullIntent(
+        digest=digest,
+        generation=generation,
+        max_concurrent_nodes=bound,
+        requested_at=timestamps.format_rfc3339(since or now),
+        daemon_set=dict(daemonset),
+        failed=failed,
+    )
+
+
+def prepull_observed(release_object: Mapping[str, Any] | None) -> prepull.Observed | None:
+    """The pre-pull as the hub reads it from its release: None when it asks for none; the
+    agent's report when that is about the current ask; else asked and not started."""
+    if release_object is None:
+        return None
+    spec = tr.parse_spec(release_object.get("spec") or {})
+    intent = spec.pre_pull
+    if intent is None:
+        return None
+    asked = timestamps.parse_rfc3339(intent.requested_at)
+    status = tr.parse_status(release_object.get("status"))
+    generation = int(release_object.get("metadata", {}).get("generation") or 0)
+    found = status.pre_pull
+    current = (status.observed_generation or 0) >= generation
+    if (
+        not current
+        or found is None
+        or found.digest != intent.digest
+        or found.generation != intent.generation
+    ):
+        return prepull.Observed(
+            digest=intent.digest,
+            generation=intent.generation,
+            started_at=asked,
+            failed=intent.failed,
+        )
+    return prepull.Observed(
+        digest=found.digest,
+        generation=found.generation,
+        started_at=asked,
+        failed=intent.failed,
+        planned=found.planned,
+        done=found.done,
+        pulling=found.pulling,
+        waiting=found.waiting,
+        holding=found.holding,
+        errors=found.errors,
+        errors_since=timestamps.parse_rfc3339(found.errors_since),
     )
 
 
@@ -204,7 +276,54 @@ def refusal(spec: tr.TargetReleaseSpec, *, namespace: str) -> str | None:
             return f"the {kind} is not labelled as edgeferry's for {owner.namespace}/{owner.name}"
         if meta.get("name") != target_objects.workload_name(owner.name):
             return f"the {kind} is named {meta.get('name')}, not after its ModelDeployment"
+    return None if spec.pre_pull is None else _prepull_refusal(spec, namespace=namespace)
+
+
+def _prepull_refusal(spec: tr.TargetReleaseSpec, *, namespace: str) -> str | None:
+    """Why the release's pre-pull DaemonSet is not the agent's to apply; None: apply it."""
+    assert spec.pre_pull is not None
+    owner, daemonset = spec.model_deployment, spec.pre_pull.daemon_set
+    meta = daemonset.get("metadata") or {}
+    if daemonset.get("kind") != "DaemonSet" or daemonset.get("apiVersion") != "apps/v1":
+        got = f"{daemonset.get('apiVersion')} {daemonset.get('kind')}"
+        return f"expected an apps/v1 DaemonSet for the pre-pull, got {got}"
+    if meta.get("namespace") != namespace:
+        return (
+            f"the pre-pull DaemonSet names namespace {meta.get('namespace')}; "
+            f"this agent serves {namespace}"
+        )
+    if not target_objects.is_ours(meta.get("labels"), namespace=owner.namespace, name=owner.name):
+        return (
+            "the pre-pull DaemonSet is not labelled as edgeferry's for "
+            f"{owner.namespace}/{owner.name}"
+        )
+    if meta.get("name") != target_objects.prepull_name(owner.name):
+        return f"the pre-pull DaemonSet is named {meta.get('name')}, not after its ModelDeployment"
+    pod = daemonset.get("spec", {}).get("template", {}).get("spec", {})
+    images = {str(c.get("image")) for c in pod.get("containers") or []}
+    wanted = spec.pre_pull.digest.rpartition("@")[2]  # a mirror reference has the same digest
+    if {i.rpartition("@")[2] for i in images} != {wanted}:
+        return f"the pre-pull DaemonSet runs {', '.join(sorted(images))}, not {wanted}"
     return None
+
+
+def prepull_report(seen: prepull.Observed | None) -> tr.PrePullReport | None:
+    """What the agent reports of the site's pre-pull DaemonSet (`prepull_observed` reads it)."""
+    if seen is None:
+        return None
+    return tr.PrePullReport(
+        digest=seen.digest,
+        generation=seen.generation,
+        started_at=timestamps.format_rfc3339(seen.started_at) if seen.started_at else None,
+        failed=seen.failed,
+        planned=seen.planned,
+        done=seen.done,
+        pulling=seen.pulling,
+        waiting=seen.waiting,
+        holding=seen.holding,
+        errors=seen.errors,
+        errors_since=timestamps.format_rfc3339(seen.errors_since) if seen.errors_since else None,
+    )
 
 
 def report(
@@ -215,8 +334,10 @@ def report(
     now: datetime.datetime,
     error: str | None = None,
     refused: str | None = None,
+    pre_pull: prepull.Observed | None = None,
 ) -> tr.TargetReleaseStatus:
-    """The status the agent writes for one release after applying (or not) and looking."""
+    """The status the agent writes for one release after applying (or not) and looking;
+    `pre_pull`: the site's pre-pull DaemonSet, read while the release asks for one."""
     annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
     record = {k: str(v) for k, v in annotations.items() if k.startswith(release.PREFIX)}
     if refused is not None:
@@ -246,6 +367,7 @@ def report(
         image=found.image,
         record=record,
         message=refused or error,
+        pre_pull=prepull_report(pre_pull),
     )
 
 
@@ -254,8 +376,10 @@ def stale_workloads(
     releases: Iterable[tr.DeploymentRef],
     *,
     unreadable: int = 0,
+    pre_pulling: Iterable[tr.DeploymentRef] = (),
 ) -> list[target_objects.Found]:
-    """Objects of ours at the site whose ModelDeployment has no TargetRelease on the hub.
+    """Objects of ours at the site whose ModelDeployment has no TargetRelease on the hub, and
+    pre-pull DaemonSets whose release asks for no pre-pull (`pre_pulling`: those that do).
 
     Call only with a list the hub answered: an empty list because the hub is unreachable would
     remove everything the site serves. `unreadable` releases (a spec that does not parse) may
@@ -264,9 +388,17 @@ def stale_workloads(
     if unreadable:
         return []
     wanted = {target_objects.owner_label(r.namespace, r.name) for r in releases}
+    pulling = {target_objects.owner_label(r.namespace, r.name) for r in pre_pulling}
     return [
         f
         for f in found
         if f.labels.get(target_objects.MANAGED_BY_LABEL) == target_objects.MANAGED_BY
-        and f.labels.get(target_objects.DEPLOYMENT_LABEL) not in wanted
+        and (
+            f.labels.get(target_objects.DEPLOYMENT_LABEL) not in wanted
+            or (
+                f.kind == "DaemonSet"
+                and target_objects.PREPULL_LABEL in f.labels
+                and f.labels.get(target_objects.DEPLOYMENT_LABEL) not in pulling
+            )
+        )
     ]

@@ -396,19 +396,12 @@ def rollout_record(
     )
 
 
-AGENT_NOTE = "; prePull is not done at Agent targets: their agent switches directly"
-
-
 def needs_prepull(t: rt.TargetState, *, rollout: md.RolloutStrategy, digest: str) -> bool:
-    """Whether a switch of this target to `digest` is pre-pulled first: `rollout.prePull` is on,
-    it is a push target, and our Deployment there runs another digest (a first write has no
-    running Pods to keep serving; a template edit pulls nothing new)."""
-    return (
-        rollout.pre_pull.enabled
-        and t.cluster_type != "Agent"
-        and t.record is not None
-        and t.record.digest != digest
-    )
+    """Whether a switch of this target to `digest` is pre-pulled first: `rollout.prePull` is on
+    and our Deployment there runs another digest (a first write has no running Pods to keep
+    serving; a template edit pulls nothing new). At an Agent target the agent does the pulling
+    (`agent_release`); what is decided here is the same."""
+    return rollout.pre_pull.enabled and t.record is not None and t.record.digest != digest
 
 
 def _prepull_gate(
@@ -491,8 +484,7 @@ def open_wave(
         else:
             gated = _prepull_gate(v, pending, target=target) if target is not None else None
             if gated is None:
-                agent = rollout.pre_pull.enabled and v.state.cluster_type == "Agent"
-                return _written(v, pending, rollout=rollout, note=AGENT_NOTE if agent else "")
+                return _written(v, pending, rollout=rollout, note="")
             action, v = gated
             if action == "switch":  # on every node now: write, then remove the DaemonSet
                 return _written(v, pending, rollout=rollout, note=f" after pre-pull ({v.message})")

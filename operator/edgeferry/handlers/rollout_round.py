@@ -321,6 +321,12 @@ class Reconciler:
             name=self.name,
             unreachable_since=view.created if view.status.reachable is None else None,
         )
+        try:
+            pulling = agent_release.prepull_observed(found)
+        except pydantic.ValidationError as exc:  # a hand-edited spec: asked again from scratch
+            seen_error = f"TargetRelease {where}/{name} does not parse: {exc.errors()[0]['msg']}"
+            return _Seen(view, state, seen.observation, problem or seen.error or seen_error)
+        state = dataclasses.replace(state, prepull=pulling)
         return _Seen(view, state, seen.observation, problem or seen.error)
 
     async def _write_release(self, seen: _Seen, change: rt.Write, rendered: Any) -> None:
@@ -398,13 +404,17 @@ class Reconciler:
 
     # --- pre-pull --------------------------------------------------------------------------------
     async def pre_pull(self, spec: md.ModelDeploymentSpec, seen: _Seen, step: rt.PrePull) -> None:
-        """Apply, mark failed or delete one target's pre-pull DaemonSet; a delete after this
-        round's switch waits when that write failed (the next round writes again)."""
+        """Apply, mark failed or delete one target's pre-pull DaemonSet (at an Agent target: ask
+        its agent, in the TargetRelease); a delete after this round's switch waits when that
+        write failed (the next round writes again)."""
         target = seen.view.spec
         assert target is not None
+        if step.action == "delete" and seen.error:
+            return
+        if target.type == "Agent":
+            await self._prepull_release(spec, seen, step)
+            return
         if step.action == "delete":
-            if seen.error:
-                return
             work: Any = functools.partial(
                 target_workloads.delete_prepull,
                 namespace=target.namespace,
@@ -456,9 +466,62 @@ class Reconciler:
         except target_workloads.ForeignObjectError as exc:
             seen.error = str(exc)
 
+    async def _prepull_release(
+        self, spec: md.ModelDeploymentSpec, seen: _Seen, step: rt.PrePull
+    ) -> None:
+        """An Agent target's pre-pull: set (or clear) its TargetRelease's `spec.prePull`; the
+        agent narrows the DaemonSet to its nodes and reports back (`agent_release`)."""
+        where, name = self._release_ref(seen.view)
+        target = seen.view.spec
+        assert target is not None
+        work: Any = functools.partial(
+            target_releases.clear_prepull, namespace=where, name=name, timeout=self.access.timeout
+        )
+        if step.action != "delete":
+            try:
+                rendered = workload.render(
+                    namespace=self.namespace,
+                    name=self.name,
+                    spec=spec,
+                    target=target,
+                    record=step.record,
+                )
+            except ValueError as exc:
+                seen.error = f"cannot render the pre-pull: {exc}"
+                return
+            failed = (step.error or "the pre-pull failed") if step.action == "mark-failed" else None
+            daemonset = prepull.render(
+                rendered.deployment,
+                md_namespace=self.namespace,
+                md_name=self.name,
+                digest=step.record.digest,
+                generation=self.generation,
+                failed=failed,
+            )
+            intent = agent_release.prepull_intent(
+                daemonset,
+                digest=step.record.digest,
+                generation=self.generation,
+                bound=spec.rollout.pre_pull.max_concurrent_nodes,
+                asked=seen.state.prepull,
+                now=self.now,
+                failed=failed,
+            )
+            work = functools.partial(
+                target_releases.write_prepull,
+                namespace=where,
+                name=name,
+                intent=intent,
+                timeout=self.access.timeout,
+            )
+        try:
+            await self._at_hub(work, f"pre-pull ({step.action}) in TargetRelease {where}/{name}")
+        except Exception as exc:
+            seen.error = f"cannot ask for the pre-pull in TargetRelease {where}/{name}: {exc}"
+
     def _bounded_prepull(
         self,
-        apply: Callable[..., None],
+        apply: Callable[..., object],
         api: Any,
         *,
         daemonset: Mapping[str, Any],

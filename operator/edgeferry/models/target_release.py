@@ -42,6 +42,9 @@ with what the agent found at the site's nodes in annotations (see `decisions.age
 
 AGENT_FIELD_MANAGER = "edgeferry-agent"
 """The server-side apply field manager of what the agent writes at its site."""
+PREPULL_FIELD_MANAGER = "edgeferry-prepull"
+"""The field manager of the hub's `spec.prePull` writes: apart from the release's own apply, so
+writing the Deployment never drops a pre-pull in flight, and clearing it leaves the rest."""
 
 TARGET_LABEL = "edgeferry.io/target"
 """On an agent namespace: the EdgeTarget it serves, as `<namespace>.<name>`."""
@@ -82,6 +85,41 @@ class DeploymentRef(wire.Model):
     name: str
 
 
+class PrePullIntent(wire.Model):
+    """The hub's ask (`rollout.prePull`): put `digest` onto the site's nodes before the
+    Deployment moves to it. The hub holds the release's Deployment at the running digest
+    until the agent reports every usable node done; the agent picks the nodes (it alone sees
+    them) by the same rules the operator uses at a push target (`decisions.prepull`)."""
+
+    digest: str
+    """The `repository@sha256:...` to pull."""
+    generation: int
+    """The ModelDeployment's generation the pre-pull is for (a spec edit retries a failure)."""
+    max_concurrent_nodes: int = 10
+    requested_at: str
+    """When the hub asked (RFC 3339, the hub's clock): the deadline counts from here."""
+    daemon_set: dict[str, Any]
+    """The pre-pull DaemonSet as `decisions.prepull.render` makes it, not narrowed to nodes."""
+    failed: str | None = None
+    """Set when the hub marked the pre-pull failed: the DaemonSet is then its failed form."""
+
+
+class PrePullReport(wire.Model):
+    """The pre-pull DaemonSet at the site as the agent read it (`decisions.prepull.Observed`)."""
+
+    digest: str | None = None
+    generation: int | None = None
+    started_at: str | None = None
+    failed: str | None = None
+    planned: bool = False
+    done: tuple[str, ...] = ()
+    pulling: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+    holding: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    errors_since: str | None = None
+
+
 class TargetReleaseSpec(wire.Model):
     """What the hub wants at the site, written by the rollout (never by the agent)."""
 
@@ -96,6 +134,8 @@ class TargetReleaseSpec(wire.Model):
     """The Deployment to server-side apply, as rendered by `decisions.workload`."""
     service: dict[str, Any]
     """The Service to server-side apply beside it."""
+    pre_pull: PrePullIntent | None = None
+    """A pre-pull before the next switch (written apart, by `PREPULL_FIELD_MANAGER`)."""
 
 
 class TargetReleaseStatus(wire.Model):
@@ -123,6 +163,8 @@ class TargetReleaseStatus(wire.Model):
     """The `edgeferry.io/` annotations of the Deployment at the site: the rollout's memory."""
     message: str | None = None
     """Why the agent could not apply the release, if so."""
+    pre_pull: PrePullReport | None = None
+    """The site's pre-pull DaemonSet, while the spec asks for one."""
 
 
 parse_spec = TargetReleaseSpec.from_wire
