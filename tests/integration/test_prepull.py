@@ -222,6 +222,8 @@ def test_a_pre_pulled_switch_finds_the_image_on_the_node_and_a_failed_pull_switc
 TEST_TAINT = {"key": "edgeferry.io/prepull-test", "value": "true", "effect": "NoSchedule"}
 """On every node the test adds, so no other workload lands there; the target tolerates it."""
 OTHER_TAINT = {"key": "edgeferry.io/prepull-other", "value": "true", "effect": "NoSchedule"}
+ONE_NODE_AT_A_TIME = {"prePull": {"enabled": True, "deadlineSeconds": 300, "maxConcurrentNodes": 1}}
+"""The rollout of the bounded pre-pull tests (push and Agent targets)."""
 PREPULL_PODS = "edgeferry.io/prepull"
 """Label selector of every pre-pull Pod (`target_objects.PREPULL_LABEL`)."""
 
@@ -292,6 +294,15 @@ def _ready_nodes(edge: handles.Cluster) -> set[str]:
         for n in items
         if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
     }
+
+
+def assert_pre_pulled(hub: handles.Cluster, namespace: str, name: str, *, nodes: int) -> None:
+    """The ModelDeployment's events say the pre-pull started, then finished on `nodes` nodes."""
+    events = res.wait_events(hub, namespace, name, "PrePulling", "PrePulled")
+    reasons = [r for _, r, _ in events]
+    assert reasons.index("PrePulling") < reasons.index("PrePulled"), reasons
+    done = [m for _, r, m in events if r == "PrePulled"]
+    assert done and f"pulled on {nodes} node(s)" in done[0], done
 
 
 class PodWatch:
@@ -367,7 +378,7 @@ def test_a_bounded_pre_pull_pulls_one_usable_node_at_a_time_then_switches(
         image="one",
         selector={"matchLabels": {"site": "pool"}},
         replicas=1,
-        rollout={"prePull": {"enabled": True, "deadlineSeconds": 300, "maxConcurrentNodes": 1}},
+        rollout=ONE_NODE_AT_A_TIME,
     )
     res.apply(hub, namespace, deployment)
     res.wait_deployment_phase(hub, namespace, "iris", phase="Ready", timeout=120)
@@ -390,11 +401,7 @@ def test_a_bounded_pre_pull_pulls_one_usable_node_at_a_time_then_switches(
     assert pods.failure is None, pods.failure
     assert pods.most == 1, f"{pods.most} pre-pull Pods at once"
     assert sorted(pods.nodes.values()) == sorted(usable), pods.nodes
-    events = res.wait_events(hub, namespace, "iris", "PrePulling", "PrePulled")
-    reasons = [r for _, r, _ in events]
-    assert reasons.index("PrePulling") < reasons.index("PrePulled"), reasons
-    done = [m for _, r, m in events if r == "PrePulled"]
-    assert done and "pulled on 3 node(s)" in done[0], done
+    assert_pre_pulled(hub, namespace, "iris", nodes=3)
     assert res.target_line(ready, "pool-edge")["phase"] == "Ready"
     res.wait_until(
         "only the new digest's Pods at the target",

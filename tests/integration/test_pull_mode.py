@@ -25,11 +25,13 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
 
 from edgeferry.models import target_release as tr
 from edgeferry_testbed import clusters, operator_process
 from tests.integration import _resources as res
 from tests.integration.conftest import Fleet
+from tests.integration.test_prepull import ONE_NODE_AT_A_TIME, PodWatch, assert_pre_pulled
 from tests.integration.test_rollout import AMD64, apply_deployment, build_images, patch_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.fleet_without("edge-2")]
@@ -109,6 +111,22 @@ def site_credential(fleet: Fleet, path: Path) -> SiteCredential:
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return SiteCredential(kubeconfig=path, credential_id=f"JTI={claims['jti']}")
+
+
+def agent_site(
+    fleet: Fleet, name: str, site_namespace: str, tmp_path: Path
+) -> tuple[str, Path, SiteCredential, Path]:
+    """Register Agent target `name` for the site's `site_namespace`: its hub namespace, the
+    agent's hub kubeconfig, its site credential and where its log goes."""
+    res.apply(fleet.hub, fleet.namespace, agent_target(name, site_namespace=site_namespace))
+    hub_namespace = registered(fleet, name)
+    config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
+    return (
+        hub_namespace,
+        config,
+        site_credential(fleet, tmp_path / "site.kubeconfig"),
+        tmp_path / "agent.log",
+    )
 
 
 def site_requests(fleet: Fleet, since: datetime.datetime) -> list[dict[str, Any]]:
@@ -300,11 +318,7 @@ def test_an_agent_target_is_rolled_out_through_its_agent_deferred_offline_and_ca
     since = datetime.datetime.now(datetime.UTC)
     # Built for both architectures: the arm64 push site edge-1 takes the same digest.
     refs = build_images(fleet, server="multiarch")
-    res.apply(fleet.hub, fleet.namespace, agent_target("shop", site_namespace=site_namespace))
-    hub_namespace = registered(fleet, "shop")
-    config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
-    site = site_credential(fleet, tmp_path / "site.kubeconfig")
-    log = tmp_path / "agent.log"
+    hub_namespace, config, site, log = agent_site(fleet, "shop", site_namespace, tmp_path)
     doc = res.model_deployment(
         "model", image="server", selector=EVERYWHERE, rollout={"offlineGraceSeconds": 10}
     )
@@ -392,11 +406,7 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
     since = datetime.datetime.now(datetime.UTC)
     # `a-shop` sorts before `cloud`: the agent target is the canary.
     refs = build_images(fleet, good="server", bad="server")
-    res.apply(fleet.hub, fleet.namespace, agent_target("a-shop", site_namespace=site_namespace))
-    hub_namespace = registered(fleet, "a-shop")
-    config = agent_kubeconfig(fleet, hub_namespace, tmp_path / "agent.kubeconfig")
-    site = site_credential(fleet, tmp_path / "site.kubeconfig")
-    log = tmp_path / "agent.log"
+    hub_namespace, config, site, log = agent_site(fleet, "a-shop", site_namespace, tmp_path)
     with agent_process(site, config, hub_namespace, site_namespace, log):
         res.wait_targets_ready(fleet.hub, fleet.namespace, ["a-shop"], timeout=60)
         apply_deployment(fleet, res.model_deployment("model", image="good", selector=AMD64))
@@ -438,4 +448,98 @@ def test_a_failing_canary_at_an_agent_target_is_rolled_back_through_its_agent(
         assert cloud is not None
         image = cloud["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == refs["good"], "the later waves never got the bad digest"
+    assert_only_the_agent_reached_the_site(fleet, site, since)
+
+
+def _usable_site_nodes(fleet: Fleet) -> set[str]:
+    """The site's Ready nodes without a taint (the real node is tainted): where the model's
+    Pods, and so its pre-pull, may go."""
+    with fleet.bed.cluster(SITE).api_client() as api:
+        items = k8s_client.CoreV1Api(api).list_node().items
+    return {
+        n.metadata.name
+        for n in items
+        if not n.spec.taints
+        and not n.spec.unschedulable
+        and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    }
+
+
+def _site_prepull(fleet: Fleet, namespace: str) -> dict[str, Any] | None:
+    with fleet.bed.cluster(SITE).api_client() as api:
+        found = k8s_client.AppsV1Api(api).list_namespaced_daemon_set(namespace).items
+        docs = [api.sanitize_for_serialization(d) for d in found]
+    return next((d for d in docs if d["metadata"]["name"] == "model-prepull"), None)
+
+
+def test_an_agent_target_pre_pulls_through_its_agent_one_node_at_a_time_then_switches(
+    fleet: Fleet, site_namespace: str, tmp_path: Path
+) -> None:
+    since = datetime.datetime.now(datetime.UTC)
+    refs = build_images(fleet, one="server", two="server")
+    hub_namespace, config, site, log = agent_site(fleet, "shop", site_namespace, tmp_path)
+    name = tr.release_name(fleet.namespace, "model")
+    usable = _usable_site_nodes(fleet)
+    assert len(usable) >= 2, f"the site needs two usable nodes for this test: {usable}"
+    doc = res.model_deployment(
+        "model",
+        image="one",
+        selector={"matchLabels": {"region": "shop-1"}},
+        replicas=1,
+        rollout=ONE_NODE_AT_A_TIME,
+    )
+    with agent_process(site, config, hub_namespace, site_namespace, log):
+        res.wait_targets_ready(fleet.hub, fleet.namespace, ["shop"], timeout=60)
+        apply_deployment(fleet, doc)
+        res.wait_deployment_phase(fleet.hub, fleet.namespace, "model", phase="Ready")
+        assert _site_prepull(fleet, site_namespace) is None, "a first write is not pre-pulled"
+
+        with PodWatch(fleet.bed.cluster(SITE), site_namespace) as pods:
+            patch_deployment(fleet, "model", {"spec": {"imageRef": {"name": "two"}}})
+
+            def asked_and_pulling() -> dict[str, Any] | None:
+                release = res.get_object(fleet.hub, hub_namespace, "targetreleases", name)
+                spec = (release or {}).get("spec") or {}
+                report = ((release or {}).get("status") or {}).get("prePull") or {}
+                if (spec.get("prePull") or {}).get("digest") == refs["two"] and report.get(
+                    "planned"
+                ):
+                    return release
+                return None
+
+            release = res.wait_until(
+                "the hub to ask for the pre-pull and the agent to report it",
+                asked_and_pulling,
+                timeout=90,
+            )
+            # The hub holds the Deployment at the running digest meanwhile.
+            assert release["spec"]["digest"] == refs["one"], release["spec"]["digest"]
+            managers = {m["manager"] for m in release["metadata"]["managedFields"]}
+            assert tr.PREPULL_FIELD_MANAGER in managers, managers
+            ready = res.wait_deployment_phase(
+                fleet.hub,
+                fleet.namespace,
+                "model",
+                phase="Ready",
+                check=lambda o: res.target_line(o, "shop").get("digest") == refs["two"],
+                timeout=240,
+            )
+            res.wait_until(
+                "the site's pre-pull DaemonSet and its Pods to be gone after the switch",
+                lambda: _site_prepull(fleet, site_namespace) is None and not pods.present,
+                timeout=60,
+            )
+        if pods.failure is not None or pods.most != 1:
+            print(diagnosis(fleet, hub_namespace, log))
+        assert pods.failure is None, pods.failure
+        assert pods.most == 1, f"{pods.most} pre-pull Pods at once"
+        assert set(pods.nodes.values()) == usable, pods.nodes
+        assert len(pods.nodes) == len(usable), f"a node pulled twice: {pods.nodes}"
+        assert_pre_pulled(fleet.hub, fleet.namespace, "model", nodes=len(usable))
+        assert res.target_line(ready, "shop")["phase"] == "Ready"
+        after = res.get_object(fleet.hub, hub_namespace, "targetreleases", name) or {}
+        assert "prePull" not in after.get("spec", {}), after.get("spec", {}).get("prePull")
+        at_site = site_deployment(fleet, site_namespace)
+        assert at_site is not None
+        assert at_site["spec"]["template"]["spec"]["containers"][0]["image"] == refs["two"]
     assert_only_the_agent_reached_the_site(fleet, site, since)
