@@ -73,7 +73,7 @@ def test_every_schema_object_lists_its_properties() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     unchecked = [
         path
-        for path, node in _objects(schema, "")
+        for path, node in schema_objects(schema, "")
         if path not in OPEN_OBJECTS
         and node.get("additionalProperties") is not False
         and not isinstance(node.get("additionalProperties"), dict)
@@ -81,14 +81,14 @@ def test_every_schema_object_lists_its_properties() -> None:
     assert unchecked == [], f"schema objects that accept any key: {unchecked}"
 
 
-def _objects(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+def schema_objects(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     found = [(path or "<root>", node)] if node.get("type") == "object" else []
     for name, child in (node.get("properties") or {}).items():
-        found += _objects(child, f"{path}.{name}" if path else name)
+        found += schema_objects(child, f"{path}.{name}" if path else name)
     if isinstance(node.get("items"), dict):
-        found += _objects(node["items"], f"{path}[]")
+        found += schema_objects(node["items"], f"{path}[]")
     for alternative in node.get("anyOf", []):
-        found += _objects(alternative, path)
+        found += schema_objects(alternative, path)
     return found
 
 

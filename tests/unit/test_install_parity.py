@@ -35,7 +35,7 @@ def _key(obj: dict[str, Any]) -> Key:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
-def _normalise(docs: Iterable[dict[str, Any] | None]) -> dict[Key, dict[str, Any]]:
+def normalise(docs: Iterable[dict[str, Any] | None]) -> dict[Key, dict[str, Any]]:
     objects: dict[Key, dict[str, Any]] = {}
     for doc in docs:
         if not doc:
@@ -74,7 +74,7 @@ def kustomize(
         overlay["namespace"] = namespace
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
     out = _binaries.run([_binaries.kubectl(), "kustomize", str(tmp_path)])
-    return _normalise(yaml.safe_load_all(out))
+    return normalise(yaml.safe_load_all(out))
 
 
 def helm_template(*values: str, include_crds: bool = True) -> dict[Key, dict[str, Any]]:
@@ -84,7 +84,7 @@ def helm_template(*values: str, include_crds: bool = True) -> dict[Key, dict[str
         command.append("--include-crds")
     for value in values:
         command += ["--set", value]
-    return _normalise(yaml.safe_load_all(_binaries.run(command)))
+    return normalise(yaml.safe_load_all(_binaries.run(command)))
 
 
 def assert_same_objects(helm: dict[Key, dict[str, Any]], kust: dict[Key, dict[str, Any]]) -> None:
