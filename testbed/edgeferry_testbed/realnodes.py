@@ -302,6 +302,30 @@ def remove_proxy_rules(lay: layout.Layout, cluster: layout.ClusterLayout) -> Non
         )
 
 
+def unmount_kubelet_root(lay: layout.Layout, cluster: layout.ClusterLayout) -> int:
+    """Unmount what the kubelet left mounted under its root (after it stopped): it bind-mounts
+    the root onto itself, and Pod volumes below it, and leaves them when it stops, so a later
+    `rm -rf .testbed` (`make clean`) fails with "Device or resource busy". Deepest first,
+    lazily; a layer stacked on another goes in the next pass. Returns how many it unmounted."""
+    root = str(NodeFiles(lay, cluster).kubelet_root)
+    count = 0
+    for _ in range(10):
+        try:
+            lines = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return count
+        points = {
+            f[1].replace("\\040", " ") for f in (line.split() for line in lines) if len(f) > 1
+        }
+        mine = sorted((p for p in points if p == root or p.startswith(root + "/")), key=len)
+        if not mine:
+            break
+        for point in reversed(mine):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            count += 1
+    return count
+
+
 def remove_pod_containers(lay: layout.Layout, cluster: layout.ClusterLayout) -> int:
     """Kill and delete every container of the node (before containerd stops), and unmount the
     network namespaces CNI made for its Pod sandboxes.

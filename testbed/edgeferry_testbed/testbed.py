@@ -401,6 +401,9 @@ class Testbed:
             if name.startswith("kube-proxy-"):
                 cluster = self.layout.cluster(name.removeprefix("kube-proxy-"))
                 realnodes.remove_proxy_rules(self.layout, cluster)
+            if name.startswith("kubelet-"):
+                cluster = self.layout.cluster(name.removeprefix("kubelet-"))
+                realnodes.unmount_kubelet_root(self.layout, cluster)
         leftovers = [m.name for m in self.sup.all()]
         if leftovers:
             raise procs.TestbedError(f"still running after down: {leftovers}")
