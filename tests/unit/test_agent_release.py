@@ -92,12 +92,12 @@ def test_two_agent_targets_are_not_one_place_because_both_are_agents() -> None:
 
 # --- hub side: the release's status -------------------------------------------------------------
 def test_no_release_yet_reads_as_nothing_there() -> None:
-    seen = agent_release.observed(None, now=NOW)
+    seen = agent_release.observed(None)
     assert seen.observation == workload_health.Observation(exists=False)
 
 
 def test_a_release_the_agent_has_not_picked_up_runs_the_deadline_from_the_write() -> None:
-    seen = agent_release.observed(release_object(), now=NOW)
+    seen = agent_release.observed(release_object())
     assert seen.observation is not None
     assert seen.observation.record is not None
     assert seen.observation.record.digest == DIGEST
@@ -107,7 +107,7 @@ def test_a_release_the_agent_has_not_picked_up_runs_the_deadline_from_the_write(
 
 def test_what_the_agent_reported_for_this_generation_is_what_the_rollout_sees() -> None:
     found = workload_health.Observation(exists=True, available=True, ready_replicas=2, replicas=2)
-    seen = agent_release.observed(release_object(status=reported(found)), now=NOW)
+    seen = agent_release.observed(release_object(status=reported(found)))
     assert seen.observation is not None
     assert seen.observation.available and seen.observation.ready_replicas == 2
     assert seen.observation.record is not None and seen.observation.record.digest == DIGEST
@@ -117,7 +117,7 @@ def test_what_the_agent_reported_for_this_generation_is_what_the_rollout_sees() 
 def test_a_report_for_an_older_generation_is_not_trusted_to_be_available() -> None:
     found = workload_health.Observation(exists=True, available=True)
     stale = release_object(generation=3, status=reported(found, generation=2))
-    seen = agent_release.observed(stale, now=NOW)
+    seen = agent_release.observed(stale)
     assert seen.observation is not None and not seen.observation.available
 
 
@@ -127,25 +127,22 @@ def test_failing_pods_at_the_site_reach_the_rollout() -> None:
     )
     status = reported(found)
     assert status.phase == "Failing"
-    seen = agent_release.observed(release_object(status=status), now=NOW)
+    seen = agent_release.observed(release_object(status=status))
     assert seen.observation is not None
     assert seen.observation.crashing and seen.observation.failure == "pod x: CrashLoopBackOff"
 
 
-def test_a_silent_agent_is_unreachable_since_its_last_heartbeat() -> None:
+def test_an_old_report_is_not_silence_the_sites_lease_says_whether_it_is_online() -> None:
     found = workload_health.Observation(exists=True, available=True)
-    earlier = NOW - dt.timedelta(seconds=31)
-    seen = agent_release.observed(
-        release_object(status=reported(found, now=earlier)), now=NOW, stale_after_seconds=30
-    )
-    assert seen.observation is None
-    assert seen.silent_since == earlier
-    assert seen.error is not None and "keeps running there" in seen.error
+    long_ago = NOW - dt.timedelta(days=3)  # a settled release: its report has not changed since
+    seen = agent_release.observed(release_object(status=reported(found, now=long_ago)))
+    assert seen.observation is not None and seen.observation.available
+    assert seen.error is None
 
 
 def test_a_refused_release_is_an_error_on_the_target_line() -> None:
     status = reported(workload_health.Observation(exists=False), refused="not ours")
-    seen = agent_release.observed(release_object(status=status), now=NOW)
+    seen = agent_release.observed(release_object(status=status))
     assert status.phase == "Refused"
     assert seen.error == "the site's agent refused the release: not ours"
 
@@ -207,11 +204,11 @@ def test_the_agent_refuses_objects_not_labelled_for_the_releases_deployment() ->
     assert refused is not None and "not labelled as edgeferry's for ml/iris" in refused
 
 
-def test_the_report_carries_the_sites_record_and_a_heartbeat() -> None:
+def test_the_report_carries_the_sites_record_and_when_it_changed() -> None:
     status = reported(workload_health.Observation(exists=True, available=True))
     assert status.phase == "Available"
     assert status.digest == DIGEST
-    assert status.heartbeat_time == timestamps.format_rfc3339(NOW)
+    assert status.last_change_time == timestamps.format_rfc3339(NOW)
     assert status.observed_generation == 2
     assert set(status.record) <= {k for k in status.record if k.startswith("edgeferry.io/")}
 
@@ -244,3 +241,95 @@ def test_nothing_is_removed_at_the_site_while_a_release_cannot_be_read() -> None
     found = [target_objects.Found("Deployment", "old", gone)]
     assert agent_release.stale_workloads(found, [], unreadable=1) == []
     assert agent_release.stale_workloads(found, []) == found
+
+
+# --- agent side: write and apply only what changed ---------------------------------------------
+def _wire(status: tr.TargetReleaseStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def test_an_unchanged_report_is_not_written_again_however_much_later() -> None:
+    found = workload_health.Observation(exists=True, available=True, ready_replicas=2, replicas=2)
+    written = _wire(reported(found))
+    later = reported(found, now=NOW + dt.timedelta(hours=1))
+    assert not agent_release.report_changed(written, later)
+
+
+def test_a_changed_report_is_written() -> None:
+    ready = workload_health.Observation(exists=True, available=True, ready_replicas=2, replicas=2)
+    written = _wire(reported(ready))
+    one_down = workload_health.Observation(exists=True, ready_replicas=1, replicas=2)
+    assert agent_release.report_changed(written, reported(one_down))
+    assert agent_release.report_changed(written, reported(ready, generation=3))
+    assert agent_release.report_changed(None, reported(ready))
+    assert agent_release.report_changed({"phase": "Sideways"}, reported(ready))
+
+
+def _needs(**kw: Any) -> bool:
+    spec = release_spec()
+    found = workload_health.Observation(exists=True, available=True)
+    kw.setdefault("generation", 2)
+    kw.setdefault("written", reported(found))
+    kw.setdefault("deployment", spec.deployment)
+    kw.setdefault("since_applied_seconds", 10.0)
+    kw.setdefault("reapply_seconds", 300.0)
+    return agent_release.needs_apply(spec, **kw)
+
+
+def test_a_release_the_site_already_runs_is_only_looked_at() -> None:
+    assert not _needs()
+
+
+def test_a_new_spec_a_missing_deployment_or_a_restart_is_applied() -> None:
+    assert _needs(generation=3)
+    assert _needs(deployment=None)
+    assert _needs(since_applied_seconds=None)  # this agent process has not applied it yet
+    assert _needs(since_applied_seconds=300.0)  # now and then, for drift it cannot see
+
+
+def test_drift_at_the_site_is_applied_back() -> None:
+    spec = release_spec()
+    other_image = workload.render(
+        namespace="ml",
+        name="iris",
+        spec=md.ModelDeploymentSpec.model_validate(
+            {
+                "imageRef": {"name": "iris"},
+                "targets": {"selector": {"matchLabels": {"site": "shop"}}},
+            }
+        ),
+        target=AGENT,
+        record=release.TargetRecord(digest=DIGEST.replace("1" * 64, "2" * 64), started_at=NOW),
+    ).deployment
+    assert _needs(deployment=other_image)
+    edited = {**spec.deployment, "metadata": {**spec.deployment["metadata"], "annotations": {}}}
+    assert _needs(deployment=edited)
+
+
+def test_a_release_that_failed_to_apply_is_tried_again() -> None:
+    unapplied = reported(workload_health.Observation(exists=False), error="403")
+    refused = reported(workload_health.Observation(exists=False), refused="not ours")
+    assert _needs(written=unapplied)
+    assert _needs(written=refused)
+
+
+# --- hub side: what the operator keeps of each release ------------------------------------------
+def test_the_hubs_small_copy_of_a_release_reads_as_the_release() -> None:
+    found = workload_health.Observation(exists=True, available=True, ready_replicas=2, replicas=2)
+    for whole in (
+        release_object(),
+        release_object(status=reported(found)),
+        release_object(generation=3, status=reported(found, generation=2)),
+        release_object(status=reported(workload_health.Observation(exists=False), refused="no")),
+    ):
+        small = agent_release.release_view(whole)
+        assert agent_release.observed(small) == agent_release.observed(whole)
+        assert agent_release.prepull_observed(small) == agent_release.prepull_observed(whole)
+        assert "service" not in small["spec"]
+        assert set(small["spec"]["deployment"]) == {"metadata"}
+
+
+def test_the_small_copy_keeps_a_pre_pull_ask() -> None:
+    whole = release_object()
+    whole["spec"]["prePull"] = {"digest": DIGEST, "generation": 1}
+    assert agent_release.release_view(whole)["spec"]["prePull"] == whole["spec"]["prePull"]

@@ -38,6 +38,10 @@ def _request(call: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
     return dict(json.loads(data)) if data else {}
 
 
+def _generation(written: Mapping[str, Any]) -> int:
+    return int((written.get("metadata") or {}).get("generation") or 0)
+
+
 def _absent(exc: k8s_exceptions.ApiException) -> bool:
     return bool(exc.status == http.HTTPStatus.NOT_FOUND)
 
@@ -179,15 +183,16 @@ def write_release(
     labels: Mapping[str, str],
     spec: tr.TargetReleaseSpec,
     timeout: float,
-) -> None:
-    """Server-side apply a TargetRelease's spec (the status stays the agent's)."""
+) -> int:
+    """Server-side apply a TargetRelease's spec (the status stays the agent's); returns the
+    release's generation after it."""
     body = {
         "apiVersion": f"{tr.GROUP}/{tr.VERSION}",
         "kind": tr.KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
         "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
-    _request(
+    written = _request(
         _custom(api).patch_namespaced_custom_object,
         tr.GROUP,
         tr.VERSION,
@@ -200,6 +205,7 @@ def write_release(
         _content_type=APPLY_PATCH,
         timeout=timeout,
     )
+    return _generation(written)
 
 
 def write_prepull(
@@ -209,11 +215,11 @@ def write_prepull(
     intent: tr.PrePullIntent,
     *,
     timeout: float,
-) -> None:
+) -> int:
     """Set a TargetRelease's `spec.prePull` whole (a JSON patch `add` replaces the value, so
     nothing of an earlier ask lingers), as its own field manager: the release's apply, which
-    leaves the field out, then never removes it."""
-    _request(
+    leaves the field out, then never removes it. Returns the generation after it."""
+    written = _request(
         _custom(api).patch_namespaced_custom_object,
         tr.GROUP,
         tr.VERSION,
@@ -225,13 +231,16 @@ def write_prepull(
         _content_type=JSON_PATCH,
         timeout=timeout,
     )
+    return _generation(written)
 
 
-def clear_prepull(api: k8s_client.ApiClient, namespace: str, name: str, *, timeout: float) -> None:
+def clear_prepull(
+    api: k8s_client.ApiClient, namespace: str, name: str, *, timeout: float
+) -> int | None:
     """Remove a TargetRelease's `spec.prePull` (a merge patch: no-op when there is none); a
-    release that is gone has nothing to clear."""
+    release that is gone has nothing to clear (None). Returns the generation after it."""
     try:
-        _request(
+        written = _request(
             _custom(api).patch_namespaced_custom_object,
             tr.GROUP,
             tr.VERSION,
@@ -246,6 +255,8 @@ def clear_prepull(api: k8s_client.ApiClient, namespace: str, name: str, *, timeo
     except k8s_exceptions.ApiException as exc:
         if not _absent(exc):
             raise
+        return None
+    return _generation(written)
 
 
 def delete_release(api: k8s_client.ApiClient, namespace: str, name: str, *, timeout: float) -> bool:

@@ -7,9 +7,11 @@ in `adapters.target_releases` (hub) and `adapters.target_workloads` (site). A ro
 2. List the TargetReleases of the agent's hub namespace. If the hub does not answer, stop
    here: everything at the site keeps running as it is (edge autonomy), also after a restart,
    since the site's Deployments are the agent's only memory and the next round catches up.
-3. For each release: refuse what is not ours to apply, else server-side apply the Deployment
-   and Service at the site, read them back with their Pods, advance the pre-pull it asks for
-   (`decisions.prepull`: the next nodes, the narrowed DaemonSet), and write the status.
+3. For each release: refuse what is not ours to apply; read the site's Deployment and Pods;
+   server-side apply the Deployment and Service when `agent_release.needs_apply` says so (a
+   new spec, drift, a restart, every `reapply_seconds`) and read them again; advance the
+   pre-pull it asks for (`decisions.prepull`: the next nodes, the narrowed DaemonSet); write
+   the status only when it changed (`agent_release.report_changed`).
 4. Remove workloads of ours at the site that no release names any more, and pre-pull
    DaemonSets whose release no longer asks for one (pulled and switched, or given up).
 5. Renew the Lease (the site's heartbeat).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 from typing import Any
 
 import pydantic
@@ -47,6 +50,9 @@ class Agent:
     namespace: str
     """The site namespace it serves (the EdgeTarget's `spec.namespace`)."""
     timeout: float = 10.0
+    reapply_seconds: float = agent_release.DEFAULT_REAPPLY_SECONDS
+    applied_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    """When (monotonic) this process last applied each release, by name: its only memory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,29 +92,15 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
     if spec is not None and refused is None:
         refused = agent_release.refusal(spec, namespace=agent.namespace)
     owner = spec.model_deployment if spec is not None else None
-    if spec is not None and owner is not None and refused is None:
-        current = tr.parse_status(item.get("status"))
-        try:
-            target_workloads.apply(
-                agent.site,
-                target_objects.Workload(deployment=spec.deployment, service=spec.service),
-                md_namespace=owner.namespace,
-                md_name=owner.name,
-                timeout=agent.timeout,
-                creating=not current.exists,
-                field_manager=tr.AGENT_FIELD_MANAGER,
-            )
-        except target_workloads.ForeignObjectError as exc:
-            refused = str(exc)
-        except Exception as exc:
-            error = f"apply at the site failed: {exc}"
     found = workload_health.Observation(exists=False)
     deployment = None
     pulling: prepull.Observed | None = None
     if owner is not None:
         intent = spec.pre_pull if spec is not None and refused is None else None
-        try:
-            reading = target_workloads.observe(
+
+        def look() -> target_workloads.Reading:
+            assert owner is not None
+            return target_workloads.observe(
                 agent.site,
                 namespace=agent.namespace,
                 md_namespace=owner.namespace,
@@ -116,6 +108,15 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
                 timeout=agent.timeout,
                 prepull=intent is not None,
             )
+
+        try:
+            reading = look()
+            if spec is not None and refused is None:
+                refused, error, applied = _apply_if_needed(
+                    agent, spec, name, generation, item, reading
+                )
+                if applied:
+                    reading = look()
             deployment = reading.deployment
             found = workload_health.assess(
                 reading.deployment, reading.pods, md_namespace=owner.namespace, md_name=owner.name
@@ -135,10 +136,50 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
         refused=refused,
         pre_pull=pulling,
     )
-    target_releases.patch_release_status(
-        agent.hub, agent.hub_namespace, name, status, timeout=agent.timeout
-    )
+    if agent_release.report_changed(item.get("status"), status):
+        target_releases.patch_release_status(
+            agent.hub, agent.hub_namespace, name, status, timeout=agent.timeout
+        )
     return name, refused is None and error is None
+
+
+def _apply_if_needed(
+    agent: Agent,
+    spec: tr.TargetReleaseSpec,
+    name: str,
+    generation: int,
+    item: dict[str, Any],
+    reading: target_workloads.Reading,
+) -> tuple[str | None, str | None, bool]:
+    """Apply the release at the site when `needs_apply`; (refused, error, whether applied)."""
+    owner = spec.model_deployment
+    written = tr.parse_status(item.get("status"))
+    last = agent.applied_at.get(name)
+    if not agent_release.needs_apply(
+        spec,
+        generation=generation,
+        written=written,
+        deployment=reading.deployment,
+        since_applied_seconds=None if last is None else time.monotonic() - last,
+        reapply_seconds=agent.reapply_seconds,
+    ):
+        return None, None, False
+    try:
+        target_workloads.apply(
+            agent.site,
+            target_objects.Workload(deployment=spec.deployment, service=spec.service),
+            md_namespace=owner.namespace,
+            md_name=owner.name,
+            timeout=agent.timeout,
+            creating=reading.deployment is None,
+            field_manager=tr.AGENT_FIELD_MANAGER,
+        )
+    except target_workloads.ForeignObjectError as exc:
+        return str(exc), None, False
+    except Exception as exc:
+        return None, f"apply at the site failed: {exc}", False
+    agent.applied_at[name] = time.monotonic()
+    return None, None, True
 
 
 def _pre_pull(

@@ -8,11 +8,16 @@ apart. Rules, and why:
   agent has not reported it (its `observedGeneration` is behind). The hub then reads the record
   from the spec it wrote, like push mode reads back the Deployment it just applied, so the
   progress deadline runs from the write and the release is not rewritten every round.
-- **Silence is unreachability.** A release whose heartbeat is older than `stale_after` is
-  unreachable since that heartbeat, so the rollout's offline grace and `Deferred` apply as to a
-  push target that stopped answering. The site-wide heartbeat is the agent's Lease: the
-  EdgeTarget is Ready only while it is fresh, and the Lease carries what the agent found at
-  the site's nodes (version, nodes, architectures, cluster id) since the hub cannot probe.
+- **Silence is unreachability, heard once per site.** The site's only heartbeat is the agent's
+  Lease: the EdgeTarget is Ready only while it is fresh (else unreachable, and the rollout's
+  offline grace and `Deferred` apply as to a push target that stopped answering), and it
+  carries what the agent found at the site's nodes (version, nodes, architectures, cluster id)
+  since the hub cannot probe. A release's status is written only when what it says changes
+  (`report_changed`), so 10 releases at 1,000 settled sites cost the hub no writes.
+- **Apply on change, and now and then.** The agent applies a release when its spec moved on,
+  when the site's Deployment is missing or carries another record or image, after its own
+  restart, and every `reapply_seconds` (drift someone made at the site); else it only looks
+  (`needs_apply`).
 - **The agent applies only what is its own.** A release must put a Deployment and a Service,
   labelled as edgeferry's for the release's ModelDeployment, into the agent's one site
   namespace; anything else is refused and said in status, never applied (a hub that was
@@ -58,33 +63,20 @@ class Seen:
     """What the hub concludes about one Agent target's release."""
 
     observation: workload_health.Observation | None
-    """The facts for the rollout; None when the agent is silent (see `silent_since`)."""
-    silent_since: datetime.datetime | None = None
+    """The facts for the rollout."""
     error: str | None = None
 
 
-def observed(
-    release_object: Mapping[str, Any] | None,
-    *,
-    now: datetime.datetime,
-    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
-) -> Seen:
-    """The rollout's facts from a TargetRelease as read from the hub (None: there is none)."""
+def observed(release_object: Mapping[str, Any] | None) -> Seen:
+    """The rollout's facts from a TargetRelease as read from the hub (None: there is none).
+
+    Whether the site is online is the EdgeTarget's (its Lease), not the release's: a settled
+    release's status is old on purpose."""
     if release_object is None:
         return Seen(workload_health.Observation(exists=False))
     meta = release_object.get("metadata", {})
     generation = int(meta.get("generation") or 0)
     status = tr.parse_status(release_object.get("status"))
-    heartbeat = timestamps.parse_rfc3339(status.heartbeat_time)
-    if heartbeat is not None and (now - heartbeat).total_seconds() > stale_after_seconds:
-        return Seen(
-            None,
-            silent_since=heartbeat,
-            error=(
-                f"the site's agent last reported at {status.heartbeat_time}; its workload keeps "
-                "running there and catches up when the agent is back"
-            ),
-        )
     if (status.observed_generation or 0) < generation:
         written = (release_object.get("spec") or {}).get("deployment") or {}
         annotations = (written.get("metadata") or {}).get("annotations")
@@ -118,6 +110,30 @@ def observed(
     )
 
 
+def release_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What `agent_release.observed` and `prepull_observed` read of a TargetRelease, as plain
+    data (not the whole rendered spec: 10,000 releases stay small in memory)."""
+    spec = body.get("spec") or {}
+    annotations = ((spec.get("deployment") or {}).get("metadata") or {}).get("annotations")
+    view: dict[str, Any] = {
+        "metadata": {"generation": (body.get("metadata") or {}).get("generation")},
+        "spec": {"deployment": {"metadata": {"annotations": _plain(annotations or {})}}},
+        "status": _plain(body.get("status") or {}),
+    }
+    if spec.get("prePull") is not None:
+        view["spec"]["prePull"] = _plain(spec["prePull"])
+    return view
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of Kopf's views as dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def prepull_intent(
     daemonset: Mapping[str, Any],
     *,
@@ -147,10 +163,10 @@ def prepull_observed(release_object: Mapping[str, Any] | None) -> prepull.Observ
     agent's report when that is about the current ask; else asked and not started."""
     if release_object is None:
         return None
-    spec = tr.parse_spec(release_object.get("spec") or {})
-    intent = spec.pre_pull
-    if intent is None:
+    asking = (release_object.get("spec") or {}).get("prePull")
+    if asking is None:
         return None
+    intent = tr.PrePullIntent.from_wire(asking)
     asked = timestamps.parse_rfc3339(intent.requested_at)
     status = tr.parse_status(release_object.get("status"))
     generation = int(release_object.get("metadata", {}).get("generation") or 0)
@@ -338,8 +354,7 @@ def report(
 ) -> tr.TargetReleaseStatus:
     """The status the agent writes for one release after applying (or not) and looking;
     `pre_pull`: the site's pre-pull DaemonSet, read while the release asks for one."""
-    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-    record = {k: str(v) for k, v in annotations.items() if k.startswith(release.PREFIX)}
+    record = _record(deployment or {})
     if refused is not None:
         phase: tr.ReleasePhase = "Refused"
     elif error is not None:
@@ -352,7 +367,7 @@ def report(
         phase = "Applied"
     return tr.TargetReleaseStatus(
         observed_generation=generation,
-        heartbeat_time=timestamps.format_rfc3339(now),
+        last_change_time=timestamps.format_rfc3339(now),
         phase=phase,
         digest=record.get(release.DIGEST),
         exists=found.exists,
@@ -369,6 +384,56 @@ def report(
         message=refused or error,
         pre_pull=prepull_report(pre_pull),
     )
+
+
+def report_changed(written: Mapping[str, Any] | None, new: tr.TargetReleaseStatus) -> bool:
+    """Whether `new` says something the release's status as `written` on the hub does not
+    (`lastChangeTime` aside): only then is it written."""
+    try:
+        before = tr.parse_status(written)
+    except ValueError:  # a status that does not parse (hand-edited): write ours
+        return True
+    ignore = {"last_change_time"}
+    return before.model_dump(exclude=ignore) != new.model_dump(exclude=ignore)
+
+
+DEFAULT_REAPPLY_SECONDS = 300.0
+"""How often the agent applies a release that did not change, to undo drift at the site."""
+
+
+def needs_apply(
+    spec: tr.TargetReleaseSpec,
+    *,
+    generation: int,
+    written: tr.TargetReleaseStatus,
+    deployment: Mapping[str, Any] | None,
+    since_applied_seconds: float | None,
+    reapply_seconds: float = DEFAULT_REAPPLY_SECONDS,
+) -> bool:
+    """Whether the agent applies this release now, or only looks (see the module's rules).
+
+    `written`: the release's status on the hub; `deployment`: the site's, as read (None: none);
+    `since_applied_seconds`: since this agent process last applied it (None: not yet).
+    """
+    if since_applied_seconds is None or since_applied_seconds >= reapply_seconds:
+        return True
+    if written.observed_generation != generation or written.phase in {"Refused", "Unapplied"}:
+        return True
+    if deployment is None:
+        return True
+    return _record(deployment) != _record(spec.deployment) or _images(deployment) != _images(
+        spec.deployment
+    )
+
+
+def _record(deployment: Mapping[str, Any]) -> dict[str, str]:
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    return {str(k): str(v) for k, v in annotations.items() if str(k).startswith(release.PREFIX)}
+
+
+def _images(deployment: Mapping[str, Any]) -> list[str]:
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [str(c.get("image")) for c in pod.get("containers") or []]
 
 
 def stale_workloads(

@@ -55,6 +55,7 @@ import pydantic
 from edgeferry import metrics, settings
 from edgeferry.adapters import clusters, target_releases, target_watch, target_workloads
 from edgeferry.decisions import (
+    agent_release,
     deployment_cleanup,
     rollout_image,
 )
@@ -91,6 +92,13 @@ class _Loop:
     """Targets whose watch reported a change since the last round (set in the loop's thread)."""
     woken: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     """EdgeTargets whose indexer woke the daemon since it last waited for the index."""
+    releases: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    """TargetReleases whose indexer woke the daemon since it last waited for the index."""
+
+    def woken_by_release(self, release: tuple[str, str]) -> None:
+        """Wake for a change of one of our TargetReleases (runs in `runs_in`)."""
+        self.releases.add(release)
+        self.wake.set()
 
     def woken_by(self, target: tuple[str, str] | None) -> None:
         """Wake, remembering the EdgeTarget whose change did it (runs in `runs_in`)."""
@@ -102,6 +110,7 @@ class _Loop:
 _loops: dict[tuple[str, str], _Loop] = {}
 _seen_targets: dict[tuple[str, str], tuple[object, ...]] = {}
 _seen_images: dict[tuple[str, str], rt.Image] = {}
+_seen_releases: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 _TARGET_ROUND_SECONDS = 0.5
@@ -130,14 +139,20 @@ def _targets_stored(
     return all(stored.get(name) == fingerprint for name, fingerprint in wanted.items())
 
 
+def _first(store: Iterable[Any] | None) -> Any:
+    return next(iter(store), None) if store is not None else None
+
+
 async def _index_caught_up(
     images: kopf.Index[tuple[str, str], rt.Image],
     key: tuple[str, str],
     edgetargets: kopf.Index[str, runtime.TargetView],
     targets: Iterable[tuple[str, str]] = (),
+    releases: tuple[kopf.Index[tuple[str, str], dict[str, Any]], Iterable[tuple[str, str]]]
+    | None = None,
 ) -> None:
     """Wait (briefly) until the indexes hold what the indexers that woke us last saw: the
-    ModelImage `key`, and the EdgeTargets `targets`.
+    ModelImage `key`, the EdgeTargets `targets` and the TargetReleases `releases` names.
 
     Kopf stores an indexer's result only after the indexer returns, and the indexer is what
     wakes us: reconciling at once could read the image as it was (still admitted), or a
@@ -148,13 +163,17 @@ async def _index_caught_up(
     for namespace, name in targets:
         if (fingerprint := _seen_targets.get((namespace, name))) is not None:
             wanted.setdefault(namespace, {})[name] = fingerprint
+    index, names = releases if releases is not None else ({}, ())
+    release_wanted = {n: _seen_releases[n] for n in names if n in _seen_releases}
     deadline = time.monotonic() + _INDEX_SETTLE_SECONDS
     while time.monotonic() < deadline:
-        store = images.get(key)
-        current = next(iter(store), None) if store is not None else None
-        if current == _seen_images.get(key) and all(
-            _targets_stored(edgetargets.get(namespace, []), names)
-            for namespace, names in wanted.items()
+        if (
+            _first(images.get(key)) == _seen_images.get(key)
+            and all(
+                _targets_stored(edgetargets.get(namespace, []), names)
+                for namespace, names in wanted.items()
+            )
+            and all(_first(index.get(n)) == seen for n, seen in release_wanted.items())
         ):
             return
         await asyncio.sleep(0.05)
@@ -189,6 +208,24 @@ def modelimages_by_name(
         _seen_images[key] = image
         _wake(key[0], image=key[1])
     return {key: image}
+
+
+@kopf.index(tr.GROUP, tr.VERSION, tr.PLURAL)
+def targetreleases_by_name(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each TargetRelease, as much of it as the rollout reads (`agent_release.release_view`),
+    by (namespace, name): Agent targets are read from here, not from the hub each round, and a
+    change (the agent's report) wakes the ModelDeployment it carries."""
+    key = (namespace or "", name or "")
+    view = agent_release.release_view(body)
+    if _seen_releases.get(key) != view:
+        _seen_releases[key] = view
+        owner = (body.get("spec") or {}).get("modelDeployment") or {}
+        loop = _loops.get((str(owner.get("namespace")), str(owner.get("name"))))
+        if loop is not None:
+            loop.runs_in.call_soon_threadsafe(loop.woken_by_release, key)
+    return {key: view}
 
 
 # --- watches at targets -------------------------------------------------------------------------
@@ -317,9 +354,18 @@ async def reconcile_continuously(
     """Reconcile now, then whenever woken or due, until the ModelDeployment goes away."""
     edgetargets: kopf.Index[str, runtime.TargetView] = kwargs["edgetargets_by_namespace"]
     images: kopf.Index[tuple[str, str], rt.Image] = kwargs["modelimages_by_name"]
+    release_index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["targetreleases_by_name"]
     config: settings.Settings = memo["config"]
     access = runtime.access_for(config)
     key = (namespace or "", name or "")
+
+    def release(where: str, release_name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _first(release_index.get((where, release_name)))
+        return found
+
+    # Kopf watches TargetReleases where it watches everything: all namespaces, or the served
+    # ones only (agent namespaces are not among them), when releases are read from the hub.
+    releases = release if not config.namespaces else None
     try:
         recorded = md.parse_status(body.get("status"))
     except pydantic.ValidationError:
@@ -351,6 +397,7 @@ async def reconcile_continuously(
                     memory=memory,
                     watched=_watched,
                     changed=changed,
+                    releases=releases,
                 )
                 delay = await reconciler.run()
                 if config.rollout.watch_targets:
@@ -379,8 +426,18 @@ async def reconcile_continuously(
                 # the round is kept, and ends the next sleep at once.
                 loop.wake.clear()
                 woken, loop.woken = frozenset(loop.woken), set()
-                await _index_caught_up(images, (key[0], loop.image), edgetargets, woken)
-            if loop.changed and not stopped:  # events come in bursts: one round for a burst
+                from_releases, loop.releases = frozenset(loop.releases), set()
+                await _index_caught_up(
+                    images,
+                    (key[0], loop.image),
+                    edgetargets,
+                    woken,
+                    releases=(release_index, from_releases),
+                )
+            else:
+                from_releases = frozenset()
+            if (loop.changed or from_releases) and not stopped:  # events come in bursts (agents
+                # report in bursts too): one round for a burst
                 await asyncio.sleep(max(0.0, started + _TARGET_ROUND_SECONDS - time.monotonic()))
     finally:
         if _loops.get(key) is loop:

@@ -89,6 +89,13 @@ class Memory:
     (`decisions.target_watch.reuse_reading`)."""
     full_at: float = -math.inf
     """When (monotonic) a round last looked at every target."""
+    release_generations: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Per Agent target, the generation of its TargetRelease after our last write: an index
+    entry older than that has not seen the write yet, so the release is read from the hub."""
+
+
+ReleaseIndex = Callable[[str, str], Mapping[str, Any] | None]
+"""A TargetRelease (namespace, name) as the operator's watch of them last saw it (None: none)."""
 
 
 @dataclasses.dataclass
@@ -158,9 +165,11 @@ class Reconciler:
         memory: Memory,
         watched: Callable[[target_watch.Where], bool] = lambda _: False,
         changed: frozenset[str] = frozenset(),
+        releases: ReleaseIndex | None = None,
     ) -> None:
         """`watched`: whether the watch of a place is up; `changed`: the targets whose watch
-        reported a change (or a resync) since the last round."""
+        reported a change (or a resync) since the last round; `releases`: the TargetReleases
+        as watched on the hub (None: each is read from the hub every round)."""
         self.body = body
         self.namespace = namespace
         self.name = name
@@ -174,6 +183,7 @@ class Reconciler:
         self.gate = asyncio.Semaphore(max(1, config.rollout.max_parallel_targets))
         self.watched = watched
         self.changed = changed
+        self.releases = releases
         self.since_full = time.monotonic() - memory.full_at
         self.full = self.since_full >= config.rollout.watch_resync_seconds
         self.reused = 0
@@ -290,28 +300,47 @@ class Reconciler:
             tr.release_name(self.namespace, self.name),
         )
 
+    def _indexed_release(
+        self, view: runtime.TargetView, where: str, name: str
+    ) -> tuple[bool, Mapping[str, Any] | None]:
+        """(True, the release) when the watch's copy has seen our last write of it, else
+        (False, None): then it is read from the hub."""
+        if self.releases is None:
+            return False, None
+        found = self.releases(where, name)
+        written = self.memory.release_generations.get(view.name)
+        if written is None:
+            return True, found
+        generation = int((found or {}).get("metadata", {}).get("generation") or 0)
+        if generation < written:
+            return False, None
+        del self.memory.release_generations[view.name]
+        return True, found
+
+    def _wrote_release(self, view: runtime.TargetView, generation: int | None) -> None:
+        if generation is not None:
+            self.memory.release_generations[view.name] = generation
+
     async def _observe_release(self, view: runtime.TargetView, base: rt.TargetState) -> _Seen:
-        """An Agent target: what its agent reported in our TargetRelease (never the site)."""
+        """An Agent target: what its agent reported in our TargetRelease (never the site);
+        whether the site is online is its EdgeTarget's (the agent's Lease)."""
         where, name = self._release_ref(view)
+        indexed, found = self._indexed_release(view, where, name)
         try:
-            found = await self._at_hub(
-                lambda api: target_releases.read_release(
-                    api, where, name, timeout=self.access.timeout
-                ),
-                f"read TargetRelease {where}/{name}",
-            )
+            if not indexed:
+                found = await self._at_hub(
+                    lambda api: target_releases.read_release(
+                        api, where, name, timeout=self.access.timeout
+                    ),
+                    f"read TargetRelease {where}/{name}",
+                )
         except Exception as exc:  # the hub itself did not answer: like a silent push target
             since = self.memory.first_failure.setdefault(view.name, self.now)
             state, error = target_state.unanswered(base, since=since, error=str(exc))
             return _Seen(view, state, error=error)
         self.memory.first_failure.pop(view.name, None)
-        seen = agent_release.observed(found, now=self.now)
-        if seen.observation is None:
-            assert seen.error is not None
-            state, error = target_state.unanswered(
-                base, since=seen.silent_since or self.now, error=seen.error
-            )
-            return _Seen(view, state, error=error)
+        seen = agent_release.observed(found)
+        assert seen.observation is not None
         spec = view.spec
         assert spec is not None
         state, problem = target_state.answered(
@@ -347,7 +376,7 @@ class Reconciler:
             tr.DEPLOYMENT_LABEL: target_objects.owner_label(self.namespace, self.name),
         }
         try:
-            await self._at_hub(
+            generation = await self._at_hub(
                 lambda api: target_releases.write_release(
                     api, where, name, labels=labels, spec=spec, timeout=self.access.timeout
                 ),
@@ -356,6 +385,7 @@ class Reconciler:
         except Exception as exc:
             seen.error = f"cannot write TargetRelease {where}/{name}: {exc}; retried"
             return
+        self._wrote_release(seen.view, generation)
         if change.reason == "rollback":
             metrics.ROLLBACKS.labels(self.namespace, self.name).inc()
 
@@ -515,9 +545,13 @@ class Reconciler:
                 timeout=self.access.timeout,
             )
         try:
-            await self._at_hub(work, f"pre-pull ({step.action}) in TargetRelease {where}/{name}")
+            generation = await self._at_hub(
+                work, f"pre-pull ({step.action}) in TargetRelease {where}/{name}"
+            )
         except Exception as exc:
             seen.error = f"cannot ask for the pre-pull in TargetRelease {where}/{name}: {exc}"
+        else:
+            self._wrote_release(seen.view, generation)
 
     def _bounded_prepull(
         self,
@@ -781,8 +815,7 @@ class Reconciler:
         else:
             delay = target_watch.settled_delay(
                 all_watched=all(
-                    (where := watch_place(self.namespace, s.view)) is not None
-                    and self.watched(where)
+                    self._watched(s.view)
                     for s in seen.values()
                     if s.view.status.reachable is not False
                 ),
@@ -792,6 +825,14 @@ class Reconciler:
         if plan.recheck_after_seconds is not None:
             delay = min(delay, max(1.0, plan.recheck_after_seconds))
         return delay
+
+    def _watched(self, view: runtime.TargetView) -> bool:
+        """Whether a change at this target wakes us: its watch is up (push), or the release
+        watch on the hub covers it (Agent)."""
+        if view.spec is not None and view.spec.type == "Agent":
+            return self.releases is not None
+        where = watch_place(self.namespace, view)
+        return where is not None and self.watched(where)
 
     async def _report(self, plan: rt.Plan) -> None:
         """Status, events and metrics of one reconcile."""

@@ -10,9 +10,10 @@ their status, nothing else.
 The spec is the rendered Deployment and Service exactly as push mode would apply them (the
 rollout's record rides in the Deployment's `edgeferry.io/` annotations, as at every target), plus
 the rollout's intent (why it was written, which digest). The status is what the agent saw at the
-site: the facts `decisions.workload_health` derives, the record the Deployment there carries,
-and a heartbeat. The names below are the contract between the hub's handlers, the agent and the
-manifests that grant the agent its rights.
+site: the facts `decisions.workload_health` derives and the record the Deployment there
+carries, written only when they change (the site's heartbeat is the agent's Lease). The names
+below are the contract between the hub's handlers, the agent and the manifests that grant the
+agent its rights.
 """
 
 from __future__ import annotations
@@ -143,9 +144,10 @@ class TargetReleaseStatus(wire.Model):
 
     observed_generation: int | None = None
     """The spec generation the agent last applied (or refused)."""
-    heartbeat_time: str | None = None
-    """When the agent last wrote this status (RFC 3339); the hub counts it offline after
-    `stale_after` of silence."""
+    last_change_time: str | None = None
+    """When the agent last wrote a changed report (RFC 3339). Not a heartbeat: the agent writes
+    only what changed, so a settled fleet costs the hub no writes; the site's heartbeat is the
+    agent's Lease."""
     phase: ReleasePhase | None = None
     digest: str | None = None
     """The digest the site's Deployment carries (its record), not the one asked for."""
