@@ -226,3 +226,41 @@ def test_an_unanswered_probe_keeps_the_last_version_and_architectures() -> None:
 def test_an_invalid_spec_only_says_so_and_that_the_target_is_not_reached() -> None:
     health = target_health.invalid_spec(error_count=1, first_error="Field required")
     assert health.fields == {"reachable": False, "message": health.message}
+
+
+# --- when a probe's status is written ---------------------------------------------------------
+WRITTEN = {
+    "lastProbeTime": "2026-12-01T12:00:00Z",
+    "observedGeneration": 1,
+    "reachable": True,
+    "architectures": ["amd64", "arm64"],
+    "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-01T11:00:00Z"}
+    ],
+}
+
+
+def _probe(**changes: object) -> dict[str, object]:
+    new = {**WRITTEN, "lastProbeTime": "2026-12-01T12:00:30Z", **changes}
+    new["architectures"] = tuple(new["architectures"])  # type: ignore[arg-type]
+    return new
+
+
+def test_a_probe_that_found_the_same_writes_nothing() -> None:
+    assert not target_health.status_due(WRITTEN, _probe(), since_written_seconds=30)
+
+
+def test_a_probe_that_found_something_new_writes_at_once() -> None:
+    assert target_health.status_due(WRITTEN, _probe(reachable=False), since_written_seconds=30)
+    assert target_health.status_due(WRITTEN, _probe(observedGeneration=2), since_written_seconds=1)
+    assert target_health.status_due(
+        WRITTEN, _probe(architectures=["amd64"]), since_written_seconds=1
+    )
+
+
+def test_the_probe_time_is_refreshed_now_and_then_and_after_a_restart() -> None:
+    assert target_health.status_due(WRITTEN, _probe(), since_written_seconds=None)
+    assert target_health.status_due(
+        WRITTEN, _probe(), since_written_seconds=target_health.STATUS_REFRESH_SECONDS
+    )
+    assert target_health.status_due(None, _probe(), since_written_seconds=30)

@@ -157,3 +157,35 @@ def event(previous: Sequence[Mapping[str, Any]] | None, health: Health) -> Event
     if health.up:
         return Event("Normal", reasons.TARGET_UP, text)
     return Event("Warning", reasons.TARGET_DOWN, text)
+
+
+STATUS_REFRESH_SECONDS = 300.0
+"""How old an EdgeTarget's `lastProbeTime` may get while nothing else in its status changes."""
+
+
+def status_due(
+    written: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    *,
+    since_written_seconds: float | None,
+    refresh_seconds: float = STATUS_REFRESH_SECONDS,
+) -> bool:
+    """Whether a probe's status is written: when it says something the status as `written`
+    does not (`lastProbeTime` aside), and at least every `refresh_seconds`
+    (`since_written_seconds`: since this process last wrote it; None: not yet).
+
+    A settled fleet of 1,000 targets probed every 30 s would otherwise write 33 statuses a
+    second, each one a watch event every client of EdgeTargets handles, to say nothing new.
+    """
+    if since_written_seconds is None or since_written_seconds >= refresh_seconds:
+        return True
+    before = written or {}
+    return any(_plain(before.get(k)) != _plain(v) for k, v in new.items() if k != "lastProbeTime")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -15,6 +15,7 @@ decided in `decisions/target_health.py`; this module writes it to `.status`, to 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -78,6 +79,19 @@ async def _probe_health(
     return target_health.reached(result, spec=spec, cluster_id=cluster_id)
 
 
+@dataclasses.dataclass
+class ProbeMemory:
+    """What one EdgeTarget's daemon keeps between probes (lost on restart: then it registers
+    and writes once more)."""
+
+    written_at: float | None = None
+    """When (monotonic) this daemon last wrote the status."""
+    registered: object = None
+    """The spec generation an Agent target's hub namespace and credential were made for."""
+    up: bool = False
+    """Whether the last probe found the target up."""
+
+
 async def _agent_health(
     access: clusters.Access,
     agent_role: str,
@@ -86,21 +100,24 @@ async def _agent_health(
     previous: et.EdgeTargetStatus,
     spec: et.EdgeTargetSpec,
     now: datetime.datetime,
+    register: bool = True,
 ) -> target_health.Health:
-    """Pull mode: register the agent's hub namespace and credential, then read its Lease.
+    """Pull mode: register the agent's hub namespace and credential (`register`: not done for
+    this spec yet, or the agent is not connected), then read its Lease.
 
     The site is never contacted: what its nodes are like is what the agent last wrote.
     """
     where = tr.hub_namespace(namespace, name)
 
     def blocking() -> dict[str, str]:
-        target_releases.ensure_agent_access(
-            access.hub,
-            namespace=where,
-            target_label=f"{namespace}.{name}",
-            timeout=access.timeout,
-            role=agent_role,
-        )
+        if register:
+            target_releases.ensure_agent_access(
+                access.hub,
+                namespace=where,
+                target_label=f"{namespace}.{name}",
+                timeout=access.timeout,
+                role=agent_role,
+            )
         return target_releases.read_lease(access.hub, where, timeout=access.timeout)
 
     try:
@@ -124,6 +141,7 @@ async def probe_once(
     name: str,
     access: clusters.Access,
     agent_role: str = tr.AGENT_ROLE,
+    memory: ProbeMemory | None = None,
 ) -> float:
     """Probe the target, write its status, metric and events; return seconds until the next."""
     now = datetime.datetime.now(datetime.UTC)
@@ -144,20 +162,35 @@ async def probe_once(
     else:
         interval = float(spec.probe_interval_seconds)
         if spec.type == "Agent":
-            health = await _agent_health(access, agent_role, namespace, name, previous, spec, now)
+            register = memory is None or memory.registered != generation or not memory.up
+            health = await _agent_health(
+                access, agent_role, namespace, name, previous, spec, now, register=register
+            )
             status["agentNamespace"] = tr.hub_namespace(namespace, name)
+            if memory is not None and register and health.up:
+                memory.registered = generation
         else:
             health = await _probe_health(access, namespace, name, previous, spec)
     status.update(health.fields)
     status["conditions"] = conditions.merge(
         previous.conditions, health.conditions, generation=generation, now=status["lastProbeTime"]
     )
-    await access.runner.run(
-        lambda: hub.patch_status_of(
-            access.hub, PLURAL, namespace, name, status, timeout=access.timeout
-        ),
-        deadline=access.deadline,
+    since = (
+        None
+        if memory is None or memory.written_at is None
+        else time.monotonic() - memory.written_at
     )
+    if target_health.status_due(body.get("status"), status, since_written_seconds=since):
+        await access.runner.run(
+            lambda: hub.patch_status_of(
+                access.hub, PLURAL, namespace, name, status, timeout=access.timeout
+            ),
+            deadline=access.deadline,
+        )
+        if memory is not None:
+            memory.written_at = time.monotonic()
+    if memory is not None:
+        memory.up = health.up
     metrics.TARGET_UP.labels(namespace, name, target_type).set(1 if health.up else 0)
     event = target_health.event(previous.conditions, health)
     if event is not None:
@@ -186,6 +219,7 @@ async def probe_periodically(
     config: settings.Settings = memo["config"]
     access = runtime.access_for(config)
     key = (namespace or "", name or "")
+    memory = ProbeMemory()
     try:
         while not stopped:
             started = time.monotonic()
@@ -197,6 +231,7 @@ async def probe_periodically(
                     name=key[1],
                     access=access,
                     agent_role=config.rollout.agent_cluster_role,
+                    memory=memory,
                 )
                 metrics.RECONCILES.labels("EdgeTarget", "succeeded").inc()
             except Exception:
