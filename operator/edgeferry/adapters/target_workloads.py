@@ -418,6 +418,98 @@ def list_managed(
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class SiteReading:
+    """What is in one namespace at a target, read in four lists however many ModelDeployments
+    it serves (an agent's round; per ModelDeployment, `observe` would cost two reads each)."""
+
+    deployments: Mapping[str, dict[str, Any]]
+    """Every Deployment there, by name (also those not ours: a name taken is seen)."""
+    daemonsets: Mapping[str, dict[str, Any]]
+    """Every DaemonSet there, by name."""
+    services: tuple[dict[str, Any], ...]
+    """The Services edgeferry manages there."""
+    pods: tuple[dict[str, Any], ...]
+    """The Pods of what edgeferry manages there."""
+
+    def reading(self, *, md_namespace: str, md_name: str, prepull: bool = False) -> Reading:
+        """What `observe` would read for ModelDeployment `md_namespace/md_name`."""
+        deployment = self.deployments.get(target_objects.workload_name(md_name))
+        if deployment is None or not target_objects.is_ours(
+            _labels(deployment), namespace=md_namespace, name=md_name
+        ):
+            return Reading(deployment)
+        reading = Reading(
+            deployment, self._pods(target_objects.selector_labels(md_namespace, md_name))
+        )
+        daemonset = self.daemonsets.get(target_objects.prepull_name(md_name))
+        if (
+            not prepull
+            or daemonset is None
+            or not target_objects.is_ours(_labels(daemonset), namespace=md_namespace, name=md_name)
+        ):
+            return reading
+        pulling = {
+            target_objects.PREPULL_LABEL: target_objects.workload_name(md_name),
+            target_objects.DEPLOYMENT_LABEL: target_objects.owner_label(md_namespace, md_name),
+        }
+        return dataclasses.replace(reading, prepull=daemonset, prepull_pods=self._pods(pulling))
+
+    def _pods(self, wanted: Mapping[str, str]) -> tuple[dict[str, Any], ...]:
+        return tuple(p for p in self.pods if all(_labels(p).get(k) == v for k, v in wanted.items()))
+
+    def managed(self) -> list[target_objects.Found]:
+        """What `list_managed` would list."""
+        found: list[target_objects.Found] = []
+        for kind, items in (
+            ("Deployment", self.deployments.values()),
+            ("Service", self.services),
+            ("DaemonSet", self.daemonsets.values()),
+        ):
+            found.extend(
+                target_objects.Found(
+                    kind,
+                    item["metadata"]["name"],
+                    _labels(item),
+                    uid=item["metadata"].get("uid", ""),
+                )
+                for item in items
+                if _labels(item).get(target_objects.MANAGED_BY_LABEL) == target_objects.MANAGED_BY
+            )
+        return found
+
+
+def read_namespace(api: k8s_client.ApiClient, *, namespace: str, timeout: float) -> SiteReading:
+    """Read `namespace` at the target in four lists (see `SiteReading`); a namespace that is
+    gone or terminating holds nothing (as in `list_managed`)."""
+    apps = k8s_client.AppsV1Api(api)
+    core = k8s_client.CoreV1Api(api)
+    managed = f"{target_objects.MANAGED_BY_LABEL}={target_objects.MANAGED_BY}"
+    try:
+        lists = [
+            _request(call, namespace, timeout=timeout, **query).get("items", [])
+            for call, query in (
+                (apps.list_namespaced_deployment, {}),
+                (apps.list_namespaced_daemon_set, {}),
+                (core.list_namespaced_service, {"label_selector": managed}),
+                (core.list_namespaced_pod, {"label_selector": managed}),
+            )
+        ]
+    except k8s_exceptions.ApiException as exc:
+        if exc.status == http.HTTPStatus.FORBIDDEN and _namespace_going(
+            core, namespace, timeout=timeout
+        ):
+            return SiteReading({}, {}, (), ())
+        raise
+    deployments, daemonsets, services, pods = lists
+    return SiteReading(
+        {d["metadata"]["name"]: d for d in deployments},
+        {d["metadata"]["name"]: d for d in daemonsets},
+        tuple(services),
+        tuple(pods),
+    )
+
+
 def delete_found(
     api: k8s_client.ApiClient,
     found: Iterable[target_objects.Found],

@@ -7,14 +7,17 @@ in `adapters.target_releases` (hub) and `adapters.target_workloads` (site). A ro
 2. List the TargetReleases of the agent's hub namespace. If the hub does not answer, stop
    here: everything at the site keeps running as it is (edge autonomy), also after a restart,
    since the site's Deployments are the agent's only memory and the next round catches up.
-3. For each release: refuse what is not ours to apply; read the site's Deployment and Pods;
-   server-side apply the Deployment and Service when `agent_release.needs_apply` says so (a
+3. Read the site namespace in four lists (Deployments, DaemonSets, our Services and Pods),
+   however many releases it serves.
+4. For each release: refuse what is not ours to apply; take its Deployment and Pods from that
+   reading; server-side apply the Deployment and Service when `agent_release.needs_apply` says so (a
    new spec, drift, a restart, every `reapply_seconds`) and read them again; advance the
    pre-pull it asks for (`decisions.prepull`: the next nodes, the narrowed DaemonSet); write
    the status only when it changed (`agent_release.report_changed`).
-4. Remove workloads of ours at the site that no release names any more, and pre-pull
-   DaemonSets whose release no longer asks for one (pulled and switched, or given up).
-5. Renew the Lease (the site's heartbeat).
+5. Remove workloads of ours at the site that no release names any more (from the same
+   reading), and pre-pull DaemonSets whose release no longer asks for one (pulled and
+   switched, or given up).
+6. Renew the Lease (the site's heartbeat).
 """
 
 from __future__ import annotations
@@ -77,8 +80,14 @@ def _site_facts(agent: Agent) -> tuple[nodes.ProbeResult, str | None]:
     return summary, read.cluster_id
 
 
-def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[str, bool]:
-    """Apply one release at the site and report it; returns its name and whether it applied."""
+def _serve(
+    agent: Agent,
+    item: dict[str, Any],
+    now: datetime.datetime,
+    site: target_workloads.SiteReading | Exception,
+) -> tuple[str, bool]:
+    """Apply one release at the site and report it; returns its name and whether it applied.
+    `site`: the namespace as read at the start of the round (or why it could not be)."""
     meta = item.get("metadata", {})
     name = str(meta.get("name"))
     generation = int(meta.get("generation") or 0)
@@ -110,7 +119,11 @@ def _serve(agent: Agent, item: dict[str, Any], now: datetime.datetime) -> tuple[
             )
 
         try:
-            reading = look()
+            if isinstance(site, Exception):
+                raise site
+            reading = site.reading(
+                md_namespace=owner.namespace, md_name=owner.name, prepull=intent is not None
+            )
             if spec is not None and refused is None:
                 refused, error, applied = _apply_if_needed(
                     agent, spec, name, generation, item, reading
@@ -230,11 +243,18 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
     except Exception as exc:
         _LOG.warning("the hub did not answer (%s); the site keeps serving what it has", exc)
         return Round(hub_reached=False)
+    site: target_workloads.SiteReading | Exception
+    try:
+        site = target_workloads.read_namespace(
+            agent.site, namespace=agent.namespace, timeout=agent.timeout
+        )
+    except Exception as exc:
+        site = exc
     applied: list[str] = []
     refused: list[str] = []
     for item in items:
         try:
-            name, ok = _serve(agent, item, moment)
+            name, ok = _serve(agent, item, moment, site)
         except Exception as exc:
             _LOG.warning("release %s: %s", item.get("metadata", {}).get("name"), exc)
             continue
@@ -249,11 +269,10 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
         pre_pulling.extend([parsed.model_deployment] if parsed.pre_pull is not None else [])
     removed: list[str] = []
     try:
-        found = target_workloads.list_managed(
-            agent.site, namespace=agent.namespace, timeout=agent.timeout
-        )
+        if isinstance(site, Exception):
+            raise site
         stale = agent_release.stale_workloads(
-            found, refs, unreadable=len(items) - len(refs), pre_pulling=pre_pulling
+            site.managed(), refs, unreadable=len(items) - len(refs), pre_pulling=pre_pulling
         )
         removed = target_workloads.delete_found(
             agent.site, stale, namespace=agent.namespace, timeout=agent.timeout
