@@ -16,6 +16,16 @@ What is real and what is simulated:
 - Then the ModelDeployments are created at once (canary 1, then the rest in one wave) and the
   clock stops when every one is `Ready`.
 
+With `--mode agent` (pull mode) the targets are `Agent` EdgeTargets instead, one site namespace
+each at edge-1/edge-2 as above, and their agents are `bench/agent_swarm.py`: one process
+running one `edgeferry.agent.loop.Agent` per target, each with its own hub identity (the token
+of its own `edgeferry-agent` ServiceAccount, so the hub authenticates, authorizes and serves
+each one as a real agent), every `--agent-interval` seconds (10, as the real agent), on
+`--agent-workers` threads. Simulated: the sites share the two edge API servers and one process;
+the swarm's CPU is reported apart (it is the sites', on their own machines in real life). The
+raw limit is the same script as in push mode (the site state the agents end in, written
+directly), run before the swarm starts.
+
 Measured: both times; the operator's peak RSS (VmHWM) and RSS; its CPU over `--rest-seconds`
 once everything is Ready; the hub API server's request rate (its `apiserver_request_total`,
 all clients) while idle before, during the rollout and at rest; the largest status object
@@ -28,22 +38,28 @@ Run on a testbed that is up, inside the testbed lock, e.g.
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 from tests.integration import _resources as res
 
+from edgeferry.models import target_release as tr
 from edgeferry_testbed import env, handles, operator_process, pytest_plugin, testbed
 
 HUB_NS = "fleet-bench"
@@ -237,6 +253,110 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def create_agent_targets(bed: handles.Testbed, targets: int) -> None:
+    pytest_plugin.make_namespace(bed.hub, HUB_NS)
+    operator_process.grant_namespace(bed.env, HUB_NS)
+    with bed.hub.api_client() as api:
+        custom = k8s_client.CustomObjectsApi(api)
+
+        def create(i: int) -> None:
+            doc = {
+                "apiVersion": f"{res.GROUP}/{res.VERSION}",
+                "kind": "EdgeTarget",
+                "metadata": {"name": f"t-{i:04d}", "labels": {"fleet-bench": "yes"}},
+                "spec": {"type": "Agent", "namespace": f"fb-{i:04d}", "probeIntervalSeconds": 30},
+            }
+            custom.create_namespaced_custom_object(
+                res.GROUP, res.VERSION, HUB_NS, "edgetargets", doc
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(targets)))
+
+
+def agents_registered(bed: handles.Testbed, targets: int, timeout: float) -> dict[int, str]:
+    """Wait until the operator registered every Agent target; their hub namespaces."""
+    found: dict[int, str] = {}
+
+    def done() -> bool:
+        with bed.hub.api_client() as api:
+            items = k8s_client.CustomObjectsApi(api).list_namespaced_custom_object(
+                res.GROUP, res.VERSION, HUB_NS, "edgetargets"
+            )["items"]
+        for item in items:
+            where = (item.get("status") or {}).get("agentNamespace")
+            if where:
+                found[int(item["metadata"]["name"][2:])] = where
+        return len(found) >= targets
+
+    wait("Agent targets registered", done, timeout=timeout, every=3)
+    return found
+
+
+def start_swarm(
+    bed: handles.Testbed, registered: dict[int, str], *, interval: float, workers: int, work: Path
+) -> subprocess.Popen[bytes]:
+    """Mint each agent's hub token and start `agent_swarm.py` (see the module docstring)."""
+    with bed.hub.api_client() as api:
+        core = k8s_client.CoreV1Api(api)
+
+        def token(where: str) -> str:
+            request = {"spec": {"expirationSeconds": 6 * 3600}}
+            made = core.create_namespaced_service_account_token(tr.SERVICE_ACCOUNT, where, request)
+            return str(made.status.token)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            tokens = list(pool.map(token, [registered[i] for i in sorted(registered)]))
+    agents = [
+        {
+            "hub_namespace": registered[i],
+            "namespace": f"fb-{i:04d}",
+            "token": t,
+            "edge": EDGES[i % 2],
+        }
+        for i, t in zip(sorted(registered), tokens, strict=True)
+    ]
+    (work / "agents.json").write_text(json.dumps(agents))
+    config = yaml.safe_load(Path(bed.hub.kubeconfig).read_text())["clusters"][0]["cluster"]
+    ca = work / "hub-ca.crt"
+    ca.write_bytes(base64.b64decode(config["certificate-authority-data"]))
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("agent_swarm.py")),
+        "--agents",
+        str(work / "agents.json"),
+        "--hub-server",
+        config["server"],
+        "--hub-ca",
+        str(ca),
+        "--interval",
+        str(interval),
+        "--workers",
+        str(workers),
+    ]
+    for name in EDGES:
+        command += ["--edge", f"{name}={bed.cluster(name).target_kubeconfig}"]
+    out = (work / "swarm.out").open("wb")
+    err = (work / "swarm.err").open("wb")
+    environment = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
+    return subprocess.Popen(
+        command, stdout=out, stderr=err, start_new_session=True, env=environment
+    )
+
+
+def stop_swarm(swarm: subprocess.Popen[bytes], work: Path) -> dict[str, Any]:
+    """SIGTERM its process group, wait, and read its last line."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(swarm.pid, signal.SIGTERM)
+    try:
+        swarm.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(swarm.pid, signal.SIGKILL)
+        swarm.wait()
+    lines = (work / "swarm.out").read_text().splitlines()
+    return dict(json.loads(lines[-1])) if lines else {}
+
+
 def create_targets(bed: handles.Testbed, targets: int) -> None:
     hub = bed.hub
     pytest_plugin.make_namespace(hub, HUB_NS)
@@ -307,8 +427,30 @@ def run(result: dict[str, Any]) -> None:
     parser.add_argument("--pods-per-node", type=int, default=6000)
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the operator")
+    parser.add_argument("--mode", choices=("push", "agent"), default="push")
+    parser.add_argument("--agent-interval", type=float, default=10.0)
+    parser.add_argument("--agent-workers", type=int, default=32)
     args = parser.parse_args()
-    result |= {"targets": args.targets, "deployments": args.deployments}
+    result |= {"mode": args.mode, "targets": args.targets, "deployments": args.deployments}
+    if args.mode == "agent":
+        result |= {"agent_interval": args.agent_interval, "agent_workers": args.agent_workers}
+    work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    swarms: list[subprocess.Popen[bytes]] = []
+    try:
+        _run(result, args, work, swarms)
+    finally:
+        for swarm in swarms:
+            result["agent_swarm"] = stop_swarm(swarm, work)
+
+
+def _run(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    work: Path,
+    swarms: list[subprocess.Popen[bytes]],
+) -> None:
+    """The run; the agent swarm it starts goes into `swarms`, for `run` to stop."""
+    swarm: subprocess.Popen[bytes] | None = None
     tb = testbed.Testbed()
     described = env.load(tb.layout.env_file)
     bed = handles.Testbed(described)
@@ -319,7 +461,10 @@ def run(result: dict[str, Any]) -> None:
     pid = start_operator(tb, described, extra)
     say(f"operator pid {pid}")
     # The image first (Docker build and scan), so that neither timed part waits for it.
-    create_targets(bed, args.targets)
+    if args.mode == "agent":
+        create_agent_targets(bed, args.targets)
+    else:
+        create_targets(bed, args.targets)
     res.create_model_image(
         bed.hub,
         HUB_NS,
@@ -338,6 +483,13 @@ def run(result: dict[str, Any]) -> None:
         except TimeoutError as exc:
             result["raw_stalled"] = str(exc)
         say(f"raw limit: {result.get('raw_seconds')}s")
+    if args.mode == "agent":
+        registered = agents_registered(bed, args.targets, args.timeout)
+        swarm = start_swarm(
+            bed, registered, interval=args.agent_interval, workers=args.agent_workers, work=work
+        )
+        swarms.append(swarm)
+        say(f"agent swarm pid {swarm.pid}: {len(registered)} agents")
     res.wait_model_image(bed.hub, HUB_NS, "model", phase="Ready", timeout=600)
     say("ModelImage Ready")
 
@@ -357,6 +509,7 @@ def run(result: dict[str, Any]) -> None:
         (hub_requests(bed.hub) - base0) / (time.monotonic() - t0), 1
     )
 
+    swarm_cpu0 = cpu_seconds(swarm.pid) if swarm else 0.0
     cpu0, req0, started = cpu_seconds(pid), hub_requests(bed.hub), time.monotonic()
     with bed.hub.api_client() as api:
         custom = k8s_client.CustomObjectsApi(api)
@@ -378,7 +531,7 @@ def run(result: dict[str, Any]) -> None:
         )
         rss = proc_status(pid)
         say(f"  {done}/{args.deployments} Ready, RSS {rss.get('VmRSS', 0):.0f} MiB")
-        return done >= args.deployments
+        return done >= int(args.deployments)
 
     try:
         wait("ModelDeployments Ready", all_ready, timeout=args.timeout, every=2)
@@ -388,6 +541,10 @@ def run(result: dict[str, Any]) -> None:
         result["stalled"] = str(exc)
     rollout_seconds = time.monotonic() - started
     result["rollout_cpu_cores"] = round((cpu_seconds(pid) - cpu0) / rollout_seconds, 3)
+    if swarm:
+        result["swarm_rollout_cpu_cores"] = round(
+            (cpu_seconds(swarm.pid) - swarm_cpu0) / rollout_seconds, 3
+        )
     result["hub_requests_per_second_rollout"] = round(
         (hub_requests(bed.hub) - req0) / rollout_seconds, 1
     )
@@ -396,11 +553,15 @@ def run(result: dict[str, Any]) -> None:
     say(f"edgeferry: {result['edgeferry_seconds']}s")
 
     time.sleep(20)
+    swarm_cpu1 = cpu_seconds(swarm.pid) if swarm else 0.0
     cpu1, req1, t1 = cpu_seconds(pid), hub_requests(bed.hub), time.monotonic()
     time.sleep(args.rest_seconds)
     rest = time.monotonic() - t1
     result["rest_seconds"] = round(rest)
     result["rest_cpu_cores"] = round((cpu_seconds(pid) - cpu1) / rest, 4)
+    if swarm:
+        result["swarm_rest_cpu_cores"] = round((cpu_seconds(swarm.pid) - swarm_cpu1) / rest, 3)
+        result["swarm_rss_mib"] = round(proc_status(swarm.pid)["VmRSS"], 1)
     result["hub_requests_per_second_rest"] = round((hub_requests(bed.hub) - req1) / rest, 1)
     status = proc_status(pid)
     result["operator_peak_rss_mib"] = round(status["VmHWM"], 1)
