@@ -62,6 +62,7 @@ def main() -> None:
             hub_namespace=a["hub_namespace"],
             namespace=a["namespace"],
             timeout=10.0,
+            interval=args.interval,
         )
         for a in json.loads(Path(args.agents).read_text())
     ]
@@ -81,7 +82,8 @@ def main() -> None:
             hub_missed[0] += 0 if done.hub_reached else 1
             late[0] = max(late[0], time.monotonic() - when)
             running.discard(i)
-            heapq.heappush(due, (when + args.interval, i))
+            follow_up = time.monotonic() + loop.FOLLOW_UP_SECONDS
+            heapq.heappush(due, (when + args.interval if done.settled else follow_up, i))
 
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
         while not stopping.is_set():

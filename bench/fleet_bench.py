@@ -404,6 +404,14 @@ def largest_status(hub: handles.Cluster, plural: str) -> int:
     return max((len(json.dumps(i.get("status") or {})) for i in found.get("items", [])), default=0)
 
 
+def largest_release_status(hub: handles.Cluster) -> int:
+    with hub.api_client() as api:
+        found = k8s_client.CustomObjectsApi(api).list_cluster_custom_object(
+            res.GROUP, res.VERSION, tr.PLURAL
+        )
+    return max((len(json.dumps(i.get("status") or {})) for i in found.get("items", [])), default=0)
+
+
 def main() -> None:
     result: dict[str, Any] = {}
 
@@ -570,6 +578,8 @@ def _run(
         "modeldeployment": largest_status(bed.hub, "modeldeployments"),
         "edgetarget": largest_status(bed.hub, "edgetargets"),
     }
+    if swarm:
+        result["largest_status_bytes"]["targetrelease"] = largest_release_status(bed.hub)
     metrics = (
         urllib.request.urlopen(
             f"http://127.0.0.1:{tb.layout.operator_metrics_port}/metrics", timeout=5

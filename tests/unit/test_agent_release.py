@@ -333,3 +333,24 @@ def test_the_small_copy_keeps_a_pre_pull_ask() -> None:
     whole = release_object()
     whole["spec"]["prePull"] = {"digest": DIGEST, "generation": 1}
     assert agent_release.release_view(whole)["spec"]["prePull"] == whole["spec"]["prePull"]
+
+
+def test_an_agent_that_reports_every_minute_is_not_silent_after_30_seconds() -> None:
+    annotations = agent_release.lease_annotations(
+        PROBE, cluster_id=None, now=NOW, interval_seconds=60
+    )
+    assert annotations[agent_release.GRACE] == "180"
+    fine = agent_release.lease_health(annotations, now=NOW + dt.timedelta(seconds=170))
+    assert fine.probe == PROBE
+    silent = agent_release.lease_health(annotations, now=NOW + dt.timedelta(seconds=181))
+    assert silent.probe is None and silent.reason == "AgentSilent"
+
+
+def test_the_grace_an_agent_asks_for_is_bounded() -> None:
+    short = agent_release.lease_annotations(PROBE, cluster_id=None, now=NOW, interval_seconds=1)
+    assert agent_release.lease_health(short, now=NOW + dt.timedelta(seconds=29)).probe == PROBE
+    endless = {**short, agent_release.GRACE: "999999"}
+    late = NOW + dt.timedelta(seconds=agent_release.MAX_STALE_AFTER_SECONDS + 1)
+    assert agent_release.lease_health(endless, now=late).probe is None
+    garbled = {**short, agent_release.GRACE: "soon"}
+    assert agent_release.lease_health(garbled, now=NOW + dt.timedelta(seconds=31)).probe is None

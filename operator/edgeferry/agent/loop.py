@@ -53,6 +53,8 @@ class Agent:
     namespace: str
     """The site namespace it serves (the EdgeTarget's `spec.namespace`)."""
     timeout: float = 10.0
+    interval: float = 10.0
+    """How often it runs a round (the Lease tells the hub, whose grace is three of them)."""
     reapply_seconds: float = agent_release.DEFAULT_REAPPLY_SECONDS
     applied_at: dict[str, float] = dataclasses.field(default_factory=dict)
     """When (monotonic) this process last applied each release, by name: its only memory."""
@@ -66,6 +68,13 @@ class Round:
     applied: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    settled: bool = True
+    """False while a release is on its way at the site (applied, not yet Available) or being
+    pre-pulled: the next round comes after `FOLLOW_UP_SECONDS`, not the full interval, so the
+    hub hears of a ready Pod within seconds and its next wave does not wait a whole interval."""
+
+
+FOLLOW_UP_SECONDS = 2.0
 
 
 def _site_facts(agent: Agent) -> tuple[nodes.ProbeResult, str | None]:
@@ -85,9 +94,10 @@ def _serve(
     item: dict[str, Any],
     now: datetime.datetime,
     site: target_workloads.SiteReading | Exception,
-) -> tuple[str, bool]:
-    """Apply one release at the site and report it; returns its name and whether it applied.
-    `site`: the namespace as read at the start of the round (or why it could not be)."""
+) -> tuple[str, bool, bool]:
+    """Apply one release at the site and report it; returns its name, whether it applied and
+    whether it is settled (see `Round.settled`). `site`: the namespace as read at the start of
+    the round (or why it could not be)."""
     meta = item.get("metadata", {})
     name = str(meta.get("name"))
     generation = int(meta.get("generation") or 0)
@@ -153,7 +163,8 @@ def _serve(
         target_releases.patch_release_status(
             agent.hub, agent.hub_namespace, name, status, timeout=agent.timeout
         )
-    return name, refused is None and error is None
+    settled = status.phase != "Applied" and (pulling is None or pulling.failed is not None)
+    return name, refused is None and error is None, settled
 
 
 def _apply_if_needed(
@@ -252,13 +263,15 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
         site = exc
     applied: list[str] = []
     refused: list[str] = []
+    settled = True
     for item in items:
         try:
-            name, ok = _serve(agent, item, moment, site)
+            name, ok, quiet = _serve(agent, item, moment, site)
         except Exception as exc:
             _LOG.warning("release %s: %s", item.get("metadata", {}).get("name"), exc)
             continue
         (applied if ok else refused).append(name)
+        settled = settled and quiet
     refs, pre_pulling = [], []
     for item in items:
         try:
@@ -279,7 +292,8 @@ def run_once(agent: Agent, *, now: datetime.datetime | None = None) -> Round:
         )
     except Exception as exc:
         _LOG.warning("cannot remove released workloads at the site: %s", exc)
-    return _renewed(agent, probe, cluster_id, moment, applied, refused, removed)
+    done = _renewed(agent, probe, cluster_id, moment, applied, refused, removed)
+    return dataclasses.replace(done, settled=settled)
 
 
 def _renewed(
@@ -296,7 +310,9 @@ def _renewed(
         target_releases.renew_lease(
             agent.hub,
             agent.hub_namespace,
-            annotations=agent_release.lease_annotations(probe, cluster_id=cluster_id, now=moment),
+            annotations=agent_release.lease_annotations(
+                probe, cluster_id=cluster_id, now=moment, interval_seconds=agent.interval
+            ),
             renew_time=moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             timeout=agent.timeout,
         )

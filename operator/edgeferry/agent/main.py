@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         hub_namespace=args.hub_namespace,
         namespace=args.namespace,
         timeout=min(10.0, args.interval),
+        interval=args.interval,
     )
     stopping = threading.Event()
 
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
                 list(done.refused),
                 list(done.removed),
             )
-        stopping.wait(args.interval)
+        stopping.wait(args.interval if done.settled else min(args.interval, loop.FOLLOW_UP_SECONDS))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,8 +54,15 @@ TOTAL_NODES = LEASE_PREFIX + "total-nodes"
 ARCHITECTURES = LEASE_PREFIX + "architectures"
 CLUSTER_ID = LEASE_PREFIX + "cluster-id"
 
+GRACE = LEASE_PREFIX + "grace-seconds"
+"""On the Lease: the silence after which the agent itself says it is offline (three of its
+intervals), so a site that reports every minute is not called silent after 30 s."""
+
 DEFAULT_STALE_AFTER_SECONDS = 30.0
-"""Silence after which the hub counts an agent offline: three missed 10-second reports."""
+"""Silence after which the hub counts an agent offline: three missed 10-second reports; also
+the least grace an agent may ask for."""
+MAX_STALE_AFTER_SECONDS = 3600.0
+"""The most grace an agent may ask for: a site offline for an hour is offline."""
 
 
 # --- hub side: a release's status ---------------------------------------------------------------
@@ -217,8 +225,12 @@ def lease_health(
     now: datetime.datetime,
     stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
 ) -> AgentHealth:
-    """Whether the agent is connected, and what it found at the site's nodes."""
+    """Whether the agent is connected, and what it found at the site's nodes; the grace is
+    the agent's own (`GRACE`), between `stale_after_seconds` and `MAX_STALE_AFTER_SECONDS`."""
     found = annotations or {}
+    stale_after_seconds = min(
+        MAX_STALE_AFTER_SECONDS, max(stale_after_seconds, float(_int(found.get(GRACE))))
+    )
     heartbeat = timestamps.parse_rfc3339(found.get(HEARTBEAT))
     if heartbeat is None:
         return AgentHealth(
@@ -254,11 +266,17 @@ def _int(value: str | None) -> int:
 
 # --- agent side ---------------------------------------------------------------------------------
 def lease_annotations(
-    probe: nodes.ProbeResult, *, cluster_id: str | None, now: datetime.datetime
+    probe: nodes.ProbeResult,
+    *,
+    cluster_id: str | None,
+    now: datetime.datetime,
+    interval_seconds: float = 10.0,
 ) -> dict[str, str]:
-    """What the agent writes on its Lease each round (`lease_health` reads it back)."""
+    """What the agent writes on its Lease each round (`lease_health` reads it back);
+    `interval_seconds`: how often it renews (its grace is three of them)."""
     found = {
         HEARTBEAT: timestamps.format_rfc3339(now),
+        GRACE: str(math.ceil(3 * interval_seconds)),
         KUBERNETES_VERSION: probe.kubernetes_version,
         READY_NODES: str(probe.ready_nodes),
         TOTAL_NODES: str(probe.total_nodes),
